@@ -1,0 +1,16 @@
+"""stave: stacked temporal attention (STAVEQ2) for Qwen2-VL-family Video-LLMs."""
+
+from .checkpoint import load_model
+from .config import TemporalConfig
+from .modeling import add_temporal_attention, temporal_config, temporal_parameters, vision_tower
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TemporalConfig",
+    "add_temporal_attention",
+    "load_model",
+    "temporal_config",
+    "temporal_parameters",
+    "vision_tower",
+]

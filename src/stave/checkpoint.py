@@ -1,0 +1,189 @@
+"""Loading checkpoints with stacked temporal attention, without ever dropping a temporal weight.
+
+A directory written by `model.save_pretrained` after `add_temporal_attention` holds the stock weights,
+the temporal weights (`...blocks.N.temp_attn.{qkv,proj}.*`, `...blocks.N.norm3.*`) and, in config.json,
+the TemporalConfig under vision_config.temporal_attention. Stock `from_pretrained` builds the model
+without the temporal modules and reports their weights as unexpected; `load_model` adds the modules and
+loads exactly those weights, refusing any missing or extra one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import nn
+from transformers.utils import logging as hf_logging
+
+from .config import TemporalConfig
+from .modeling import CONFIG_KEY, add_temporal_attention
+from .models import find_vision_tower, supported_classes
+
+logger = logging.getLogger(__name__)
+
+#: A temporal weight as stored by stave and by the authors' release, whatever the prefix of the tower.
+TEMPORAL_KEY = re.compile(r"(?:^|\.)blocks\.(\d+)\.((?:temp_attn\.(?:qkv|proj)|norm3)\.(?:weight|bias))$")
+#: Anything that looks like part of a temporal layer (used to catch malformed names too).
+TEMPORAL_LIKE = re.compile(r"(?:^|\.)(?:temp_attn|norm3)(?:\.|$)")
+
+# Default class per config.json model_type, for directories without an "architectures" entry.
+_DEFAULT_CLASS = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
+
+
+def load_model(path: str | Path, temporal: TemporalConfig | None = None, **from_pretrained_kwargs: Any) -> nn.Module:
+    """Load a Qwen2-VL-family checkpoint, with its temporal attention if it has any.
+
+    Args:
+        path: a directory written by `save_pretrained` (config.json + safetensors).
+        temporal: for a checkpoint whose config.json records no temporal attention: add STA with this
+            config (zero-initialised, or loaded from the checkpoint when it holds temporal tensors, as
+            the authors' release does). Must agree with config.json when that records one.
+        **from_pretrained_kwargs: passed to `from_pretrained` (dtype, device_map, attn_implementation...).
+
+    Raises:
+        FileNotFoundError: no config.json in `path`.
+        TypeError: the checkpoint is not of a supported family.
+        ValueError: a temporal tensor is missing, unexpected or of the wrong shape (named), or
+            `temporal` disagrees with config.json.
+    """
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path}: no config.json (expected a directory written by save_pretrained)")
+    model_class = _model_class(json.loads(config_file.read_text()), config_file)
+
+    with _transformers_quiet():
+        model, info = model_class.from_pretrained(path, output_loading_info=True, **from_pretrained_kwargs)
+    temporal_like = sorted(k for k in info.get("unexpected_keys", ()) if TEMPORAL_LIKE.search(k))
+    _report_other_issues(path, info)
+
+    _, tower = find_vision_tower(model)
+    stored = getattr(tower.config, CONFIG_KEY, None)
+    if stored is not None:
+        recorded = TemporalConfig.from_dict(stored)
+        if temporal is not None and temporal != recorded:
+            raise ValueError(f"{config_file}: records temporal attention {recorded}, which differs from {temporal}")
+        temporal = recorded
+    if temporal is None:
+        if temporal_like:
+            raise ValueError(
+                f"{path}: holds temporal-attention tensors ({temporal_like[0]}, ... {len(temporal_like)} in all) but "
+                f"{config_file.name} records no '{CONFIG_KEY}'; pass temporal=TemporalConfig(...) to load them"
+            )
+        return model
+
+    add_temporal_attention(model, temporal)
+    stored_tensors = _temporal_tensor_names(path)
+    if stored is None and not stored_tensors:
+        return model  # a plain checkpoint: fresh STA, zero-initialised by default
+    _load_temporal_tensors(model, path, stored_tensors)
+    return model
+
+
+def _model_class(config: dict[str, Any], config_file: Path) -> type[nn.Module]:
+    classes = supported_classes()
+    names = list(config.get("architectures") or []) or [_DEFAULT_CLASS.get(config.get("model_type"), "")]
+    for name in names:
+        if name in classes:
+            return classes[name][1]
+    raise TypeError(
+        f"{config_file}: architectures {names or None} (model_type {config.get('model_type')!r}) is not supported; "
+        f"supported: {sorted(classes)}"
+    )
+
+
+@contextlib.contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    """Silence transformers' own load report: the temporal keys it calls unexpected are loaded right after,
+    and everything else it would report is reported again by _report_other_issues."""
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _report_other_issues(path: Path, info: dict[str, Any]) -> None:
+    unexpected = [k for k in info.get("unexpected_keys", ()) if not TEMPORAL_LIKE.search(k)]
+    for kind, keys in (
+        ("missing (newly initialised)", info.get("missing_keys", ())),
+        ("unexpected (not used)", unexpected),
+        ("of mismatched shape", info.get("mismatched_keys", ())),
+    ):
+        keys = sorted(map(str, keys))
+        if keys:
+            logger.warning("%s: %d weight(s) %s: %s", path, len(keys), kind, ", ".join(keys[:10]))
+
+
+def _weight_files(path: Path) -> dict[str, Path]:
+    """Tensor name -> safetensors file, for a single-file or sharded checkpoint."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: has no 'weight_map' object")
+        return {name: path / file for name, file in weight_map.items()}
+    single = path / "model.safetensors"
+    if single.is_file():
+        with safe_open(single, "pt") as f:
+            return {name: single for name in f.keys()}
+    raise FileNotFoundError(
+        f"{path}: no model.safetensors or model.safetensors.index.json (stave reads safetensors only)"
+    )
+
+
+def _temporal_tensor_names(path: Path) -> dict[str, Path]:
+    """Every tensor of the checkpoint that looks like part of a temporal layer -> its file."""
+    return {name: file for name, file in _weight_files(path).items() if TEMPORAL_LIKE.search(name)}
+
+
+def _load_temporal_tensors(model: nn.Module, path: Path, stored: dict[str, Path]) -> None:
+    _, tower = find_vision_tower(model)
+    expected: dict[tuple[int, str], torch.Tensor] = {}
+    for index, block in enumerate(tower.blocks):
+        for child in ("temp_attn", "norm3"):
+            if hasattr(block, child):
+                for name, param in getattr(block, child).named_parameters(prefix=child):
+                    expected[(index, name)] = param
+
+    found: dict[tuple[int, str], str] = {}
+    unexpected: list[str] = []
+    for name in sorted(stored):
+        match = TEMPORAL_KEY.search(name)
+        key = (int(match.group(1)), match.group(2)) if match else None
+        if key is None or key not in expected or key in found:
+            unexpected.append(name)
+        else:
+            found[key] = name
+    missing = [f"blocks.{i}.{n}" for (i, n) in expected if (i, n) not in found]
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} temporal tensor(s) missing from the checkpoint: {', '.join(missing[:8])}"
+        )
+    if unexpected:
+        raise ValueError(
+            f"{path}: {len(unexpected)} unexpected temporal tensor(s) for this TemporalConfig: "
+            f"{', '.join(unexpected[:8])}"
+        )
+
+    by_file: dict[Path, list[tuple[str, torch.Tensor]]] = {}
+    for key, name in found.items():
+        by_file.setdefault(stored[name], []).append((name, expected[key]))
+    with torch.no_grad():
+        for file, pairs in by_file.items():
+            with safe_open(file, "pt") as f:
+                for name, param in pairs:
+                    tensor = f.get_tensor(name)
+                    if tensor.shape != param.shape:
+                        raise ValueError(
+                            f"{file}: tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(param.shape)}"
+                        )
+                    param.copy_(tensor)

@@ -1,0 +1,87 @@
+"""TemporalConfig: everything that describes the stacked temporal attention added to a vision tower."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ORDERS = ("spatial_first", "temporal_first")
+INITS = ("zero", "random")
+IMAGE_POLICIES = ("skip", "apply")
+
+
+@dataclass
+class TemporalConfig:
+    """How stacked temporal attention (STA) is added to a Qwen2-VL-family vision tower.
+
+    Attributes:
+        head_scale: temporal heads = max(1, round(spatial heads * head_scale)); head_dim is the tower's.
+        layers: indices of the vision blocks that get STA; None means every block.
+        order: "spatial_first" (spatial attn -> temporal attn -> MLP, the paper's default) or
+            "temporal_first" (temporal attn -> spatial attn -> MLP).
+        init: "zero" zero-initialises the output projection so the tower starts exactly equal to the
+            pretrained one (the paper); "random" keeps nn.Linear's default init (the authors' release).
+        images: "skip" leaves items with a single temporal patch (images) untouched; "apply" runs the
+            temporal layer on them too (attention over one position).
+        rope_theta: base of the 1-D rotary position embedding along time.
+    """
+
+    head_scale: float = 0.25
+    layers: list[int] | None = None
+    order: Literal["spatial_first", "temporal_first"] = "spatial_first"
+    init: Literal["zero", "random"] = "zero"
+    images: Literal["skip", "apply"] = "skip"
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        _check_number("head_scale", self.head_scale)
+        _check_number("rope_theta", self.rope_theta)
+        if self.layers is not None:
+            if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
+                raise ValueError(f"TemporalConfig.layers must be a list of block indices or None, got {self.layers!r}")
+            layers = list(self.layers)
+            for i in layers:
+                if isinstance(i, bool) or not isinstance(i, int) or i < 0:
+                    raise ValueError(f"TemporalConfig.layers must hold non-negative ints, got {i!r}")
+            if len(set(layers)) != len(layers):
+                raise ValueError(f"TemporalConfig.layers has duplicates: {layers}")
+            if not layers:
+                raise ValueError("TemporalConfig.layers is empty; use None for every block")
+            self.layers = sorted(layers)
+        for name, allowed in (("order", ORDERS), ("init", INITS), ("images", IMAGE_POLICIES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"TemporalConfig.{name} must be one of {allowed}, got {value!r}")
+
+    def num_heads(self, spatial_heads: int) -> int:
+        """Number of temporal heads for a tower whose spatial attention has `spatial_heads` heads."""
+        return max(1, round(spatial_heads * self.head_scale))
+
+    def selected_blocks(self, depth: int) -> list[int]:
+        """Indices of the blocks that get STA in a tower of `depth` blocks."""
+        if self.layers is None:
+            return list(range(depth))
+        too_big = [i for i in self.layers if i >= depth]
+        if too_big:
+            raise ValueError(f"TemporalConfig.layers {too_big} out of range for a tower of {depth} blocks")
+        return list(self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TemporalConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TemporalConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"TemporalConfig.{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"TemporalConfig.{name} must be a positive finite number, got {value!r}")

@@ -1,0 +1,63 @@
+"""One small adapter per supported model family: where the vision tower and its blocks are, how wide they
+are, and which norm the added `norm3` copies. Everything else about STA is family-independent
+(stave.temporal)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class VisionFamily:
+    """What stave needs to know about one model family.
+
+    Attributes:
+        name: human-readable family name.
+        tower_class: the vision tower class (holds `blocks`, receives `(pixels, grid_thw)`).
+        model_classes: the full and base model classes that contain such a tower.
+        block_class: the stock vision block class.
+        temporal_block_class: `block_class` with stave.temporal.TemporalBlockMixin mixed in.
+        width: token width D of the tower, from its config.
+        make_norm: a new, identity-initialised norm of the block's norm1 type, for width D.
+    """
+
+    name: str
+    tower_class: type[nn.Module]
+    model_classes: tuple[type[nn.Module], ...]
+    block_class: type[nn.Module]
+    temporal_block_class: type[nn.Module]
+    width: Callable[[object], int]
+    make_norm: Callable[[nn.Module, int], nn.Module]
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.__name__ for c in (*self.model_classes, self.tower_class)]
+
+
+def families() -> tuple[VisionFamily, ...]:
+    from .qwen2_5_vl import QWEN2_5_VL
+    from .qwen2_vl import QWEN2_VL
+
+    return (QWEN2_VL, QWEN2_5_VL)
+
+
+def supported_classes() -> dict[str, tuple[VisionFamily, type[nn.Module]]]:
+    """Class name -> (family, class) for every model class stave accepts."""
+    return {cls.__name__: (fam, cls) for fam in families() for cls in (*fam.model_classes, fam.tower_class)}
+
+
+def find_vision_tower(model: nn.Module) -> tuple[VisionFamily, nn.Module]:
+    """The family and vision tower of a supported model; TypeError listing the supported classes otherwise."""
+    for family in families():
+        if isinstance(model, family.tower_class):
+            return family, model
+        if isinstance(model, family.model_classes):
+            for module in model.modules():
+                if isinstance(module, family.tower_class):
+                    return family, module
+            raise TypeError(f"{type(model).__name__} holds no {family.tower_class.__name__}")
+    supported = "; ".join(f"{fam.name}: {', '.join(fam.class_names)}" for fam in families())
+    raise TypeError(f"stave supports these model families — {supported}; got {type(model).__name__}")

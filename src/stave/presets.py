@@ -1,0 +1,112 @@
+"""Model presets as data: the published vision-tower architectures and tiny random models for tests.
+
+The published values are those of the released config.json files of each checkpoint (vision part only:
+no weights are needed to count parameters or to benchmark).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+_QWEN2_VL_TOWER = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, hidden_act="quick_gelu")
+_QWEN2_5_VL_TOWER = dict(
+    depth=32,
+    hidden_size=1280,
+    num_heads=16,
+    intermediate_size=3420,
+    hidden_act="silu",
+    window_size=112,
+    fullatt_block_indexes=[7, 15, 23, 31],
+)
+
+#: preset name -> (family key, vision config values)
+VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "qwen2-vl-2b": ("qwen2_vl", {**_QWEN2_VL_TOWER, "hidden_size": 1536}),
+    "qwen2-vl-7b": ("qwen2_vl", {**_QWEN2_VL_TOWER, "hidden_size": 3584}),
+    "qwen2-vl-72b": ("qwen2_vl", {**_QWEN2_VL_TOWER, "hidden_size": 8192}),
+    "qwen2.5-vl-3b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 2048}),
+    "qwen2.5-vl-7b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 3584}),
+    "qwen2.5-vl-72b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 8192}),
+}
+
+# Tiny random models (FIELD_NOTES: mrope_section must sum to head_dim / 2; special ids below vocab_size).
+_TINY_TEXT = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=128,
+    max_position_embeddings=1024,
+    rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]},
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=2,
+)
+_TINY_IDS = dict(image_token_id=120, video_token_id=121, vision_start_token_id=122, vision_end_token_id=123)
+TINY_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "tiny-qwen2-vl": ("qwen2_vl", dict(depth=2, embed_dim=32, num_heads=4, mlp_ratio=2, hidden_size=32), _TINY_TEXT),
+    "tiny-qwen2.5-vl": (
+        "qwen2_5_vl",
+        dict(
+            depth=3,
+            hidden_size=32,
+            num_heads=4,
+            intermediate_size=48,
+            out_hidden_size=32,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        ),
+        _TINY_TEXT,
+    ),
+}
+
+
+def _classes(family: str) -> tuple[type, type, type]:
+    """(full config class, vision config class, vision tower class) of a family."""
+    if family == "qwen2_vl":
+        from transformers import Qwen2VLConfig
+        from transformers.models.qwen2_vl import modeling_qwen2_vl as m
+
+        return Qwen2VLConfig, Qwen2VLConfig.sub_configs["vision_config"], m.Qwen2VisionTransformerPretrainedModel
+    if family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig
+        from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m
+
+        vision_config = Qwen2_5_VLConfig.sub_configs["vision_config"]
+        return Qwen2_5_VLConfig, vision_config, m.Qwen2_5_VisionTransformerPretrainedModel
+    raise ValueError(f"unknown family {family!r}")
+
+
+def build_vision_tower(preset: str, *, device: str | torch.device = "meta", **overrides: Any) -> nn.Module:
+    """The vision tower of a published preset (random weights; on the meta device by default).
+
+    `overrides` replace vision config values (e.g. depth=4 for a shallower tower in a CPU benchmark).
+    """
+    if preset not in VISION_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {sorted(VISION_PRESETS)}")
+    family, values = VISION_PRESETS[preset]
+    _, vision_config_class, tower_class = _classes(family)
+    config = vision_config_class(**{**values, **overrides})
+    config._attn_implementation = "sdpa"
+    with torch.device(device):
+        return tower_class._from_config(config)
+
+
+def tiny_model(preset: str = "tiny-qwen2-vl", *, seed: int = 0, attn_implementation: str = "sdpa") -> nn.Module:
+    """A randomly initialised ForConditionalGeneration model of a tiny preset, in eval mode, float32."""
+    if preset not in TINY_PRESETS:
+        raise ValueError(f"unknown tiny preset {preset!r}; known: {sorted(TINY_PRESETS)}")
+    family, vision, text = TINY_PRESETS[preset]
+    config_class, _, _ = _classes(family)
+    config = config_class(text_config=dict(text), vision_config=dict(vision), **_TINY_IDS)
+    if family == "qwen2_vl":
+        from transformers import Qwen2VLForConditionalGeneration as model_class
+    else:
+        from transformers import Qwen2_5_VLForConditionalGeneration as model_class
+    torch.manual_seed(seed)
+    model = model_class._from_config(config, attn_implementation=attn_implementation)
+    return model.eval()

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random Qwen2-VL / Qwen2.5-VL models and helpers that hide version differences."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the straightforward reference implementation lives there
+
+FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl"]
+
+
+@pytest.fixture(params=FAMILIES)
+def preset(request) -> str:
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+def merged_tokens(tower, pixels, grid_thw, **kwargs) -> torch.Tensor:
+    """The tower's merged output tokens in item order, on transformers 4.57 (a tensor) and 5.x (an output object)."""
+    out = tower(pixels, grid_thw=grid_thw, **kwargs)
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def randomize_temporal(model, std: float = 0.3, seed: int = 1) -> None:
+    """Give every added temporal parameter random values (zero init makes STA a no-op)."""
+    import stave
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, param in stave.temporal_parameters(model):
+            param.copy_(torch.randn(param.shape, generator=generator) * std)

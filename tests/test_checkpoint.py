@@ -1,0 +1,134 @@
+"""save_pretrained -> load_model round trips, and refusal of checkpoints whose temporal tensors don't match."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import randomize_temporal
+from safetensors.torch import load_file, save_file
+
+import stave
+from stave.presets import tiny_model
+from stave.testing import model_inputs
+
+
+def _logits(model, inputs):
+    with torch.no_grad():
+        return model.eval()(**inputs).logits
+
+
+def _saved(preset, tmp_path, **temporal):
+    model = stave.add_temporal_attention(tiny_model(preset), **temporal)
+    randomize_temporal(model)
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def test_round_trip_reproduces_outputs_exactly(preset, tmp_path):
+    model = _saved(preset, tmp_path, layers=[0, 1], head_scale=0.5, order="temporal_first")
+    inputs = model_inputs(model, videos=[(4, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
+    loaded = stave.load_model(tmp_path)
+    assert stave.temporal_config(loaded) == stave.TemporalConfig(layers=[0, 1], head_scale=0.5, order="temporal_first")
+    assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))
+    saved = dict(stave.temporal_parameters(model))
+    restored = dict(stave.temporal_parameters(loaded))
+    assert saved.keys() == restored.keys()
+    assert all(torch.equal(saved[k], restored[k]) for k in saved)
+
+
+def test_plain_checkpoint_gets_zero_initialised_sta(preset, tmp_path):
+    plain = tiny_model(preset)
+    plain.save_pretrained(tmp_path)
+    inputs = model_inputs(plain, videos=[(4, 4, 4)])
+    loaded = stave.load_model(tmp_path, temporal=stave.TemporalConfig())
+    assert len(stave.temporal_parameters(loaded)) > 0
+    assert (_logits(loaded, inputs) - _logits(plain, inputs)).abs().max() <= 1e-6
+    assert stave.temporal_config(stave.load_model(tmp_path)) is None  # without `temporal`: the stock model
+
+
+def _rewrite(tmp_path, change):
+    file = tmp_path / "model.safetensors"
+    tensors = load_file(file)
+    change(tensors)
+    save_file(tensors, file, metadata={"format": "pt"})
+    return tensors
+
+
+def test_missing_temporal_tensor_is_refused_by_name(preset, tmp_path):
+    _saved(preset, tmp_path)
+    dropped = []
+
+    def drop(tensors):
+        name = next(k for k in sorted(tensors) if k.endswith("blocks.1.temp_attn.qkv.weight"))
+        dropped.append(name)
+        del tensors[name]
+
+    _rewrite(tmp_path, drop)
+    with pytest.raises(ValueError, match=r"missing from the checkpoint: blocks\.1\.temp_attn\.qkv\.weight"):
+        stave.load_model(tmp_path)
+
+
+def test_extra_temporal_tensor_is_refused_by_name(preset, tmp_path):
+    _saved(preset, tmp_path, layers=[0])
+
+    def add(tensors):
+        name = next(k for k in tensors if k.endswith("blocks.0.temp_attn.proj.bias"))
+        tensors[name.replace("blocks.0.", "blocks.1.")] = tensors[name].clone()
+
+    _rewrite(tmp_path, add)
+    with pytest.raises(ValueError, match=r"unexpected temporal tensor\(s\).*blocks\.1\.temp_attn\.proj\.bias"):
+        stave.load_model(tmp_path)
+
+
+def test_misnamed_temporal_tensor_is_refused_by_name(preset, tmp_path):
+    _saved(preset, tmp_path)
+
+    def rename(tensors):
+        name = next(k for k in tensors if k.endswith("blocks.0.temp_attn.proj.bias"))
+        tensors[name.replace("proj.bias", "proj.scale")] = tensors.pop(name)
+
+    _rewrite(tmp_path, rename)
+    with pytest.raises(ValueError, match=r"temp_attn\.proj\.(bias|scale)"):
+        stave.load_model(tmp_path)
+
+
+def test_wrong_shape_is_refused_by_name(preset, tmp_path):
+    _saved(preset, tmp_path)
+
+    def shrink(tensors):
+        name = next(k for k in tensors if k.endswith("blocks.0.temp_attn.proj.bias"))
+        tensors[name] = tensors[name][:-1].clone()
+
+    _rewrite(tmp_path, shrink)
+    with pytest.raises(ValueError, match=r"temp_attn\.proj\.bias has shape"):
+        stave.load_model(tmp_path)
+
+
+def test_temporal_tensors_without_config_entry_are_not_ignored(preset, tmp_path):
+    """The authors' checkpoints: temporal tensors but no temporal entry in config.json."""
+    model = _saved(preset, tmp_path)
+    config_file = tmp_path / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["vision_config"]["temporal_attention"]
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"holds temporal-attention tensors .* pass temporal="):
+        stave.load_model(tmp_path)
+    loaded = stave.load_model(tmp_path, temporal=stave.TemporalConfig())
+    inputs = model_inputs(model, videos=[(4, 4, 4)])
+    assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))
+
+
+def test_config_disagreeing_with_checkpoint_is_refused(preset, tmp_path):
+    _saved(preset, tmp_path, head_scale=0.5)
+    with pytest.raises(ValueError, match="records temporal attention"):
+        stave.load_model(tmp_path, temporal=stave.TemporalConfig(head_scale=0.25))
+
+
+def test_not_a_checkpoint_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        stave.load_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    with pytest.raises(TypeError, match="LlamaForCausalLM.*not supported"):
+        stave.load_model(tmp_path)

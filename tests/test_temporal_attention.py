@@ -1,0 +1,126 @@
+"""The temporal layer itself: exact semantics against an independent per-item reference, own-token
+placement, per-item separation, and the layout's bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from straightforward_sta import straightforward_temporal_update
+
+from stave.temporal import TemporalAttention, TemporalLayout
+
+GRIDS = [
+    [[3, 4, 4]],  # one video
+    [[2, 4, 4], [2, 4, 4], [2, 4, 4]],  # equal videos: one contiguous group (the fast path)
+    [[4, 2, 2], [1, 4, 2], [2, 2, 4], [4, 2, 2], [1, 2, 2], [3, 2, 2]],  # mixed, with images and split groups
+]
+
+
+def _layout(grid, skip=True, head_dim=8, theta=10000.0):
+    return TemporalLayout.from_grid(
+        torch.tensor(grid),
+        sum(t * h * w for t, h, w in grid),
+        skip_single_frame=skip,
+        head_dim=head_dim,
+        rope_theta=theta,
+    )
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("skip", [True, False])
+def test_matches_straightforward_reference(grid, skip):
+    torch.manual_seed(0)
+    layer = TemporalAttention(32, 2, 8, zero_init=False)
+    x = torch.randn(sum(t * h * w for t, h, w in grid), 32)
+    ours = layer(x, _layout(grid, skip, theta=500.0))
+    reference = straightforward_temporal_update(
+        x, grid, layer.qkv, layer.proj, 2, rope_theta=500.0, skip_single_frame=skip
+    )
+    torch.testing.assert_close(ours, reference, atol=2e-6, rtol=1e-5)
+
+
+def test_skipped_items_get_exactly_zero_update():
+    grid = [[1, 4, 4], [3, 2, 2], [1, 2, 2]]
+    layer = TemporalAttention(32, 2, 8, zero_init=False)
+    x = torch.randn(16 + 12 + 4, 32)
+    update = layer(x, _layout(grid))
+    assert torch.count_nonzero(update[:16]) == 0
+    assert torch.count_nonzero(update[28:]) == 0
+    assert torch.count_nonzero(update[16:28]) == 12 * 32
+
+
+def test_update_stays_on_its_own_token():
+    """Perturbing one temporal patch at one spatial position changes the update only at that position,
+    on every temporal patch of that video (the authors' release scatters it onto other tokens)."""
+    t, n, dim = 4, 6, 32
+    grid = [[2, 2, 2], [t, 2, 3], [2, 2, 2]]
+    layer = TemporalAttention(dim, 2, 8, zero_init=False)
+    x = torch.randn(8 + t * n + 8, dim)
+    layout = _layout(grid)
+    before = layer(x, layout)
+    position, patch = 4, 1
+    changed_row = 8 + patch * n + position
+    x2 = x.clone()
+    x2[changed_row] += torch.randn(dim)
+    diff = (layer(x2, layout) - before).abs().sum(-1)
+    expected_rows = {8 + k * n + position for k in range(t)}
+    assert set(torch.nonzero(diff > 1e-7).flatten().tolist()) == expected_rows
+
+
+def test_order_of_temporal_patches_matters():
+    layer = TemporalAttention(32, 2, 8, zero_init=False)
+    t, n = 4, 4
+    x = torch.randn(t * n, 32)
+    layout = _layout([[t, 2, 2]])
+    reversed_x = x.view(t, n, 32).flip(0).reshape(t * n, 32)
+    out = layer(x, layout).view(t, n, 32)
+    out_rev = layer(reversed_x, layout).view(t, n, 32).flip(0)
+    assert (out - out_rev).abs().max() > 1e-3  # rotary positions make the layer order-aware
+
+
+def test_items_do_not_attend_to_each_other():
+    layer = TemporalAttention(32, 2, 8, zero_init=False)
+    a = torch.randn(3 * 4, 32)
+    b = torch.randn(2 * 6, 32)
+    alone = layer(a, _layout([[3, 2, 2]]))
+    together = layer(torch.cat([a, b, a]), _layout([[3, 2, 2], [2, 2, 3], [3, 2, 2]]))
+    torch.testing.assert_close(together[:12], alone, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(together[24:], alone, atol=1e-6, rtol=1e-6)
+
+
+def test_layout_groups_equal_shapes_and_records_segments():
+    layout = _layout([[4, 2, 2], [1, 4, 2], [2, 2, 4], [4, 2, 2], [4, 2, 2], [1, 2, 2]])
+    shapes = [(g.t, g.n, g.starts) for g in layout.groups]
+    assert shapes == [(4, 4, (0, 40, 56)), (2, 8, (24,))]
+    assert layout.segments == ((0, 0, 1), (-1, 16, 8), (1, 0, 1), (0, 1, 2), (-1, 72, 4))
+    assert not layout.covers_everything
+    assert _layout([[2, 2, 2], [2, 2, 2]]).covers_everything
+
+
+def test_image_only_batch_keeps_parameters_in_the_graph():
+    """With images skipped, an image-only batch still runs the layer on zero rows, so every temporal
+    parameter gets a (zero) gradient and data-parallel training sees it used."""
+    layer = TemporalAttention(32, 2, 8, zero_init=False)
+    x = torch.randn(16 + 4, 32, requires_grad=True)
+    update = layer(x, _layout([[1, 4, 4], [1, 2, 2]]))
+    assert torch.count_nonzero(update) == 0
+    update.sum().backward()
+    for name, param in layer.named_parameters():
+        assert param.grad is not None, name
+        assert torch.count_nonzero(param.grad) == 0, name
+
+
+def test_grid_inconsistent_with_tokens_names_both_numbers():
+    with pytest.raises(ValueError, match=r"describes 40 patches.*received 41 rows"):
+        TemporalLayout.from_grid(
+            torch.tensor([[2, 4, 4], [2, 2, 2]]), 41, skip_single_frame=True, head_dim=8, rope_theta=1e4
+        )
+
+
+def test_rotary_tables_follow_the_spec():
+    layout = _layout([[3, 2, 2]], head_dim=4, theta=100.0)
+    cos, sin = layout.rotary[3]
+    inv_freq = torch.tensor([1.0, 1.0 / 10.0])  # 1 / 100^(0/4), 1 / 100^(2/4)
+    angles = torch.arange(3.0)[:, None] * torch.cat([inv_freq, inv_freq])[None]
+    torch.testing.assert_close(cos, angles.cos())
+    torch.testing.assert_close(sin, angles.sin())
