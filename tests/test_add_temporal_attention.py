@@ -291,3 +291,25 @@ def test_config_is_recorded_in_the_vision_config(preset):
     model = stave.add_temporal_attention(tiny_model(preset), head_scale=0.5, layers=[0])
     recorded = model.config.to_dict()["vision_config"]["temporal_attention"]
     assert stave.TemporalConfig.from_dict(recorded) == stave.TemporalConfig(head_scale=0.5, layers=[0])
+
+
+def test_blocks_dispatched_by_accelerate_still_run_temporal_attention(preset):
+    """device_map="auto" wraps each block's forward on the instance; STA must not be bypassed."""
+    hooks = pytest.importorskip("accelerate.hooks")
+    model = tiny_model(preset)
+    tower = stave.vision_tower(model)
+    for block in tower.blocks:
+        hooks.add_hook_to_module(block, hooks.ModelHook())
+    pixels, grid_thw = _tower_inputs(model, [(4, 4, 4)])
+    with torch.no_grad():
+        base = merged_tokens(tower, pixels, grid_thw)
+        stave.add_temporal_attention(model, init="random")
+        assert (merged_tokens(tower, pixels, grid_thw) - base).abs().max() > 1e-3
+
+
+def test_block_with_unknown_instance_forward_is_refused(preset):
+    model = tiny_model(preset)
+    block = stave.vision_tower(model).blocks[0]
+    block.forward = lambda *args, **kwargs: None
+    with pytest.raises(RuntimeError, match="block 0 has a forward set on the instance"):
+        stave.add_temporal_attention(model)

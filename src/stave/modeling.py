@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 from typing import Any, TypeVar
 
 from torch import nn
@@ -55,12 +56,30 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
         block.norm3 = family.make_norm(block, dim).to(device=reference.device, dtype=reference.dtype)
         block.temporal_first = config.order == "temporal_first"
         block.__class__ = family.temporal_block_class
+        _rebind_instance_forward(block, index)
 
     tower.stave_temporal = config
     tower.stave_head_dim = head_dim
     tower.register_forward_pre_hook(_add_temporal_layout, with_kwargs=True)
     setattr(vision_config, CONFIG_KEY, config.to_dict())
     return model
+
+
+def _rebind_instance_forward(block: nn.Module, index: int) -> None:
+    """Make a forward wrapped on the instance call the temporal block's forward.
+
+    accelerate's dispatch hooks (device_map="auto", offloading) replace `block.forward` on the instance
+    with a wrapper around the bound method they found, kept as `block._old_forward`; after the class
+    switch that would still be the stock forward and STA would be silently bypassed.
+    """
+    instance = vars(block)
+    if "_old_forward" in instance:
+        block._old_forward = types.MethodType(type(block).forward, block)
+    elif "forward" in instance:
+        raise RuntimeError(
+            f"vision block {index} has a forward set on the instance ({instance['forward']!r}); stave cannot "
+            "insert temporal attention behind it. Add temporal attention before wrapping the model."
+        )
 
 
 def _add_temporal_layout(tower: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -1,0 +1,20 @@
+"""The benchmark scripts run end to end on a tiny configuration (their figures are not checked here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_sta_overhead_prints_all_three_tables():
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "sta_overhead.py"), "--depth", "1", "--frames", "4",
+        "--sizes", "56", "--batches", "1", "4", "--repeats", "1",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("| 4 | 56 |") for line in lines) == 6  # 2 batches x (timing, layer, memory)
+    assert "Temporal layer alone" in result.stdout and "Peak memory" in result.stdout
