@@ -149,33 +149,35 @@ def fwd_bwd(tower, pixels, grid_thw) -> None:
     tower.zero_grad(set_to_none=True)
 
 
-def temporal_layer_times(arms, grids, args) -> tuple[float, float]:
-    """Forward+backward of the temporal layer alone on the batch's tokens: (stave, naive) seconds."""
-    block = arms["stave"].blocks[0]
-    layer = block.temp_attn
+def temporal_layer_times(arms, grids, args) -> dict[str, float]:
+    """Forward+backward of the temporal layer alone on the batch's tokens, in seconds: stave's layer, the
+    naive one, and the two linears (qkv, proj) that both share, run on their own."""
+    layer = arms["stave"].blocks[0].temp_attn
+    dtype = getattr(torch, args.dtype)
     naive = NaiveTemporalAttention(layer.qkv.in_features, layer.num_heads, layer.head_dim)
     naive.load_state_dict(layer.state_dict())
-    naive.to(device=args.device, dtype=getattr(torch, args.dtype))
+    naive.to(device=args.device, dtype=dtype)
     naive.grid = [list(g) for g in grids]
     tokens = sum(t * h * w for t, h, w in grids)
-    x = torch.randn(tokens, layer.qkv.in_features, device=args.device, dtype=getattr(torch, args.dtype))
-    x.requires_grad_(True)
+    x = torch.randn(tokens, layer.qkv.in_features, device=args.device, dtype=dtype, requires_grad=True)
     layout = TemporalLayout.from_grid(
         grids, tokens, skip_single_frame=True, head_dim=layer.head_dim, rope_theta=10000.0, device=args.device
     )
+    inner = layer.proj.in_features
 
-    def run(module):
+    def linears(x, layout):
+        return layer.proj(layer.qkv(x)[:, :inner])
+
+    def run(fn):
         def step():
-            module(x, layout).float().square().mean().backward()
-            module.zero_grad(set_to_none=True)
+            fn(x, layout).float().square().mean().backward()
+            layer.zero_grad(set_to_none=True)
+            naive.zero_grad(set_to_none=True)
             x.grad = None
 
-        return step
+        return lambda: once(step, args.device)
 
-    times = interleaved(
-        {"stave": lambda: once(run(layer), args.device), "naive": lambda: once(run(naive), args.device)}, args.repeats
-    )
-    return times["stave"], times["naive"]
+    return interleaved({"stave": run(layer), "naive": run(naive), "linears": run(linears)}, args.repeats)
 
 
 def memory_probe(args) -> None:
@@ -326,15 +328,22 @@ def main() -> None:
                         f"{both['naive'] / both['stave']:.2f} |"
                     )
                 print(row, flush=True)
-                layer_rows.append((frames, size, batch, *temporal_layer_times(arms, grids, args)))
+                layer_rows.append((frames, size, batch, temporal_layer_times(arms, grids, args)))
 
     print()
-    print("Temporal layer alone, forward+backward")
+    print("Temporal layer alone, forward+backward (core = layer minus its qkv and proj linears, run alone)")
     print()
-    print("| frames | size | batch | stave (s) | naive (s) | naive / stave |")
-    print("|---|---|---|---|---|---|")
-    for frames, size, batch, ours, naive in layer_rows:
-        print(f"| {frames} | {size} | {batch} | {ours:.4f} | {naive:.4f} | {naive / ours:.2f} |")
+    print(
+        "| frames | size | batch | stave (s) | naive (s) | naive / stave | linears (s) | core stave / naive (s) "
+        "| core naive / stave |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for frames, size, batch, t in layer_rows:
+        core_stave, core_naive = t["stave"] - t["linears"], t["naive"] - t["linears"]
+        print(
+            f"| {frames} | {size} | {batch} | {t['stave']:.4f} | {t['naive']:.4f} | {t['naive'] / t['stave']:.2f} "
+            f"| {t['linears']:.4f} | {core_stave:.4f} / {core_naive:.4f} | {core_naive / core_stave:.2f} |"
+        )
 
     if not args.no_memory:
         print()

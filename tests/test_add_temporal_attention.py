@@ -221,7 +221,8 @@ def test_runs_in_every_dtype_and_attention_backend(preset, attn, dtype):
     assert (out.float() - reference).abs().max() < (1e-5 if dtype == torch.float32 else 0.1)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(preset):
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_gradient_checkpointing_gives_the_same_gradients(preset, reentrant):
     grads = []
     for checkpointing in (False, True):
         model = tiny_model(preset).train()
@@ -229,9 +230,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(preset):
         randomize_temporal(model)
         if checkpointing:
             if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; 4.57 has the old name
-                model.activation_checkpointing_enable({"use_reentrant": False})
+                model.activation_checkpointing_enable({"use_reentrant": reentrant})
             else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
             assert all(block.gradient_checkpointing for block in stave.vision_tower(model).blocks)
         inputs = model_inputs(model, videos=[(4, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
         model(**inputs, labels=inputs["input_ids"]).loss.backward()
@@ -313,3 +314,22 @@ def test_block_with_unknown_instance_forward_is_refused(preset):
     block.forward = lambda *args, **kwargs: None
     with pytest.raises(RuntimeError, match="block 0 has a forward set on the instance"):
         stave.add_temporal_attention(model)
+
+
+def test_checkpointed_block_recomputes_sta_in_its_own_backward(preset):
+    """Under gradient checkpointing STA runs three times per step (forward, the block's recomputation, and
+    its own recomputation in backward), so its activations never add to the block's peak."""
+    model = tiny_model(preset).train()
+    stave.add_temporal_attention(model)
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    calls = []
+    block = stave.vision_tower(model).blocks[0]
+    block.temp_attn.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    inputs = model_inputs(model, videos=[(4, 4, 4)])
+    loss = model(**inputs, labels=inputs["input_ids"]).loss
+    assert len(calls) == 1
+    loss.backward()
+    assert len(calls) == 3

@@ -12,10 +12,12 @@ to
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import TemporalAttention
 from .layout import TemporalLayout
@@ -41,10 +43,20 @@ class TemporalBlockMixin(nn.Module):
                 "its vision tower (whose forward pre-hook computes the layout from grid_thw) or pass "
                 "temporal_layout=TemporalLayout.from_grid(...) yourself"
             )
+        temporal = self.temporal_residual
+        if getattr(self, "gradient_checkpointing", False) and self.training and torch.is_grad_enabled():
+            # Under block checkpointing, recompute STA's internals in STA's own backward instead of keeping
+            # them through the block's recomputation: STA then adds (almost) nothing to the memory peak,
+            # for one extra STA forward per step (benchmarks/sta_overhead.py measures both).
+            temporal = partial(checkpoint, self.temporal_residual, use_reentrant=False)
         x = hidden_states
         if self.temporal_first:
-            x = x + self.temp_attn(self.norm3(x), temporal_layout)
+            x = temporal(x, temporal_layout)
         x = x + self.attn(self.norm1(x), *args, **kwargs)
         if not self.temporal_first:
-            x = x + self.temp_attn(self.norm3(x), temporal_layout)
+            x = temporal(x, temporal_layout)
         return x + self.mlp(self.norm2(x))
+
+    def temporal_residual(self, x: torch.Tensor, layout: TemporalLayout) -> torch.Tensor:
+        """x + temp_attn(norm3(x)) for the (L, D) token sequence."""
+        return x + self.temp_attn(self.norm3(x), layout)
