@@ -1,0 +1,78 @@
+"""VideoOptions: every setting that decides which pixels a model sees. Logged with every run and stored
+with every result, so a score can be traced to its frames, fps and pixel budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# Defaults of qwen-vl-utils (the reference users know); pixels are counted per frame unless named total.
+IMAGE_FACTOR = 28
+VIDEO_MIN_PIXELS = 128 * 28 * 28
+VIDEO_MAX_PIXELS = 768 * 28 * 28
+VIDEO_TOTAL_PIXELS = 24576 * 28 * 28
+IMAGE_MIN_PIXELS = 4 * 28 * 28
+IMAGE_MAX_PIXELS = 16384 * 28 * 28
+FPS = 2.0
+FPS_MIN_FRAMES = 4
+FPS_MAX_FRAMES = 768
+FRAME_FACTOR = 2
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How frames are taken from a video and resized.
+
+    Attributes:
+        nframes: take exactly this many frames (rounded to an even count); exclusive with `fps`.
+        fps: take frames at this rate (default 2.0 when `nframes` is not given), clamped to
+            [min_frames, max_frames] and to the frames available.
+        min_frames, max_frames: bounds for the fps rule.
+        start, end: optional clip bounds in seconds.
+        min_pixels, max_pixels: per-frame pixel bounds of smart_resize.
+        total_pixels: pixel budget of the whole video; the per-frame maximum becomes
+            max(min(max_pixels, total_pixels / n * 2), 1.05 * min_pixels).
+        backend: "pyav" (always installed), "torchcodec", "decord", or "auto" (first installed of
+            torchcodec, pyav).
+        timeout: seconds a decode may take before VideoTimeoutError.
+    """
+
+    nframes: int | None = None
+    fps: float | None = None
+    min_frames: int = FPS_MIN_FRAMES
+    max_frames: int = FPS_MAX_FRAMES
+    start: float | None = None
+    end: float | None = None
+    min_pixels: int = VIDEO_MIN_PIXELS
+    max_pixels: int = VIDEO_MAX_PIXELS
+    total_pixels: int = VIDEO_TOTAL_PIXELS
+    backend: str = "pyav"
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.nframes is not None and self.fps is not None:
+            raise ValueError("VideoOptions: nframes and fps are mutually exclusive")
+        for name in ("nframes", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"VideoOptions.{name} must be a positive int, got {value!r}")
+        for name in ("fps", "timeout"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise ValueError(f"VideoOptions.{name} must be a positive number, got {value!r}")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"VideoOptions.{name} must be a non-negative number of seconds, got {value!r}")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError(f"VideoOptions: start ({self.start}) must be before end ({self.end})")
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"VideoOptions: min_frames ({self.min_frames}) > max_frames ({self.max_frames})")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"VideoOptions: min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels})")
+        if self.backend not in ("pyav", "torchcodec", "decord", "auto"):
+            raise ValueError(f"VideoOptions.backend must be pyav, torchcodec, decord or auto, got {self.backend!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

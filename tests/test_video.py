@@ -1,0 +1,348 @@
+"""The video input pipeline: sampling rules, decoding (PyAV, folders, arrays), resizing, packing, and every
+kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from safetensors.torch import load_file
+
+from stave.video import (
+    PatchSpec,
+    VideoDecodeError,
+    VideoNotFoundError,
+    VideoOptions,
+    VideoSamplingError,
+    VideoShapeError,
+    VideoTimeoutError,
+    frame_indices,
+    number_of_frames,
+    pack_batch,
+    pack_frames,
+    read_video,
+    smart_resize,
+)
+from stave.video.encode import write_video
+from stave.video.sampling import video_frame_size
+
+SMALL = dict(min_pixels=28 * 28, max_pixels=56 * 84)
+
+
+def numbered_frames(count: int, height: int = 64, width: int = 96) -> np.ndarray:
+    """Frame i is a flat grey of value 8 * i, so a decoded frame tells which source frame it was."""
+    frames = np.zeros((count, height, width, 3), np.uint8)
+    for i in range(count):
+        frames[i] = 8 * i
+    return frames
+
+
+def frame_numbers(clip) -> list[int]:
+    return [round(float(f.float().mean()) / 8) for f in clip.frames]
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory) -> Path:
+    """30 frames at 10 fps (3 s), a keyframe every 5 frames."""
+    return write_video(tmp_path_factory.mktemp("v") / "numbered.mp4", numbered_frames(30), fps=10, keyframe_interval=5)
+
+
+# -- sampling rules ----------------------------------------------------------------------------------
+
+
+def test_fps_rule_clamps_and_rounds_to_even():
+    assert number_of_frames(VideoOptions(fps=2.0), available=300, video_fps=30) == 20  # 10 s at 2 fps
+    assert number_of_frames(VideoOptions(fps=2.0), available=30, video_fps=30) == 4  # min_frames
+    assert number_of_frames(VideoOptions(fps=1.0, max_frames=9), available=3000, video_fps=30) == 8
+    assert number_of_frames(VideoOptions(fps=30.0), available=7, video_fps=30) == 6  # <= available, even
+
+
+def test_nframes_rule_rounds_to_even_and_refuses_more_than_available():
+    assert number_of_frames(VideoOptions(nframes=7), available=30, video_fps=10) == 8
+    assert number_of_frames(VideoOptions(nframes=5), available=30, video_fps=10) == 4  # round half to even
+    with pytest.raises(ValueError, match=r"asks for 40 frames but the clip has 30"):
+        number_of_frames(VideoOptions(nframes=40), available=30, video_fps=10)
+    assert number_of_frames(VideoOptions(nframes=4), available=1, video_fps=10) == 1  # padded by the packer
+
+
+def test_indices_match_torch_linspace_round():
+    for first, last, n in [(0, 29, 6), (3, 250, 16), (0, 1, 2), (10, 10, 1)]:
+        expected = torch.linspace(first, last, n).round().long().tolist()
+        assert frame_indices(first, last, n) == expected
+
+
+def test_smart_resize_follows_qwen_rules():
+    assert smart_resize(360, 640, 28, 4 * 28 * 28, 16384 * 28 * 28) == (364, 644)
+    h, w = smart_resize(2160, 3840, 28, 128 * 28 * 28, 768 * 28 * 28)
+    assert h % 28 == 0 and w % 28 == 0 and h * w <= 768 * 28 * 28 and abs(w / h - 16 / 9) < 0.1
+    h, w = smart_resize(20, 30, 28, 128 * 28 * 28, 768 * 28 * 28)
+    assert h * w >= 128 * 28 * 28
+    with pytest.raises(ValueError, match="aspect ratio must be at most 200"):
+        smart_resize(10, 2010, 28, 28 * 28, 10**8)
+
+
+def test_total_pixel_budget_shrinks_long_videos():
+    options = VideoOptions(max_pixels=768 * 28 * 28, total_pixels=20 * 768 * 28 * 28)
+    short = video_frame_size(720, 1280, 8, options, 28)
+    long = video_frame_size(720, 1280, 200, options, 28)
+    assert short[0] * short[1] <= 768 * 28 * 28
+    assert long[0] * long[1] <= max(20 * 768 * 28 * 28 / 200 * 2, 1.05 * options.min_pixels)
+    assert long[0] * long[1] < short[0] * short[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [(dict(nframes=4, fps=2.0), "mutually exclusive"), (dict(nframes=0), "nframes"), (dict(fps=-1), "fps"),
+     (dict(start=3.0, end=1.0), "start"), (dict(min_frames=9, max_frames=4), "min_frames"),
+     (dict(backend="ffmpeg"), "backend"), (dict(timeout=0), "timeout")],
+)  # fmt: skip
+def test_invalid_options_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        VideoOptions(**kwargs)
+
+
+# -- decoding ----------------------------------------------------------------------------------------
+
+
+def test_reads_the_requested_frames_with_their_timestamps(clip_path):
+    clip = read_video(clip_path, VideoOptions(nframes=6, **SMALL))
+    assert clip.indices == [0, 6, 12, 17, 23, 29]
+    assert frame_numbers(clip) == clip.indices
+    assert clip.timestamps == pytest.approx([i / 10 for i in clip.indices])
+    assert (clip.source_fps, clip.duration, clip.total_frames) == (10.0, pytest.approx(3.0), 30)
+    assert clip.sampled_fps == pytest.approx(2.0)
+    assert clip.frames.dtype == torch.uint8 and clip.frames.shape[1] == 3
+    assert clip.frames.shape[2] % 28 == 0 and clip.frames.shape[3] % 28 == 0
+
+
+def test_seeking_decoder_takes_the_same_frames_as_a_full_decode(tmp_path):
+    frames = numbered_frames(31)
+    path = write_video(tmp_path / "sparse_keys.mp4", frames, fps=30, keyframe_interval=3)
+    for nframes in (2, 4, 8, 16, 30):
+        clip = read_video(path, VideoOptions(nframes=nframes, **SMALL))
+        assert frame_numbers(clip) == clip.indices == frame_indices(0, 30, nframes)
+
+
+def test_fps_and_clip_bounds(clip_path):
+    clip = read_video(clip_path, VideoOptions(fps=5.0, **SMALL))
+    assert len(clip.indices) == 14 and clip.sampled_fps == pytest.approx(14 / 3.0, rel=0.1)
+    clip = read_video(clip_path, VideoOptions(nframes=4, start=1.0, end=2.0, **SMALL))
+    assert all(1.0 <= t <= 2.0 for t in clip.timestamps) and frame_numbers(clip) == clip.indices
+
+
+def test_variable_frame_rate_reports_true_timestamps(tmp_path):
+    times = [0.0, 0.1, 0.15, 0.5, 0.55, 1.0, 1.2, 1.25]
+    path = write_video(tmp_path / "vfr.mp4", numbered_frames(8), fps=10, timestamps=times)
+    clip = read_video(path, VideoOptions(nframes=8, **SMALL))
+    assert clip.timestamps == pytest.approx(times, abs=1e-3)
+    assert frame_numbers(clip) == list(range(8))
+
+
+def test_frame_folder_pil_list_and_arrays_agree(tmp_path):
+    from PIL import Image
+
+    frames = numbered_frames(6, 56, 84)
+    folder = tmp_path / "episode"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i + 1:05d}.png")
+    options = VideoOptions(nframes=4, **SMALL)
+    from_folder = read_video(folder, options, source_fps=3.0)
+    from_pil = read_video([Image.fromarray(f) for f in frames], options, source_fps=3.0)
+    from_numpy = read_video(frames, options, source_fps=3.0)
+    from_torch = read_video(torch.from_numpy(frames), options, source_fps=3.0)
+    for clip in (from_pil, from_numpy, from_torch):
+        assert torch.equal(clip.frames, from_folder.frames)
+    assert from_folder.timestamps == pytest.approx([i / 3.0 for i in from_folder.indices])
+
+
+def test_grey_and_alpha_frames_become_rgb(tmp_path):
+    from PIL import Image
+
+    grey = np.full((2, 56, 56, 1), 100, np.uint8)
+    rgba = np.concatenate([np.full((2, 56, 56, 3), 50, np.uint8), np.zeros((2, 56, 56, 1), np.uint8)], axis=-1)
+    assert read_video(grey, VideoOptions(**SMALL)).frames.unique().tolist() == [100]
+    assert read_video(rgba, VideoOptions(**SMALL)).frames.unique().tolist() == [50]  # alpha dropped
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    Image.fromarray(grey[0, ..., 0], mode="L").save(folder / "00001.png")
+    Image.fromarray(rgba[0], mode="RGBA").save(folder / "00002.png")
+    clip = read_video(folder, VideoOptions(**SMALL))
+    assert clip.frames.shape[:2] == (2, 3)
+
+
+def test_enormous_frames_are_bounded_by_the_pixel_budget(tmp_path):
+    path = write_video(tmp_path / "big.mp4", np.zeros((2, 1080, 1920, 3), np.uint8), fps=10)
+    clip = read_video(path, VideoOptions(nframes=2, min_pixels=28 * 28, max_pixels=64 * 28 * 28))
+    assert clip.frames.shape[2] * clip.frames.shape[3] <= 64 * 28 * 28
+
+
+def test_single_frame_clip_is_padded_to_a_temporal_patch():
+    clip = read_video(numbered_frames(1, 56, 56), VideoOptions(nframes=2, **SMALL))
+    assert clip.frames.shape[0] == 1
+    pixels, grid = pack_frames(clip.frames)
+    assert grid == (1, 4, 4)
+    patch = pixels.view(16, 3, 2, 14 * 14)
+    assert torch.equal(patch[:, :, 0], patch[:, :, 1])  # the frame was repeated in time
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoNotFoundError, match=r"missing\.mp4: no such file"):
+        read_video(tmp_path / "missing.mp4")
+
+
+def test_not_a_video(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 20)
+    with pytest.raises(VideoDecodeError, match=r"notes\.mp4: not a readable video"):
+        read_video(path)
+
+
+def test_truncated_video(tmp_path, clip_path):
+    data = clip_path.read_bytes()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError, match=r"truncated\.mp4"):
+        read_video(path, VideoOptions(nframes=6, **SMALL))
+
+
+def test_video_without_frames(tmp_path):
+    import av
+
+    path = tmp_path / "empty.mkv"
+    container = av.open(str(path), mode="w", format="matroska")
+    stream = container.add_stream("libx264", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+    container.start_encoding()
+    container.close()
+    with pytest.raises(VideoDecodeError, match=r"empty\.mkv: (no video frames|not a readable video)"):
+        read_video(path)
+
+
+def test_audio_only_file(tmp_path):
+    import av
+
+    path = tmp_path / "sound.m4a"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    with pytest.raises(VideoDecodeError, match=r"sound\.m4a: no video stream"):
+        read_video(path)
+
+
+def test_fewer_frames_than_asked(clip_path):
+    with pytest.raises(VideoSamplingError, match=r"numbered\.mp4: nframes=40 asks for 40 frames but the clip has 30"):
+        read_video(clip_path, VideoOptions(nframes=40))
+
+
+def test_start_beyond_duration(clip_path):
+    with pytest.raises(VideoSamplingError, match=r"start=5.0s is beyond the clip's duration of 3.000s"):
+        read_video(clip_path, VideoOptions(start=5.0))
+    with pytest.raises(VideoSamplingError, match=r"end=9.0s is beyond"):
+        read_video(clip_path, VideoOptions(end=9.0))
+
+
+def test_extreme_aspect_ratio_is_refused():
+    with pytest.raises(VideoShapeError, match="aspect ratio must be at most 200"):
+        read_video(np.zeros((2, 2, 500, 3), np.uint8))
+
+
+def test_wrong_array_shape_or_dtype():
+    with pytest.raises(VideoShapeError, match=r"expected \(T, H, W, C\)"):
+        read_video(np.zeros((2, 56, 56), np.uint8))
+    with pytest.raises(VideoShapeError, match="expected uint8 frames"):
+        read_video(np.zeros((2, 56, 56, 3), np.float32))
+
+
+def test_empty_folder_and_unreadable_frame(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoDecodeError, match="folder holds no frame images"):
+        read_video(tmp_path / "empty")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "00001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(VideoDecodeError, match=r"00001\.jpg: not a readable image"):
+        read_video(broken)
+
+
+def test_decode_has_a_timeout(clip_path):
+    with pytest.raises(VideoTimeoutError, match=r"numbered\.mp4: .* longer than the timeout"):
+        read_video(clip_path, VideoOptions(nframes=30, timeout=1e-9, **SMALL))
+
+
+# -- packing -----------------------------------------------------------------------------------------
+
+FIXTURE = ROOT / "tests" / "fixtures" / "qwen2vl_packing.safetensors"
+
+
+def test_packing_matches_the_stored_transformers_output():
+    expected = load_file(FIXTURE)
+    pixels, grid = pack_frames(expected["video_frames"].permute(0, 3, 1, 2))
+    assert [list(grid)] == expected["video_grid_thw"].tolist()
+    assert (pixels - expected["video_pixel_values"]).abs().max() <= 1e-5
+    pixels, grid = pack_frames(expected["image_frames"].permute(2, 0, 1)[None])
+    assert [list(grid)] == expected["image_grid_thw"].tolist()
+    assert (pixels - expected["image_pixel_values"]).abs().max() <= 1e-5
+
+
+def test_packing_matches_transformers_processors_live():
+    """Where transformers' own Qwen2-VL processor is importable without torchvision (the numpy one of
+    4.57 for videos and images, the PIL one of 5.x for images), compare with it directly."""
+    rng = np.random.default_rng(1)
+    video = rng.integers(0, 256, size=(4, 56, 28, 3), dtype=np.uint8)
+    image = rng.integers(0, 256, size=(56, 84, 3), dtype=np.uint8)
+    try:
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+        processor = Qwen2VLImageProcessor(do_resize=False)
+        processor(images=[image], return_tensors="np")
+    except Exception:  # 5.x: the torch backend needs torchvision
+        try:
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        except ImportError:
+            pytest.skip("no torchvision-free Qwen2-VL image processor in this transformers")
+        processor = Qwen2VLImageProcessorPil(do_resize=False)
+    ours, grid = pack_frames(torch.from_numpy(image).permute(2, 0, 1)[None])
+    theirs = processor(images=[image], return_tensors="pt")
+    assert theirs["image_grid_thw"].tolist() == [list(grid)]
+    assert (ours - theirs["pixel_values"].float()).abs().max() <= 1e-5
+    try:
+        theirs = processor(images=None, videos=[list(video)], return_tensors="pt")
+    except Exception:
+        return  # 5.x processors take no videos; the video path is checked on 4.57 and by the fixture
+    ours, grid = pack_frames(torch.from_numpy(video).permute(0, 3, 1, 2))
+    assert theirs["video_grid_thw"].tolist() == [list(grid)]
+    assert (ours - theirs["pixel_values_videos"].float()).abs().max() <= 1e-5
+
+
+def test_packed_batch_feeds_a_tiny_model():
+    import stave
+    from stave.presets import tiny_model
+
+    model = stave.add_temporal_attention(tiny_model())
+    spec = PatchSpec.from_vision_config(model.config.vision_config)
+    clips = [read_video(numbered_frames(n, 56, 84), VideoOptions(nframes=n, **SMALL)) for n in (4, 2)]
+    pixels, grid_thw = pack_batch([c.frames for c in clips], spec)
+    assert grid_thw.tolist() == [[2, 4, 6], [1, 4, 6]]
+    out = stave.vision_tower(model)(pixels, grid_thw=grid_thw)
+    merged = out.pooler_output if hasattr(out, "pooler_output") else out
+    assert merged.shape[0] == (48 + 24) // 4
+
+
+def test_slow_decoding_stops_at_the_deadline(clip_path, monkeypatch):
+    """A decoder that keeps running past the timeout is stopped between frames."""
+    import stave.video.decode as decode
+
+    clock = iter(range(0, 10**6, 7))  # every reading of the clock is 7 s later than the last
+    monkeypatch.setattr(decode.time, "monotonic", lambda: next(clock))
+    with pytest.raises(VideoTimeoutError, match=r"numbered\.mp4: decoding took longer than the timeout of 10.0s"):
+        read_video(clip_path, VideoOptions(nframes=30, timeout=10.0, **SMALL))
