@@ -105,20 +105,23 @@ class TemporalLayout:
                 f"but the vision tower received {num_tokens} rows"
             )
 
-        shapes: dict[tuple[int, int], list[int]] = {}
-        item_place: list[tuple[int, int] | None] = []  # (group, index in group) or None if skipped
-        start = 0
+        group_of: dict[tuple[int, int], int] = {}  # (t, n) -> group index, in order of first appearance
+        members: list[list[int]] = []  # first token of each item of each group
+        item_place: list[tuple[int, int] | None] = []  # (group, index in group), or None if skipped
         starts = []
+        start = 0
         for t, h, w in grid:
             starts.append(start)
             if t == 1 and skip_single_frame:
                 item_place.append(None)
             else:
-                members = shapes.setdefault((t, h * w), [])
-                item_place.append((list(shapes).index((t, h * w)), len(members)))
-                members.append(start)
+                g = group_of.setdefault((t, h * w), len(group_of))
+                if g == len(members):
+                    members.append([])
+                item_place.append((g, len(members[g])))
+                members[g].append(start)
             start += t * h * w
-        groups = [TemporalGroup(t, n, tuple(s)) for (t, n), s in shapes.items()]
+        groups = [TemporalGroup(t, n, tuple(members[g])) for (t, n), g in group_of.items()]
         if not groups:
             groups = [TemporalGroup(1, 1, ())]
 

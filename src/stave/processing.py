@@ -1,0 +1,286 @@
+"""Conversations with videos -> model inputs: the chat template, video tokens, labels, and batching.
+
+Two public conversation formats are accepted:
+  - Qwen "messages": [{"role": "user", "content": [{"type": "video", "video": PATH}, {"type": "text",
+    "text": ...}]}, {"role": "assistant", "content": ...}] (or {"messages": [...]});
+  - LLaVA / Qwen-finetune: {"video": PATH, "conversations": [{"from": "human", "value": "<video>\\n..."},
+    {"from": "gpt", "value": ...}]} ("image"/"<image>" likewise; "system" turns allowed).
+Each video placeholder becomes <|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>.
+For training, labels are -100 everywhere except the tokens of assistant answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from .video import PatchSpec, VideoOptions, pack_frames, read_video
+from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
+
+IGNORE_INDEX = -100
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+# transformers 5.x's Qwen2-VL forward needs mm_token_type_ids next to input_ids; 4.57's rejects it.
+NEEDS_MM_TOKEN_TYPES = int(transformers.__version__.split(".")[0]) >= 5
+
+
+class ConversationError(ValueError):
+    """A sample that is not a valid conversation; names the sample and the field."""
+
+
+def to_messages(sample: Any, name: str = "sample") -> list[dict[str, Any]]:
+    """Normalise a sample in either public format to Qwen messages with list content."""
+    if isinstance(sample, dict) and "messages" in sample:
+        sample = sample["messages"]
+    if isinstance(sample, list):
+        return [_check_message(m, f"{name}[{i}]") for i, m in enumerate(sample)]
+    if isinstance(sample, dict) and "conversations" in sample:
+        return _from_llava(sample, name)
+    raise ConversationError(f"{name}: expected 'messages' or 'conversations', got {_describe(sample)}")
+
+
+def _describe(value: Any) -> str:
+    return f"keys {sorted(value)}" if isinstance(value, dict) else type(value).__name__
+
+
+def _check_message(message: Any, name: str) -> dict[str, Any]:
+    if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        raise ConversationError(f"{name}: a message needs 'role' and 'content', got {_describe(message)}")
+    if message["role"] not in ("system", "user", "assistant"):
+        raise ConversationError(f"{name}.role: must be system, user or assistant, got {message['role']!r}")
+    content = message["content"]
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise ConversationError(f"{name}.content: must be a string or a list, got {type(content).__name__}")
+    for j, item in enumerate(content):
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind not in ("text", "video", "image") or kind not in item:
+            raise ConversationError(
+                f"{name}.content[{j}]: expected {{'type': 'text'|'video'|'image', ...}}, got {item!r}"
+            )
+    return {"role": message["role"], "content": content}
+
+
+def _from_llava(sample: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    media: dict[str, list[Any]] = {}
+    for kind in ("video", "image"):
+        value = sample.get(kind)
+        media[kind] = [] if value is None else list(value) if isinstance(value, list) else [value]
+    turns = sample["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise ConversationError(f"{name}.conversations: must be a non-empty list")
+    placeholders = {
+        kind: sum(str(t.get("value", "")).count(f"<{kind}>") for t in turns if isinstance(t, dict)) for kind in media
+    }
+    messages = []
+    used = {"video": 0, "image": 0}
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise ConversationError(f"{name}.conversations[{i}]: needs 'from' and 'value', got {_describe(turn)}")
+        role = ROLES.get(turn["from"])
+        if role is None:
+            raise ConversationError(f"{name}.conversations[{i}].from: unknown speaker {turn['from']!r}")
+        text = str(turn["value"])
+        content: list[dict[str, Any]] = []
+        if role == "user" and not any(placeholders.values()) and not messages[-1:] and any(media.values()):
+            # no placeholder anywhere: the media go before the first question, as LLaVA does
+            for kind in ("image", "video"):
+                content += [{"type": kind, kind: item} for item in media[kind]]
+                used[kind] = len(media[kind])
+        for piece in _split_placeholders(text):
+            if piece in ("<video>", "<image>"):
+                kind = piece[1:-1]
+                if used[kind] >= len(media[kind]):
+                    raise ConversationError(f"{name}: more {piece} placeholders than entries in '{kind}'")
+                content.append({"type": kind, kind: media[kind][used[kind]]})
+                used[kind] += 1
+            elif piece.strip():
+                content.append({"type": "text", "text": piece.strip()})
+        messages.append({"role": role, "content": content})
+    for kind in media:
+        if used[kind] != len(media[kind]):
+            raise ConversationError(f"{name}.{kind}: {len(media[kind])} given but {used[kind]} placeholder(s) used")
+    return messages
+
+
+def _split_placeholders(text: str) -> list[str]:
+    pieces, rest = [], text
+    while rest:
+        positions = [(rest.find(p), p) for p in ("<video>", "<image>") if p in rest]
+        if not positions:
+            pieces.append(rest)
+            break
+        index, placeholder = min(positions)
+        pieces += [rest[:index], placeholder]
+        rest = rest[index + len(placeholder) :]
+    return pieces
+
+
+@dataclass
+class VideoChatProcessor:
+    """Builds model inputs from conversations.
+
+    Attributes:
+        tokenizer: a tokenizer with a chat template and Qwen's vision tokens.
+        spec: patch geometry of the vision tower (PatchSpec.from_vision_config(model.config.vision_config)).
+        video_options: how videos are sampled and resized (logged with every run).
+        data_root: media paths are relative to it.
+        image_min_pixels, image_max_pixels: smart_resize bounds for images.
+    """
+
+    tokenizer: Any
+    spec: PatchSpec = PatchSpec()
+    video_options: VideoOptions = VideoOptions()
+    data_root: Path | None = None
+    image_min_pixels: int = IMAGE_MIN_PIXELS
+    image_max_pixels: int = IMAGE_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        ids = {}
+        for token in ("<|video_pad|>", "<|image_pad|>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if token_id is None or token_id == self.tokenizer.unk_token_id:
+                raise ValueError(f"the tokenizer has no {token} token")
+            ids[token] = token_id
+        self.video_token_id, self.image_token_id = ids["<|video_pad|>"], ids["<|image_pad|>"]
+
+    def encode(self, sample: Any, *, train: bool, name: str = "sample") -> dict[str, Any]:
+        """One sample -> token ids (1-D), optional labels, packed pixels and grids, and video metadata.
+
+        With train=True the conversation must end with an assistant answer and labels are returned;
+        otherwise a generation prompt is appended and there are no labels.
+        """
+        messages = to_messages(sample, name)
+        if train and messages[-1]["role"] != "assistant":
+            raise ConversationError(f"{name}: a training conversation must end with an assistant answer")
+        videos, images, clips = [], [], []
+        for message in messages:
+            for item in message["content"]:
+                if item["type"] == "video":
+                    clip = read_video(self._resolve(item["video"]), self.video_options, factor=self.spec.factor)
+                    clips.append(clip)
+                    videos.append(pack_frames(clip.frames, self.spec))
+                elif item["type"] == "image":
+                    images.append(pack_frames(self._load_image(item["image"]), self.spec))
+
+        ids, labels = self._tokenize(messages, train, name)
+        merge = self.spec.merge_size**2
+        counts = {
+            self.video_token_id: [g[0] * g[1] * g[2] // merge for _, g in videos],
+            self.image_token_id: [g[0] * g[1] * g[2] // merge for _, g in images],
+        }
+        kinds = {self.video_token_id: 2, self.image_token_id: 1}
+        out_ids, out_labels, types = [], [], []
+        used = {self.video_token_id: 0, self.image_token_id: 0}
+        for token, label in zip(ids, labels, strict=True):
+            if token in counts:
+                if used[token] >= len(counts[token]):
+                    raise ConversationError(f"{name}: the chat template produced more vision pads than media items")
+                n = counts[token][used[token]]
+                used[token] += 1
+                out_ids += [token] * n
+                out_labels += [IGNORE_INDEX] * n
+                types += [kinds[token]] * n
+            else:
+                out_ids.append(token)
+                out_labels.append(label)
+                types.append(0)
+        for token, n in used.items():
+            if n != len(counts[token]):
+                raise ConversationError(f"{name}: the chat template dropped a media item (its pad token is missing)")
+
+        encoded: dict[str, Any] = {"input_ids": torch.tensor(out_ids), "mm_token_type_ids": torch.tensor(types)}
+        if train:
+            encoded["labels"] = torch.tensor(out_labels)
+        for key, packed in (("videos", videos), ("images", images)):
+            if packed:
+                encoded[f"pixel_values_{key}" if key == "videos" else "pixel_values"] = torch.cat(
+                    [p for p, _ in packed]
+                )
+                encoded["video_grid_thw" if key == "videos" else "image_grid_thw"] = torch.tensor(
+                    [g for _, g in packed], dtype=torch.long
+                )
+        encoded["clips"] = clips
+        return encoded
+
+    def collate(self, items: Sequence[dict[str, Any]], *, padding_side: str = "right") -> dict[str, Any]:
+        """Pad a list of encoded samples into a batch: right padding for training, left for generation."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        length = max(len(item["input_ids"]) for item in items)
+        pad = self.tokenizer.pad_token_id
+
+        def padded(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+            out = torch.full((len(rows), length), value, dtype=rows[0].dtype)
+            for i, row in enumerate(rows):
+                if padding_side == "right":
+                    out[i, : len(row)] = row
+                else:
+                    out[i, length - len(row) :] = row
+            return out
+
+        def column(key: str) -> list[torch.Tensor]:
+            return [item[key] for item in items]
+
+        batch: dict[str, Any] = {
+            "input_ids": padded(column("input_ids"), pad),
+            "attention_mask": padded([torch.ones(len(ids), dtype=torch.long) for ids in column("input_ids")], 0),
+        }
+        if NEEDS_MM_TOKEN_TYPES:
+            batch["mm_token_type_ids"] = padded(column("mm_token_type_ids"), 0)
+        if all("labels" in item for item in items):
+            batch["labels"] = padded(column("labels"), IGNORE_INDEX)
+        for key in ("pixel_values_videos", "video_grid_thw", "pixel_values", "image_grid_thw"):
+            parts = [item[key] for item in items if key in item]
+            if parts:
+                batch[key] = torch.cat(parts)
+        return batch
+
+    def _tokenize(self, messages, train: bool, name: str) -> tuple[list[int], list[int]]:
+        template = self.tokenizer.apply_chat_template
+        ids = template(messages, tokenize=True, add_generation_prompt=not train, return_dict=False)
+        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        labels = [IGNORE_INDEX] * len(ids)
+        if not train:
+            return ids, labels
+        for k, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            start_ids = template(messages[:k], tokenize=True, add_generation_prompt=True, return_dict=False)
+            end_ids = template(messages[: k + 1], tokenize=True, add_generation_prompt=False, return_dict=False)
+            start_ids = list(start_ids["input_ids"] if isinstance(start_ids, dict) else start_ids)
+            end_ids = list(end_ids["input_ids"] if isinstance(end_ids, dict) else end_ids)
+            if ids[: len(end_ids)] != end_ids or end_ids[: len(start_ids)] != start_ids:
+                raise ConversationError(f"{name}: the chat template does not render conversations prefix by prefix")
+            labels[len(start_ids) : len(end_ids)] = ids[len(start_ids) : len(end_ids)]
+        return ids, labels
+
+    def _resolve(self, path: Any) -> Any:
+        if isinstance(path, (str, Path)) and self.data_root is not None and not Path(path).is_absolute():
+            return self.data_root / path
+        return path
+
+    def _load_image(self, source: Any) -> torch.Tensor:
+        from PIL import Image
+
+        from .video import VideoShapeError, resize_frames, smart_resize
+        from .video.decode import _to_rgb_chw
+
+        source = self._resolve(source)
+        if isinstance(source, (str, Path)):
+            with Image.open(source) as image:
+                frame = _to_rgb_chw(image, source)
+        else:
+            frame = _to_rgb_chw(source, "<image>")
+        try:
+            height, width = smart_resize(
+                frame.shape[1], frame.shape[2], self.spec.factor, self.image_min_pixels, self.image_max_pixels
+            )
+        except ValueError as error:
+            raise VideoShapeError(source, str(error)) from None
+        return resize_frames(frame[None], height, width)

@@ -1,0 +1,61 @@
+"""A word-level tokenizer with Qwen2-VL's special tokens and chat format, for tiny models.
+
+Real checkpoints bring their own tokenizer; this one lets every stave path (prompting, training,
+evaluation) run on a tiny model with no download. Saved with save_pretrained it is a standard Hugging
+Face fast tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Qwen2-VL's chat format: the official template, reduced to what stave uses (roles, text, images, videos).
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "[UNK]",
+]
+BASE_WORDS = ["system", "user", "assistant", "you", "are", "a", "helpful", "."]
+
+
+def build_word_tokenizer(words: Iterable[str]):
+    """A PreTrainedTokenizerFast over SPECIAL_TOKENS + BASE_WORDS + `words` (lower-cased words and
+    punctuation; whitespace is not a token). Token ids follow that order."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for token in [*SPECIAL_TOKENS, *BASE_WORDS, *(w.lower() for w in words)]:
+        vocab.setdefault(token, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="[UNK]",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:7],
+    )
+    tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    return tokenizer
