@@ -66,19 +66,28 @@ class TemporalAttention(nn.Module):
             (L, D) update to add onto the residual stream; row r is the update of token r, and rows of
             items that are skipped are exactly zero.
         """
-        updates = [self._attend(group.gather(hidden_states), layout.rotary[group.t]) for group in layout.groups]
-        if layout.covers_everything:
-            return updates[0].view(layout.num_tokens, -1)
-        pieces = []
-        for group, first, count in layout.segments:
-            if group < 0:
-                pieces.append(hidden_states.new_zeros(count, hidden_states.shape[-1]))
-            else:
-                pieces.append(updates[group][first : first + count].flatten(0, 2))
-        # An empty group (no item qualified) is still added, with zero rows, so the parameters take
-        # part in the graph.
-        if not layout.groups[0].starts:
-            pieces.append(updates[0].flatten(0, 2))
+        dim = hidden_states.shape[-1]
+        if layout.covers_everything:  # one group, the whole sequence in order: views only
+            group = layout.groups[0]
+            x = hidden_states.view(-1, group.t, group.n, dim)
+            return self._attend(x, layout.rotary[group.t]).view(layout.num_tokens, dim)
+        # One split into per-segment views and one cat back: their backward passes are one copy each,
+        # where slicing the sequence per item would cost a full-size gradient per slice.
+        parts = hidden_states.split(layout.segment_sizes)
+        pieces: list[torch.Tensor] = [
+            hidden_states.new_zeros(size, dim) if group < 0 else parts[s]
+            for s, ((group, _, _), size) in enumerate(zip(layout.segments, layout.segment_sizes, strict=True))
+        ]
+        for group in layout.groups:
+            if not group.segments:  # no item qualified: run on zero rows to keep the parameters in the graph
+                pieces.append(self._attend(hidden_states.new_zeros(0, 1, 1, dim), layout.rotary[group.t]).view(0, dim))
+                continue
+            inputs = [parts[s] for s in group.segments]
+            x = (inputs[0] if len(inputs) == 1 else torch.cat(inputs)).view(-1, group.t, group.n, dim)
+            update = self._attend(x, layout.rotary[group.t])
+            counts = [layout.segments[s][2] for s in group.segments]
+            for s, piece in zip(group.segments, update.split(counts), strict=True):
+                pieces[s] = piece.reshape(-1, dim)
         return torch.cat(pieces)
 
     def _attend(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

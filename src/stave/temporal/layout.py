@@ -20,32 +20,19 @@ import torch
 
 @dataclass(frozen=True)
 class TemporalGroup:
-    """Items that share one (t, n) shape; `starts` are their first token indices, in sequence order."""
+    """Items that share one (t, n) shape.
+
+    Attributes:
+        t, n: temporal patches and tokens per temporal patch of each item.
+        starts: first token of each item, in sequence order.
+        segments: indices (into TemporalLayout.segments) of the runs of consecutive items that make up
+            this group, in order.
+    """
 
     t: int
     n: int
     starts: tuple[int, ...]
-
-    @property
-    def size(self) -> int:
-        """Tokens per item."""
-        return self.t * self.n
-
-    @property
-    def contiguous(self) -> bool:
-        """True when the items follow each other directly, so the group is one slice of the sequence."""
-        return all(b - a == self.size for a, b in zip(self.starts, self.starts[1:], strict=False))
-
-    def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """(L, C) -> (B, t, n, C); a view when the items are contiguous, else one copy."""
-        if not self.starts:
-            return x[:0].reshape(0, max(self.t, 1), max(self.n, 1), x.shape[-1])
-        if self.contiguous:
-            first = self.starts[0]
-            rows = x[first : first + len(self.starts) * self.size]
-        else:
-            rows = torch.cat([x[s : s + self.size] for s in self.starts])
-        return rows.view(len(self.starts), self.t, self.n, x.shape[-1])
+    segments: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,12 +46,14 @@ class TemporalLayout:
             distributed data parallel sees them used on image-only batches).
         segments: the whole sequence in order, as (group index, first item, item count) for ranges that
             get an update and (-1, first token, token count) for ranges that do not.
+        segment_sizes: tokens in each segment.
         rotary: cos and sin (float32, shape (t, head_dim)) of the temporal rotary embedding, per t.
     """
 
     num_tokens: int
     groups: tuple[TemporalGroup, ...]
     segments: tuple[tuple[int, int, int], ...]
+    segment_sizes: tuple[int, ...]
     rotary: dict[int, tuple[torch.Tensor, torch.Tensor]]
 
     @property
@@ -121,10 +110,6 @@ class TemporalLayout:
                 item_place.append((g, len(members[g])))
                 members[g].append(start)
             start += t * h * w
-        groups = [TemporalGroup(t, n, tuple(members[g])) for (t, n), g in group_of.items()]
-        if not groups:
-            groups = [TemporalGroup(1, 1, ())]
-
         # Merge runs of consecutive items into segments: a run of one group's consecutive members, or a
         # run of skipped tokens.
         segments: list[list[int]] = []
@@ -143,8 +128,14 @@ class TemporalLayout:
                 else:
                     segments.append([g, i, 1])
 
+        shapes = list(group_of)
+        groups = [
+            TemporalGroup(t, n, tuple(members[g]), tuple(s for s, seg in enumerate(segments) if seg[0] == g))
+            for g, (t, n) in enumerate(shapes)
+        ] or [TemporalGroup(1, 1, ())]
+        sizes = tuple(count if g < 0 else count * shapes[g][0] * shapes[g][1] for g, _, count in segments)
         rotary = {g.t: temporal_rotary(g.t, head_dim, rope_theta, device) for g in groups}
-        return cls(num_tokens, tuple(groups), tuple(tuple(s) for s in segments), rotary)
+        return cls(num_tokens, tuple(groups), tuple(tuple(s) for s in segments), sizes, rotary)
 
 
 def temporal_rotary(
