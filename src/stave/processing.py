@@ -268,15 +268,14 @@ class VideoChatProcessor:
     def _load_image(self, source: Any) -> torch.Tensor:
         from PIL import Image
 
-        from .video import VideoShapeError, resize_frames, smart_resize
-        from .video.decode import _to_rgb_chw
+        from .video import VideoShapeError, resize_frames, smart_resize, to_rgb_chw
 
         source = self._resolve(source)
         if isinstance(source, (str, Path)):
             with Image.open(source) as image:
-                frame = _to_rgb_chw(image, source)
+                frame = to_rgb_chw(image, source)
         else:
-            frame = _to_rgb_chw(source, "<image>")
+            frame = to_rgb_chw(source, "<image>")
         try:
             height, width = smart_resize(
                 frame.shape[1], frame.shape[2], self.spec.factor, self.image_min_pixels, self.image_max_pixels

@@ -1,6 +1,6 @@
 """The video input pipeline: file -> decoded, sampled, resized frames -> packed model inputs."""
 
-from .decode import VideoClip, read_video, resize_frames
+from .decode import VideoClip, read_video, resize_frames, to_rgb_chw
 from .errors import (
     VideoDecodeError,
     VideoError,
@@ -30,4 +30,5 @@ __all__ = [
     "read_video",
     "resize_frames",
     "smart_resize",
+    "to_rgb_chw",
 ]

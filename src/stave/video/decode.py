@@ -165,7 +165,7 @@ class _MemoryFrames:
         return len(self.frames)
 
     def load(self, index: int) -> torch.Tensor:
-        return _to_rgb_chw(self.frames[index], self.name)
+        return to_rgb_chw(self.frames[index], self.name)
 
 
 class _FolderFrames:
@@ -186,12 +186,12 @@ class _FolderFrames:
         file = self.files[index]
         try:
             with Image.open(file) as image:
-                return _to_rgb_chw(image, file)
+                return to_rgb_chw(image, file)
         except (UnidentifiedImageError, OSError) as error:
             raise VideoDecodeError(file, f"not a readable image ({error})") from None
 
 
-def _to_rgb_chw(frame: Any, name: object) -> torch.Tensor:
+def to_rgb_chw(frame: Any, name: object) -> torch.Tensor:
     """A PIL image or (H, W, C) uint8 array/tensor -> (3, H, W) uint8; grey is repeated, alpha dropped."""
     if hasattr(frame, "convert") and hasattr(frame, "mode"):  # PIL image
         frame = np.array(frame.convert("RGB"))  # a writable copy
