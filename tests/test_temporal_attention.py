@@ -99,7 +99,7 @@ def test_layout_groups_equal_shapes_and_records_segments():
 
 def test_image_only_batch_keeps_parameters_in_the_graph():
     """With images skipped, an image-only batch still runs the layer on zero rows, so every temporal
-    parameter gets a (zero) gradient and data-parallel training sees it used."""
+    parameter (and norm3 before it) gets a (zero) gradient and data-parallel training sees it used."""
     layer = TemporalAttention(32, 2, 8, zero_init=False)
     x = torch.randn(16 + 4, 32, requires_grad=True)
     update = layer(x, _layout([[1, 4, 4], [1, 2, 2]]))
@@ -108,6 +108,8 @@ def test_image_only_batch_keeps_parameters_in_the_graph():
     for name, param in layer.named_parameters():
         assert param.grad is not None, name
         assert torch.count_nonzero(param.grad) == 0, name
+    # the input stays in the graph too, so the norm in front of the layer (norm3) gets its zero gradient
+    assert x.grad is not None and torch.count_nonzero(x.grad) == 0
 
 
 def test_grid_inconsistent_with_tokens_names_both_numbers():

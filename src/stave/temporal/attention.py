@@ -79,8 +79,11 @@ class TemporalAttention(nn.Module):
             for s, ((group, _, _), size) in enumerate(zip(layout.segments, layout.segment_sizes, strict=True))
         ]
         for group in layout.groups:
-            if not group.segments:  # no item qualified: run on zero rows to keep the parameters in the graph
-                pieces.append(self._attend(hidden_states.new_zeros(0, 1, 1, dim), layout.rotary[group.t]).view(0, dim))
+            if not group.segments:
+                # no item qualified: run on zero rows of the input, so that this layer's parameters and the
+                # norm before it stay in the graph (zero gradients; DDP/FSDP/ZeRO need every one of them)
+                empty = hidden_states[:0].view(0, 1, 1, dim)
+                pieces.append(self._attend(empty, layout.rotary[group.t]).view(0, dim))
                 continue
             inputs = [parts[s] for s in group.segments]
             x = (inputs[0] if len(inputs) == 1 else torch.cat(inputs)).view(-1, group.t, group.n, dim)
