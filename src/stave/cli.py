@@ -13,6 +13,7 @@ from torch import nn
 from .config import TemporalConfig
 from .modeling import add_temporal_attention, temporal_parameters
 from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower
+from .training.checkpoints import CheckpointError
 
 
 def linear_macs_per_token(module: nn.Module) -> int:
@@ -98,6 +99,19 @@ def cmd_forward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import load_recipe, train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.print_recipe:
+        import yaml
+
+        print(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        return 0
+    print(f"trained: {train(recipe)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stave", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--head-scale", type=float, default=TemporalConfig.head_scale)
     forward.add_argument("--seed", type=int, default=0)
     forward.set_defaults(func=cmd_forward)
+
+    train = sub.add_parser(
+        "train",
+        help="run a training recipe (configs/*.yaml); works under torchrun and accelerate launch",
+        description="Run the stages of a training recipe. Any recipe value can be overridden: "
+        "stave train configs/staveq2-2b.yaml training.learning_rate=2e-5 data.video.fps=1 resume=latest",
+    )
+    train.add_argument("recipe", help="recipe YAML file")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe values to override")
+    train.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
+    train.set_defaults(func=cmd_train)
     return parser
 
 
@@ -120,10 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as error:
         print(f"stave {args.command}: error: {error}", file=sys.stderr)
         return 2
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m stave.cli (torchrun -m stave.cli train ...)
     sys.exit(main())

@@ -96,13 +96,35 @@ def build_vision_tower(preset: str, *, device: str | torch.device = "meta", **ov
         return tower_class._from_config(config)
 
 
-def tiny_model(preset: str = "tiny-qwen2-vl", *, seed: int = 0, attn_implementation: str = "sdpa") -> nn.Module:
-    """A randomly initialised ForConditionalGeneration model of a tiny preset, in eval mode, float32."""
+def tiny_model(
+    preset: str = "tiny-qwen2-vl", *, seed: int = 0, attn_implementation: str = "sdpa", tokenizer: Any = None
+) -> nn.Module:
+    """A randomly initialised ForConditionalGeneration model of a tiny preset, in eval mode, float32.
+
+    With a `tokenizer` (e.g. stave.tokenizer.build_word_tokenizer), the vocabulary size and the vision token
+    ids come from it, so the model reads that tokenizer's input ids.
+    """
     if preset not in TINY_PRESETS:
         raise ValueError(f"unknown tiny preset {preset!r}; known: {sorted(TINY_PRESETS)}")
     family, vision, text = TINY_PRESETS[preset]
     config_class, _, _ = _classes(family)
-    config = config_class(text_config=dict(text), vision_config=dict(vision), **_TINY_IDS)
+    ids = dict(_TINY_IDS)
+    text = dict(text)
+    if tokenizer is not None:
+        for key, token in (
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        ):
+            ids[key] = tokenizer.convert_tokens_to_ids(token)
+        text.update(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    config = config_class(text_config=text, vision_config=dict(vision), **ids)
     if family == "qwen2_vl":
         from transformers import Qwen2VLForConditionalGeneration as model_class
     else:

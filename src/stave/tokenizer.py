@@ -59,3 +59,10 @@ def build_word_tokenizer(words: Iterable[str]):
     )
     tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
     return tokenizer
+
+
+def split_words(text: str) -> list[str]:
+    """The words build_word_tokenizer makes of `text` (lower-cased; runs of letters/digits, punctuation)."""
+    import re
+
+    return re.findall(r"\w+|[^\w\s]+", text.lower())

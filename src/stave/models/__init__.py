@@ -22,6 +22,7 @@ class VisionFamily:
         temporal_block_class: `block_class` with stave.temporal.TemporalBlockMixin mixed in.
         width: token width D of the tower, from its config.
         make_norm: a new, identity-initialised norm of the block's norm1 type, for width D.
+        vision_linears: names (within a block) of the attention and MLP linears that LoRA adapts.
     """
 
     name: str
@@ -31,6 +32,7 @@ class VisionFamily:
     temporal_block_class: type[nn.Module]
     width: Callable[[object], int]
     make_norm: Callable[[nn.Module, int], nn.Module]
+    vision_linears: tuple[str, ...]
 
     @property
     def class_names(self) -> list[str]:
@@ -50,7 +52,8 @@ def supported_classes() -> dict[str, tuple[VisionFamily, type[nn.Module]]]:
 
 
 def find_vision_tower(model: nn.Module) -> tuple[VisionFamily, nn.Module]:
-    """The family and vision tower of a supported model; TypeError listing the supported classes otherwise."""
+    """The family and vision tower of a supported model (also inside DDP/FSDP/DeepSpeed/peft wrappers);
+    TypeError listing the supported classes otherwise."""
     for family in families():
         if isinstance(model, family.tower_class):
             return family, model
@@ -59,5 +62,11 @@ def find_vision_tower(model: nn.Module) -> tuple[VisionFamily, nn.Module]:
                 if isinstance(module, family.tower_class):
                     return family, module
             raise TypeError(f"{type(model).__name__} holds no {family.tower_class.__name__}")
+    # wrappers: DDP / FSDP / DeepSpeed engines (.module) and peft models (.get_base_model())
+    inner = getattr(model, "module", None)
+    if inner is None and callable(getattr(model, "get_base_model", None)):
+        inner = model.get_base_model()
+    if isinstance(inner, nn.Module) and inner is not model:
+        return find_vision_tower(inner)
     supported = "; ".join(f"{fam.name}: {', '.join(fam.class_names)}" for fam in families())
     raise TypeError(f"stave supports these model families — {supported}; got {type(model).__name__}")

@@ -23,4 +23,6 @@ QWEN2_5_VL = VisionFamily(
     temporal_block_class=Qwen2_5_VLTemporalBlock,
     width=lambda config: config.hidden_size,
     make_norm=lambda block, dim: type(block.norm1)(dim, eps=block.norm1.variance_epsilon),
+    # SwiGLU: the same names as the LLM's MLP, told apart by the `visual.blocks.N.` prefix (stave.training)
+    vision_linears=("attn.qkv", "attn.proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
 )

@@ -22,4 +22,5 @@ QWEN2_VL = VisionFamily(
     temporal_block_class=Qwen2VLTemporalBlock,
     width=lambda config: config.embed_dim,
     make_norm=lambda block, dim: nn.LayerNorm(dim, eps=block.norm1.eps),
+    vision_linears=("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
 )

@@ -1,0 +1,323 @@
+"""Running a recipe: each stage is one Hugging Face Trainer run on the previous stage's output.
+
+Layout of a run (recipe.output_dir):
+    recipe.yaml                 the resolved recipe (every value, after overrides)
+    <stage>/checkpoint-N/       Trainer checkpoints, sealed when complete (stave.training.checkpoints)
+    <stage>/model/              the stage's result: save_pretrained (safetensors), LoRA merged, tokenizer,
+                                stave-run.json (recipe, stage, counts, versions); written atomically
+    <stage>/adapter/            the LoRA adapter alone (peft format), for LoRA stages
+    <stage>/skipped.jsonl       samples that failed and were skipped (on_error=skip)
+    <stage>/training_curves.png loss and learning rate per step
+Runs the same under `python`, `torchrun` and `accelerate launch` (DDP, FSDP, DeepSpeed): the Trainer picks
+the distributed set-up from the launcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .. import __version__
+from ..checkpoint import load_model
+from ..models import find_vision_tower
+from ..processing import VideoChatProcessor
+from ..video import PatchSpec
+from . import checkpoints
+from .data import EMPTY_BATCH, Collator, TrainingSet, load_datasets, skipped_report, words_of
+from .recipe import Recipe, RecipeError, StageSpec, load_recipe
+from .stages import merge_lora, prepare_stage, trainable_counts
+
+logger = logging.getLogger("stave.train")
+RUN_FILE = "stave-run.json"
+
+
+class StaveTrainer(Trainer):
+    """The Trainer, plus: every trainable parameter takes part in every step — a batch without pixels runs
+    the tower on a 2x2-patch blank image, weighted 0, and a batch whose samples all failed (on_error=skip)
+    runs with zero loss — so DDP/FSDP/ZeRO ranks never wait for gradients another rank does not produce;
+    and an optional sequential sampler (data.shuffle=false)."""
+
+    def __init__(self, *args: Any, shuffle: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shuffle = shuffle
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any):
+        if self.shuffle:
+            return super()._get_train_sampler(*args, **kwargs)
+        return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+        if inputs.pop(EMPTY_BATCH, None):  # every sample of this batch failed and was skipped
+            outputs = model(**inputs)
+            loss = outputs.logits.float().sum() * 0.0 + vision_participation(model)
+            return (loss, outputs) if kwargs.get("return_outputs") else loss
+        result = super().compute_loss(model, inputs, *args, **kwargs)
+        if model.training and inputs.get("pixel_values") is None and inputs.get("pixel_values_videos") is None:
+            touch = vision_participation(model)
+            if isinstance(result, tuple):
+                return (result[0] + touch, *result[1:])
+            return result + touch
+        return result
+
+
+def vision_participation(model: nn.Module) -> torch.Tensor:
+    """A zero that depends on every vision-tower parameter (STA and LoRA included): the tower run on one
+    blank 2x2-patch image, times 0."""
+    _, tower = find_vision_tower(model)
+    config = tower.config
+    spec = PatchSpec.from_vision_config(config)
+    parameter = next(tower.parameters())
+    merge = spec.merge_size
+    width = 3 * spec.temporal_patch_size * spec.patch_size**2
+    pixels = torch.zeros(merge * merge, width, dtype=parameter.dtype, device=parameter.device)
+    grid = torch.tensor([[1, merge, merge]], device=parameter.device)
+    out = tower(pixels, grid_thw=grid)
+    out = out.pooler_output if hasattr(out, "pooler_output") else out
+    return out.float().sum() * 0.0
+
+
+class SealCheckpoints(TrainerCallback):
+    """Seal each checkpoint after every rank has written its part."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                checkpoints.seal(folder, state.global_step)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        return control
+
+
+def train(
+    recipe: Recipe | str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Path:
+    """Run every stage of a recipe; returns the folder of the last stage's model."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    _set_verbosity()
+    output = Path(recipe.output_dir)
+    records = load_datasets(recipe.data.datasets, recipe.data.seed)
+    model, tokenizer = _initial_model(recipe, records)
+    if _is_main():
+        output.mkdir(parents=True, exist_ok=True)
+        checkpoints.write_json_atomic(output / "recipe.json", recipe.to_dict())
+    logger.info("stave %s, transformers %s: %d training samples", __version__, transformers.__version__, len(records))
+    logger.info("video options: %s", recipe.data.video)
+
+    result = None
+    for stage in recipe.stages:
+        stage_dir = output / stage.name
+        done = stage_dir / "model" / RUN_FILE
+        if done.is_file():
+            if recipe.resume is None:
+                raise RecipeError(
+                    f"{stage_dir / 'model'} exists: stage {stage.name!r} already finished; "
+                    "resume=latest to continue the run, or choose a new output_dir"
+                )
+            logger.info("stage %s: finished earlier, using %s", stage.name, stage_dir / "model")
+            model = None
+            result = stage_dir / "model"
+            continue
+        if model is None:  # the previous stage finished in an earlier run
+            model, tokenizer = _load(result, recipe)
+        result = run_stage(recipe, stage, model, tokenizer, records, callbacks=callbacks)
+        model = None
+    return result
+
+
+def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=()) -> Path:
+    stage_dir = Path(recipe.output_dir) / stage.name
+    model = prepare_stage(model, stage, recipe.temporal, recipe.lora)
+    counts = trainable_counts(model)
+    if counts["other"]:
+        raise RuntimeError(f"stage {stage.name}: {counts['other']} parameters outside STA/LoRA would train")
+    logger.info("stage %s trains %s: %s", stage.name, "+".join(stage.trains), counts)
+
+    processor = VideoChatProcessor(
+        tokenizer,
+        spec=PatchSpec.from_vision_config(find_vision_tower(model)[1].config),
+        video_options=recipe.data.video,
+        image_min_pixels=recipe.data.image_min_pixels,
+        image_max_pixels=recipe.data.image_max_pixels,
+    )
+    dataset = TrainingSet(records, processor, on_error=recipe.data.on_error, log_dir=stage_dir)
+    args = training_arguments(recipe, stage, stage_dir)
+    trainer = StaveTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=Collator(processor),
+        callbacks=[SealCheckpoints(), *callbacks],
+        shuffle=recipe.data.shuffle,
+    )
+    trainer.train(resume_from_checkpoint=_resume_point(recipe, stage_dir))
+
+    skipped, reasons = skipped_report(stage_dir)
+    if skipped:
+        logger.warning(
+            "stage %s: %d sample(s) skipped (%s); listed in %s",
+            stage.name,
+            skipped,
+            dict(reasons),
+            stage_dir / "skipped.jsonl",
+        )
+    target = stage_dir / "model"
+    if trainer.is_world_process_zero():
+        _save_stage(trainer, recipe, stage, counts, skipped, tokenizer, stage_dir)
+        plot_history(trainer.state.log_history, stage_dir / "training_curves.png", title=stage.name)
+    trainer.accelerator.wait_for_everyone()
+    logger.info("stage %s: model saved to %s", stage.name, target)
+    return target
+
+
+def training_arguments(recipe: Recipe, stage: StageSpec, stage_dir: Path) -> TrainingArguments:
+    values = {
+        "per_device_train_batch_size": 1,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 500,
+        "report_to": "tensorboard" if _has("tensorboard") else "none",
+        checkpointing_kwargs(): {"use_reentrant": False},
+        "ddp_find_unused_parameters": False,
+        "dataloader_num_workers": 0,
+        **recipe.training_arguments(stage),
+    }
+    values["seed"] = values.get("seed", recipe.model.seed)
+    return TrainingArguments(output_dir=str(stage_dir), remove_unused_columns=False, **values)
+
+
+def checkpointing_kwargs() -> str:
+    """The TrainingArguments name of the activation-checkpointing options (renamed in transformers 5.x)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return (
+        "activation_checkpointing_kwargs"
+        if "activation_checkpointing_kwargs" in names
+        else "gradient_checkpointing_kwargs"
+    )
+
+
+def _resume_point(recipe: Recipe, stage_dir: Path) -> str | None:
+    if recipe.resume is None:
+        return None
+    if recipe.resume != "latest":
+        path = Path(recipe.resume)
+        if path.parent.resolve() == stage_dir.resolve():
+            checkpoints.verify(path)
+            return str(path)
+        return None  # the checkpoint belongs to another stage
+    found, passed = checkpoints.latest(stage_dir)
+    for reason in passed:
+        logger.warning("not resuming from %s", reason)
+    if found is not None:
+        logger.info("resuming %s from %s", stage_dir.name, found)
+    return str(found) if found is not None else None
+
+
+def _save_stage(trainer, recipe, stage, counts, skipped, tokenizer, stage_dir: Path) -> None:
+    model = trainer.model
+    if "lora" in stage.trains:
+        checkpoints.save_atomic(stage_dir / "adapter", lambda tmp: model.save_pretrained(tmp))
+        model = merge_lora(model)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        checkpoints.write_json_atomic(
+            tmp / RUN_FILE,
+            {
+                "stage": stage.name,
+                "trains": list(stage.trains),
+                "trainable": counts,
+                "steps": trainer.state.global_step,
+                "skipped_samples": skipped,
+                "recipe": recipe.to_dict(),
+                "versions": {
+                    "stave": __version__,
+                    "transformers": transformers.__version__,
+                    "torch": torch.__version__,
+                },
+            },
+        )
+
+    checkpoints.save_atomic(stage_dir / "model", write)
+
+
+def _initial_model(recipe: Recipe, records) -> tuple[nn.Module, Any]:
+    from ..presets import TINY_PRESETS, tiny_model
+    from ..tokenizer import build_word_tokenizer
+
+    path = recipe.model.path
+    if path in TINY_PRESETS:
+        tokenizer = build_word_tokenizer(words_of(records))
+        model = tiny_model(path, seed=recipe.model.seed, tokenizer=tokenizer, attn_implementation="sdpa")
+        return model.train(), tokenizer
+    if not Path(path).is_dir():
+        raise RecipeError(f"model.path: {path} is neither a model folder nor a tiny preset {sorted(TINY_PRESETS)}")
+    return _load(Path(path), recipe)
+
+
+def _load(path: Path, recipe: Recipe) -> tuple[nn.Module, Any]:
+    """A model folder (with its tokenizer) as a training starting point."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {}
+    if recipe.model.dtype != "auto":
+        kwargs["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = getattr(
+            torch, recipe.model.dtype
+        )
+    attn = recipe.model.attn_implementation
+    if attn == "auto":
+        attn = "flash_attention_2" if _has("flash_attn") else "sdpa"
+    return load_model(path, attn_implementation=attn, **kwargs).train(), AutoTokenizer.from_pretrained(path)
+
+
+def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Loss and learning rate against step, from Trainer.state.log_history, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in history if "loss" in row]
+    figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
+    loss_axis.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    loss_axis.set(xlabel="step", ylabel="loss", title=f"{title} loss".strip())
+    lr_axis.plot(
+        [r["step"] for r in rows if "learning_rate" in r], [r["learning_rate"] for r in rows if "learning_rate" in r]
+    )
+    lr_axis.set(xlabel="step", ylabel="learning rate", title=f"{title} learning rate".strip())
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _set_verbosity() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
+    logger.setLevel(logging.INFO)

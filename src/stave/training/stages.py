@@ -1,0 +1,103 @@
+"""What a stage trains: STA (`temporal`), LoRA adapters (`lora`), or both — as parameter selection on one
+model, never as separate code paths.
+
+LoRA goes on the vision blocks' attention/MLP linears (named per family in stave.models, so Qwen2.5-VL's
+vision SwiGLU is told from the LLM's MLP by its `visual.blocks.N.` prefix) and on the LLM's attention/MLP
+linears; never on the STA layers, which train in full through peft's `modules_to_save` (so peft checkpoints
+hold them too).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from torch import nn
+
+from ..config import TemporalConfig
+from ..modeling import add_temporal_attention, temporal_config, temporal_parameters
+from ..models import find_vision_tower
+from .recipe import LoraSection, StageSpec
+
+TEMPORAL_MODULES = ["temp_attn", "norm3"]
+LLM_LINEARS = r"language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+VISION_QKV = r"visual\.blocks\.\d+\.attn\.qkv"
+
+
+def lora_targets(model: nn.Module, lora: LoraSection) -> str:
+    """The regular expression (matched against full module names) of the linears LoRA adapts."""
+    family, _ = find_vision_tower(model)
+    parts = []
+    if lora.vision:
+        names = "|".join(re.escape(name) for name in family.vision_linears)
+        parts.append(rf"visual\.blocks\.\d+\.({names})")
+    if lora.llm:
+        parts.append(LLM_LINEARS)
+    if not parts:
+        raise ValueError("lora: neither vision nor llm is enabled; a lora stage would train nothing")
+    return rf"(.*\.)?({'|'.join(parts)})"
+
+
+def lora_config(model: nn.Module, lora: LoraSection, *, with_temporal: bool) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora_targets(model, lora),
+        rank_pattern={VISION_QKV: lora.vision_qkv_r} if lora.vision else {},
+        alpha_pattern={VISION_QKV: lora.vision_qkv_alpha} if lora.vision else {},
+        modules_to_save=list(TEMPORAL_MODULES) if with_temporal else None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def prepare_stage(model: nn.Module, stage: StageSpec, temporal: TemporalConfig, lora: LoraSection) -> nn.Module:
+    """Make `model` train what `stage` trains; returns the model to train (a peft model for LoRA stages).
+
+    STA is added (zero-initialised, from `temporal`) when the stage trains it and the model has none yet.
+    Everything else is frozen.
+    """
+    trains_temporal = "temporal" in stage.trains
+    if trains_temporal and temporal_config(model) is None:
+        add_temporal_attention(model, temporal)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    if trains_temporal:
+        for _, parameter in temporal_parameters(model):
+            parameter.requires_grad_(True)
+    if "lora" in stage.trains:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(model, lora, with_temporal=trains_temporal))
+        if trains_temporal:
+            # peft trains its copies of temp_attn/norm3 (modules_to_save); the originals stay frozen
+            for name, parameter in model.named_parameters():
+                if ".modules_to_save." in name:
+                    parameter.requires_grad_(True)
+    return model
+
+
+def trainable_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable parameter counts by kind: temporal (STA), lora, other (must be 0 for stave's stages)."""
+    counts = {"temporal": 0, "lora": 0, "other": 0}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if "lora_" in name:
+            counts["lora"] += parameter.numel()
+        elif any(f".{m}." in name for m in TEMPORAL_MODULES):
+            counts["temporal"] += parameter.numel()
+        else:
+            counts["other"] += parameter.numel()
+    return counts
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """The plain transformers model with LoRA merged into its weights and peft's wrappers removed."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return model.merge_and_unload()
+    return model

@@ -1,0 +1,368 @@
+"""Training: recipes, stages, data policy, sealed checkpoints, kill-and-resume, merged export, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from training_data import tiny_recipe, write_dataset
+
+import stave
+from stave.config import TemporalConfig
+from stave.presets import tiny_model
+from stave.training import CheckpointError, DataError, RecipeError, load_recipe, train
+from stave.training.recipe import LoraSection, StageSpec
+from stave.training.stages import prepare_stage, trainable_counts
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data"), 8, text_only_at=1)
+
+
+def losses(output: Path, stage: str) -> list[float]:
+    state = json.loads(next((output / stage).glob("checkpoint-*/trainer_state.json")).read_text())
+    return [row["loss"] for row in state["log_history"] if "loss" in row]
+
+
+# --- recipes ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path):
+    """Every shipped recipe passes the checks up to its data file, which is named when absent."""
+    with pytest.raises(RecipeError, match=r"data\.datasets\[0\]\.path: data file not found"):
+        load_recipe(path)
+    (tmp_path / "train.json").write_text("[]")
+    recipe = load_recipe(path, [f"data.datasets.0.path={tmp_path / 'train.json'}", "data.datasets.0.root=null"])
+    assert recipe.stages[0].name == "stage1" and recipe.stages[-1].trains == ["temporal", "lora"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.pathh=x", r"model\.pathh"),
+        ("lora.r=sixteen", r"lora\.r"),
+        ("temporal.order=backwards", r"temporal\.order|order"),
+        ("stages=[stage1,stage3]", r"unknown stage 'stage3'"),
+        ("training.learning_rat=1e-4", r"training\.learning_rat: not an option"),
+        ("training.learning_rate=fast", r"training\.learning_rate: expected float"),
+        ("training.max_steps=1.5", r"training\.max_steps: expected int"),
+        ("training.output_dir=x", r"training\.output_dir: set by the recipe"),
+        ("data.on_error=ignore", r"data\.on_error"),
+        ("data.datasets.0.path=/no/such/file.json", r"data\.datasets\[0\]\.path: data file not found: /no/such"),
+        ("data.datasets.0.subset=T11", r"unknown SSv2 subset 'T11'"),
+        ("data.video.nframes=many", r"nframes"),
+        ("stages=[]", r"at least one stage"),
+        ("noequals", r"key=value"),
+    ],
+)
+def test_bad_recipe_values_fail_before_training_naming_the_key(data, tmp_path, override, message):
+    with pytest.raises(RecipeError, match=message):
+        train(tiny_recipe(data, tmp_path / "out"), [override])
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_training_file_fails_before_training_naming_file_and_record(data, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    lines = data.read_text().splitlines()
+    broken = json.loads(lines[2])
+    del broken["conversations"][1]["from"]
+    bad.write_text("\n".join([lines[0], json.dumps(broken)]) + "\n")
+    with pytest.raises(RecipeError, match=r"bad\.jsonl:line 2.*conversations\[1\].*'from'"):
+        train(load_recipe(tiny_recipe(bad, tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_recipe_with_overrides_and_warmup_ratio(data, tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(data, tmp_path / "out") | {"stages": ["stage1", "stage2"]}))
+    recipe = load_recipe(path, ["training.warmup_ratio=0.1", "stages.1.training.learning_rate=2e-5", "lora.r=4"])
+    stage2 = recipe.training_arguments(recipe.stages[1])
+    assert stage2["learning_rate"] == 2e-5 and recipe.training_arguments(recipe.stages[0])["learning_rate"] == 1e-3
+    assert recipe.lora.r == 4
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    if "warmup_ratio" in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        assert stage2["warmup_ratio"] == 0.1
+    else:  # transformers 5.x: a float warmup_steps below 1 is a ratio
+        assert stage2["warmup_steps"] == 0.1
+
+
+# --- what each stage trains ------------------------------------------------------------------------------
+
+
+def _lora_size(model, names: list[str], r: int) -> int:
+    modules = dict(model.named_modules())
+    return sum(r * (modules[n].in_features + modules[n].out_features) for n in names)
+
+
+@pytest.mark.parametrize("trains", [["temporal"], ["temporal", "lora"], ["lora"]], ids="+".join)
+def test_each_stage_trains_exactly_its_parameters(preset, trains):
+    base = tiny_model(preset)
+    family, tower = stave.models.find_vision_tower(base)
+    llm = [n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and ".language_model.layers." in n]
+    vision = [
+        n
+        for n, _ in base.named_modules()
+        if (m := re.fullmatch(r".*\.visual\.blocks\.\d+\.(.+)", n)) and m.group(1) in family.vision_linears
+    ]
+    expected_lora = 0
+    if "lora" in trains:
+        qkv = [n for n in vision if n.endswith("attn.qkv")]
+        expected_lora = _lora_size(base, [n for n in vision if n not in qkv] + llm, 16) + _lora_size(base, qkv, 32)
+    model = prepare_stage(base, StageSpec(name="s", trains=trains), TemporalConfig(), LoraSection())
+    sta_size = sum(p.numel() for _, p in stave.temporal_parameters(tiny_model(preset).eval().requires_grad_(False)))
+    expected_sta = 0
+    if "temporal" in trains:
+        probe = stave.add_temporal_attention(tiny_model(preset))
+        expected_sta = sum(p.numel() for _, p in stave.temporal_parameters(probe))
+    assert sta_size == 0  # a plain model has none
+    assert trainable_counts(model) == {"temporal": expected_sta, "lora": expected_lora, "other": 0}
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert not any("temp_attn" in n and "lora_" in n for n in names), "LoRA must never sit on STA"
+    if "lora" in trains:  # Qwen2.5-VL: vision SwiGLU and LLM MLP are both adapted, each by its own path
+        assert any(".visual.blocks.0.mlp." in n and "lora_A" in n for n in names)
+        assert any(".language_model.layers.0.mlp." in n and "lora_A" in n for n in names)
+        assert not any(".merger." in n for n in names)
+    assert ("temporal" in trains) == (stave.temporal_config(model) is not None)
+
+
+# --- running ------------------------------------------------------------------------------------------------
+
+
+def test_stages_train_and_the_loss_goes_down(data, tmp_path):
+    out = tmp_path / "run"
+    # STA alone moves a random model's loss slowly: stage 1 gets its own, larger learning rate
+    recipe = tiny_recipe(data, out) | {"stages": [{"name": "stage1", "training": {"learning_rate": 3e-2}}, "stage2"]}
+    recipe["training"] |= {"max_steps": 16, "learning_rate": 3e-3, "save_steps": 16}
+    model_dir = train(load_recipe(recipe))
+    for stage, drop in (("stage1", 0.01), ("stage2", 0.1)):
+        curve = losses(out, stage)  # batch 1, no shuffling: step i and step i + 8 see the same sample
+        assert len(curve) == 16
+        videos = [i for i in range(8) if i != 1]  # sample 1 is text-only: STA cannot change its loss
+        assert all(curve[8 + i] < curve[i] for i in videos), (stage, curve)
+        assert sum(curve[8 + i] for i in videos) / 7 < sum(curve[i] for i in videos) / 7 - drop, (stage, curve)
+        assert (out / stage / "training_curves.png").stat().st_size > 1000
+        run = json.loads((out / stage / "model" / "stave-run.json").read_text())
+        assert run["steps"] == 16 and run["skipped_samples"] == 0
+    assert model_dir == out / "stage2" / "model"
+    loaded = stave.load_model(model_dir)
+    assert stave.temporal_config(loaded) == TemporalConfig()
+    stage1 = stave.load_model(out / "stage1" / "model")
+    # stage 1 moved STA away from zero; stage 2 trained STA further and merged LoRA into the base weights
+    proj = [p for n, p in stave.temporal_parameters(stage1) if n.endswith("temp_attn.proj.weight")]
+    assert all(p.abs().max() > 0 for p in proj)
+    changed = [
+        n for (n, a), (_, b) in zip(stage1.named_parameters(), loaded.named_parameters(), strict=True) if not a.equal(b)
+    ]
+    assert any("language_model" in n and "q_proj" in n for n in changed)
+    assert any("temp_attn" in n for n in changed)
+    with pytest.raises(RecipeError, match="already finished"):
+        train(load_recipe(recipe))
+
+
+def test_skip_policy_counts_and_reports_failed_samples(data, tmp_path, caplog):
+    broken = tmp_path / "broken.jsonl"
+    lines = data.read_text().splitlines()
+    missing = json.loads(lines[0]) | {"video": "videos/none.mp4"}
+    broken.write_text("\n".join([*lines[2:6], json.dumps(missing)]) + "\n")
+    recipe = tiny_recipe(broken, tmp_path / "out")
+    recipe["data"]["datasets"][0]["root"] = str(data.parent)
+    recipe["training"] |= {"max_steps": 3, "per_device_train_batch_size": 2}
+    train(load_recipe(recipe))
+    skipped = [json.loads(x) for x in (tmp_path / "out/stage1/skipped.jsonl").read_text().splitlines()]
+    assert len(skipped) == 1 and skipped[0]["sample"].endswith("broken.jsonl:line 5")
+    assert "none.mp4" in skipped[0]["reason"]
+    assert "1 sample(s) skipped" in caplog.text
+    assert json.loads((tmp_path / "out/stage1/model/stave-run.json").read_text())["skipped_samples"] == 1
+
+    recipe["output_dir"] = str(tmp_path / "out-raise")
+    with pytest.raises(DataError, match=r"broken\.jsonl:line 5.*none\.mp4"):
+        train(load_recipe(recipe, ["data.on_error=raise"]))
+
+
+def test_text_only_batches_give_every_trainable_parameter_a_gradient(data, tmp_path, preset):
+    """A batch without pixels still reaches every STA and vision-LoRA parameter (with zero gradient), so
+    DDP/FSDP/ZeRO ranks never wait for gradients another rank does not produce."""
+    from stave.processing import VideoChatProcessor
+    from stave.tokenizer import build_word_tokenizer
+    from stave.training.run import StaveTrainer
+    from stave.video import PatchSpec
+
+    tokenizer = build_word_tokenizer(["say", "right"])
+    model = tiny_model(preset, tokenizer=tokenizer).train()
+    model = prepare_stage(model, StageSpec(name="s", trains=["temporal", "lora"]), TemporalConfig(), LoraSection())
+    processor = VideoChatProcessor(tokenizer, spec=PatchSpec.from_vision_config(model.config.vision_config))
+    sample = {"conversations": [{"from": "human", "value": "say right"}, {"from": "gpt", "value": "right"}]}
+    batch = processor.collate([processor.encode(sample, train=True)])
+    from transformers import TrainingArguments
+
+    trainer = StaveTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True))
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    assert all(p.grad.abs().max() == 0 for n, p in model.named_parameters() if p.requires_grad and ".visual." in n)
+
+
+# --- checkpoints: kill, resume, refuse -----------------------------------------------------------------------
+
+KILLER = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from transformers import TrainerCallback
+from stave.training import load_recipe, train
+from training_data import tiny_recipe
+
+class Kill(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.output_dir.endswith("stage2") and state.global_step == {kill_at}:
+            os._exit(9)  # as abrupt as SIGKILL: no cleanup, no final save
+
+recipe = tiny_recipe({data!r}, {out!r}) | {{"stages": ["stage1", "stage2"]}}
+recipe["training"] |= {{"max_steps": 6, "save_steps": 2, "per_device_train_batch_size": 2}}
+train(load_recipe(recipe, sys.argv[1:]), callbacks=[Kill()] if {kill_at} else [])
+"""
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=240)
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(data, tmp_path):
+    def script(out: Path, kill_at: int) -> str:
+        return KILLER.format(tests=str(ROOT / "tests"), data=str(data), out=str(out), kill_at=kill_at)
+
+    whole = _run(script(tmp_path / "whole", 0))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = _run(script(tmp_path / "killed", 5))  # stage2 step 5: checkpoint-4 is the last one saved
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    assert (tmp_path / "killed/stage2/checkpoint-4").is_dir() and not (tmp_path / "killed/stage2/model").exists()
+    resumed = _run(script(tmp_path / "killed", 0), "resume=latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "stage stage1: finished earlier" in resumed.stderr
+    assert "resuming stage2 from" in resumed.stderr
+
+    assert losses(tmp_path / "killed", "stage2")[-2:] == pytest.approx(
+        losses(tmp_path / "whole", "stage2")[-2:], abs=1e-5
+    )
+    a = stave.load_model(tmp_path / "whole/stage2/model").state_dict()
+    b = stave.load_model(tmp_path / "killed/stage2/model").state_dict()
+    assert a.keys() == b.keys()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5
+
+
+def test_partial_and_corrupt_checkpoints_are_refused(data, tmp_path):
+    out = tmp_path / "out"
+    recipe = tiny_recipe(data, out)
+    recipe["training"] |= {"max_steps": 4, "save_steps": 2}
+    train(load_recipe(recipe))
+    stage = out / "stage1"
+    assert stave.training.checkpoints.verify(stage / "checkpoint-4") == 4
+    (stage / "model").rename(tmp_path / "finished-model")
+
+    weights = stage / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r"checkpoint-4: model\.safetensors has \d+ bytes, \d+ were written"):
+        train(load_recipe(recipe, [f"resume={stage / 'checkpoint-4'}"]))
+    (stage / "checkpoint-2" / "stave-checkpoint.json").unlink()
+    with pytest.raises(CheckpointError, match=r"checkpoint-2: incomplete checkpoint"):
+        train(load_recipe(recipe, [f"resume={stage / 'checkpoint-2'}"]))
+    found, passed = stave.training.checkpoints.latest(stage)
+    assert found is None and len(passed) == 2
+
+
+def test_resume_latest_passes_over_a_checkpoint_killed_mid_write(data, tmp_path, caplog):
+    out = tmp_path / "out"
+    recipe = tiny_recipe(data, out)
+    recipe["training"] |= {"max_steps": 4, "save_steps": 2}
+    train(load_recipe(recipe))
+    stage = out / "stage1"
+    (stage / "model").rename(tmp_path / "finished")
+    (stage / "checkpoint-4" / "stave-checkpoint.json").unlink()  # as if killed while writing checkpoint-4
+    (stage / "checkpoint-2" / "model.safetensors").write_bytes(b"garbage")  # and checkpoint-2 damaged later
+    found, passed = stave.training.checkpoints.latest(stage)
+    assert found is None and "incomplete" in passed[0] and "bytes" in passed[1]
+
+
+# --- merged export -------------------------------------------------------------------------------------------
+
+
+def test_merged_export_loads_without_peft_and_matches_the_unmerged_model(data, tmp_path):
+    from peft import PeftModel
+
+    from stave.testing import model_inputs
+
+    out = tmp_path / "out"
+    recipe = tiny_recipe(data, out) | {"stages": ["stage1", "stage2"]}
+    recipe["training"] |= {"max_steps": 3, "learning_rate": 1e-2}
+    train(load_recipe(recipe))
+    merged = stave.load_model(out / "stage2/model").eval()
+    unmerged = PeftModel.from_pretrained(stave.load_model(out / "stage1/model"), out / "stage2/adapter").eval()
+    inputs = model_inputs(merged, videos=[(2, 4, 4)], seed=3, text_tokens=0)
+    with torch.no_grad():
+        a = merged(**inputs).logits
+        b = unmerged(**inputs).logits
+    assert (a - b).abs().max() < 1e-4
+    assert (a - stave.load_model(out / "stage1/model").eval()(**inputs).logits).abs().max() > 1e-3
+
+    no_peft = (
+        "import sys; sys.modules['peft'] = None\n"
+        "import stave, torch\n"
+        f"m = stave.load_model({str(out / 'stage2/model')!r})\n"
+        "assert stave.temporal_config(m) is not None and 'peft' not in type(m).__module__\n"
+        "print('ok')"
+    )
+    result = _run(no_peft)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+# --- distributed -------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(data, tmp_path):
+    """2 ranks x batch 1 (gloo on 127.0.0.1) against 1 process x batch 2; sample 1 (rank 1's first batch) has no
+    video, so rank 1 runs a step in which STA and vision LoRA see no pixels."""
+    # no LoRA dropout: its random masks would differ between the two set-ups
+    recipe = tiny_recipe(data, tmp_path / "ddp") | {"stages": ["stage2"], "lora": {"dropout": 0.0}}
+    recipe["training"] |= {"max_steps": 3, "learning_rate": 1e-2, "per_device_train_batch_size": 1, "save_steps": 3}
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+        "--master-port", str(_free_port()), "-m", "stave.cli", "train", str(path), "training.ddp_backend=gloo",
+        "training.use_cpu=true",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    single = tiny_recipe(data, tmp_path / "single") | {"stages": ["stage2"], "lora": {"dropout": 0.0}}
+    single["training"] |= {"max_steps": 3, "learning_rate": 1e-2, "per_device_train_batch_size": 2, "save_steps": 3}
+    train(load_recipe(single))
+
+    assert losses(tmp_path / "ddp", "stage2") == pytest.approx(losses(tmp_path / "single", "stage2"), abs=2e-4)
+    a = stave.load_model(tmp_path / "ddp/stage2/model").state_dict()
+    b = stave.load_model(tmp_path / "single/stage2/model").state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
