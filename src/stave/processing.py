@@ -5,13 +5,16 @@ Two public conversation formats are accepted:
     "text": ...}]}, {"role": "assistant", "content": ...}] (or {"messages": [...]});
   - LLaVA / Qwen-finetune: {"video": PATH, "conversations": [{"from": "human", "value": "<video>\\n..."},
     {"from": "gpt", "value": ...}]} ("image"/"<image>" likewise; "system" turns allowed).
+A video content item may carry its own settings, as with qwen-vl-utils: fps, nframes, min/max_frames,
+min/max/total_pixels, video_start/video_end (seconds), and source_fps for frame folders.
 Each video placeholder becomes <|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>.
 For training, labels are -100 everywhere except the tokens of assistant answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 import torch
 import transformers
 
-from .video import PatchSpec, VideoOptions, pack_frames, read_video
+from .video import PatchSpec, VideoClip, VideoOptions, pack_frames, read_video
 from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
 
 IGNORE_INDEX = -100
@@ -121,6 +124,33 @@ def _split_placeholders(text: str) -> list[str]:
     return pieces
 
 
+# Per-video settings a message's content item may carry (the qwen-vl-utils convention), over the run's options.
+ITEM_VIDEO_KEYS = {
+    "fps": "fps",
+    "nframes": "nframes",
+    "min_frames": "min_frames",
+    "max_frames": "max_frames",
+    "min_pixels": "min_pixels",
+    "max_pixels": "max_pixels",
+    "total_pixels": "total_pixels",
+    "video_start": "start",
+    "video_end": "end",
+}
+
+
+def item_video_options(item: dict[str, Any], options: VideoOptions) -> VideoOptions:
+    """The options for one video content item: `options`, with the item's own fps/nframes/pixels/start/end.
+    (fps and nframes exclude each other: an item giving one clears the other.)"""
+    values = {ITEM_VIDEO_KEYS[key]: item[key] for key in ITEM_VIDEO_KEYS if item.get(key) is not None}
+    if not values:
+        return options
+    if "fps" in values:
+        values.setdefault("nframes", None)
+    if "nframes" in values:
+        values.setdefault("fps", None)
+    return dataclasses.replace(options, **values)
+
+
 @dataclass
 class VideoChatProcessor:
     """Builds model inputs from conversations.
@@ -131,6 +161,8 @@ class VideoChatProcessor:
         video_options: how videos are sampled and resized (logged with every run).
         data_root: media paths are relative to it.
         image_min_pixels, image_max_pixels: smart_resize bounds for images.
+        read_video: how videos are read (stave.video.read_video's signature); a caching reader lets
+            evaluation decode a video once for all of its questions.
     """
 
     tokenizer: Any
@@ -139,6 +171,7 @@ class VideoChatProcessor:
     data_root: Path | None = None
     image_min_pixels: int = IMAGE_MIN_PIXELS
     image_max_pixels: int = IMAGE_MAX_PIXELS
+    read_video: Callable[..., VideoClip] = read_video
 
     def __post_init__(self) -> None:
         ids = {}
@@ -162,7 +195,12 @@ class VideoChatProcessor:
         for message in messages:
             for item in message["content"]:
                 if item["type"] == "video":
-                    clip = read_video(self._resolve(item["video"]), self.video_options, factor=self.spec.factor)
+                    clip = self.read_video(
+                        self._resolve(item["video"]),
+                        item_video_options(item, self.video_options),
+                        factor=self.spec.factor,
+                        source_fps=float(item.get("source_fps", 1.0)),
+                    )
                     clips.append(clip)
                     videos.append(pack_frames(clip.frames, self.spec))
                 elif item["type"] == "image":

@@ -1,0 +1,20 @@
+"""Evaluation: benchmark loaders (stave.evaluation.benchmarks) yield items (stave.evaluation.items), which are
+prompted (prompts), answered by a model (model), scored (answers, run) and compared (compare)."""
+
+# (loaders: merged from the eval-loaders branch)
+from .items import BenchmarkFormatError, EvalItem, LoadReport, VideoRef
+from .model import ModelAnswerer, ask, load_answerer
+from .run import EvalError, EvalSettings, evaluate
+
+__all__ = [
+    "BenchmarkFormatError",
+    "EvalError",
+    "EvalItem",
+    "EvalSettings",
+    "LoadReport",
+    "ModelAnswerer",
+    "VideoRef",
+    "ask",
+    "evaluate",
+    "load_answerer",
+]

@@ -1,0 +1,251 @@
+"""Running an evaluation: ask every item, append each prediction as it is made, score, write the results.
+
+Output folder of a run:
+    settings.json       every setting that affects the numbers (a rerun must match them to resume)
+    predictions.jsonl   one line per item: qid, task, groups, prompt, raw answer, parsed answer, correct
+                        (predictions.rank<R>.jsonl per process under accelerate / torchrun)
+    results.json        scores overall, per task and per group, counts, unparseable rate, settings, versions
+    results.md          the same as a Markdown table
+A rerun in the same folder skips the items already answered (a line cut short by a kill is dropped and
+its item asked again) and ends with the same scores as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import transformers
+
+from .. import __version__
+from ..training.checkpoints import write_json_atomic
+from ..video import VideoOptions
+from .answers import exact_match, extract_choice
+from .items import LETTERS, EvalItem, LoadReport
+from .prompts import DEFAULT_TEMPLATE, prompt_text
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run or resume as asked; names the file or setting."""
+
+
+@dataclass
+class EvalSettings:
+    """Every setting a score depends on; stored with the results and checked when resuming."""
+
+    benchmark: str
+    data: str
+    model: str
+    scoring: str = "generate"  # generate (greedy answer, rule-based extraction) | loglik (option likelihood)
+    template: str = DEFAULT_TEMPLATE
+    video: VideoOptions = field(default_factory=VideoOptions)
+    max_new_tokens: int = 16
+    seed: int = 0
+    limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Answerer(Protocol):
+    """What the runner asks: free answers for a batch, or per-option log-likelihoods."""
+
+    def generate(self, items: Sequence[EvalItem]) -> list[str]: ...
+
+    def option_scores(self, items: Sequence[EvalItem]) -> list[list[float]]: ...
+
+
+def evaluate(
+    answerer: Answerer,
+    items: Sequence[EvalItem],
+    settings: EvalSettings,
+    output: str | Path,
+    *,
+    batch_size: int = 4,
+    load_report: LoadReport | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Answer every item not yet in `output`, then score all of them; returns the results (also written)."""
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    if settings.scoring not in ("generate", "loglik"):
+        raise EvalError(f"scoring must be 'generate' or 'loglik', got {settings.scoring!r}")
+    output = Path(output)
+    state = PartialState()
+    items = list(items)[: settings.limit] if settings.limit else list(items)
+    _check_unique(items)
+    if state.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        _check_or_write_settings(output, settings)
+    state.wait_for_everyone()
+
+    name = "predictions.jsonl" if state.num_processes == 1 else f"predictions.rank{state.process_index}.jsonl"
+    path = output / name
+    done = {row["qid"] for row in _read_predictions(path, repair=True)}
+    # questions on the same video next to each other, so a caching video reader decodes each video once
+    mine = [item for item in items[state.process_index :: state.num_processes] if item.qid not in done]
+    mine.sort(key=lambda item: tuple(str(v.path) for v in item.videos))
+    bar = tqdm(total=len(mine), desc=f"{settings.benchmark}", disable=not progress or not state.is_main_process)
+    with open(path, "a", encoding="utf-8") as handle:
+        for start in range(0, len(mine), batch_size):
+            batch = mine[start : start + batch_size]
+            for row in _answer(answerer, batch, settings):
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            bar.update(len(batch))
+    bar.close()
+    state.wait_for_everyone()
+
+    results: dict[str, Any] = {}
+    if state.is_main_process:
+        rows = [row for p in sorted(output.glob("predictions*.jsonl")) for row in _read_predictions(p, repair=False)]
+        wanted = {item.qid for item in items}
+        rows = list({row["qid"]: row for row in rows if row["qid"] in wanted}.values())
+        results = score(rows, settings, load_report)
+        write_json_atomic(output / "results.json", results)
+        (output / "results.md").write_text(results_table(results))
+    state.wait_for_everyone()
+    return results
+
+
+def _answer(answerer: Answerer, batch: list[EvalItem], settings: EvalSettings) -> list[dict[str, Any]]:
+    if settings.scoring == "loglik":
+        if any(item.options is None for item in batch):
+            raise EvalError(f"{settings.benchmark}: loglik scoring needs multiple-choice items")
+        scores = answerer.option_scores(batch)
+        raw = [LETTERS[max(range(len(s)), key=s.__getitem__)] for s in scores]
+    else:
+        scores = [None] * len(batch)
+        raw = answerer.generate(batch)
+    rows = []
+    for item, answer, option_scores in zip(batch, raw, scores, strict=True):
+        if item.options is None:
+            parsed, correct = answer.strip(), exact_match(answer, item.answer)
+        else:
+            index = extract_choice(answer, item.options)
+            parsed = None if index is None else LETTERS[index]
+            correct = index == item.answer_index
+        row = {
+            "qid": item.qid,
+            "task": item.task,
+            "groups": item.groups,
+            "prompt": prompt_text(item, settings.template),
+            "raw": answer,
+            "parsed": parsed,
+            "answer": item.answer_letter or item.answer,
+            "correct": bool(correct),
+        }
+        if option_scores is not None:
+            row["option_scores"] = option_scores
+        rows.append(row)
+    return rows
+
+
+def score(rows: list[dict[str, Any]], settings: EvalSettings, load_report: LoadReport | None = None) -> dict:
+    """Accuracy overall, per task and per group value; counts; the share of unparseable answers."""
+
+    def accuracy(subset: list[dict[str, Any]]) -> dict[str, Any]:
+        n = len(subset)
+        return {"accuracy": sum(r["correct"] for r in subset) / n if n else None, "n": n}
+
+    by_task: dict[str, list] = defaultdict(list)
+    by_group: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        by_task[row["task"]].append(row)
+        for key, value in row.get("groups", {}).items():
+            by_group[key][value].append(row)
+    choice_rows = [r for r in rows if r["parsed"] is None or len(str(r["parsed"])) == 1]
+    unparseable = sum(r["parsed"] is None for r in rows)
+    return {
+        "benchmark": settings.benchmark,
+        "overall": accuracy(rows),
+        "tasks": {task: accuracy(subset) for task, subset in sorted(by_task.items())},
+        "groups": {k: {v: accuracy(s) for v, s in sorted(vals.items())} for k, vals in sorted(by_group.items())},
+        "counts": {
+            "items": len(rows),
+            "unparseable": unparseable,
+            "skipped_on_load": len(load_report.skipped) if load_report else 0,
+        },
+        "unparseable_rate": unparseable / len(choice_rows) if choice_rows else 0.0,
+        "skipped": load_report.skipped if load_report else [],
+        "settings": settings.to_dict(),
+        "versions": {"stave": __version__, "transformers": transformers.__version__, "torch": torch.__version__},
+    }
+
+
+def results_table(results: dict[str, Any]) -> str:
+    settings = results["settings"]
+    video = settings["video"]
+    sampling = f"nframes={video['nframes']}" if video["nframes"] else f"fps={video['fps']}"
+    lines = [
+        f"# {results['benchmark']}: {_pct(results['overall']['accuracy'])} ({results['overall']['n']} items)",
+        "",
+        f"model `{settings['model']}`, scoring {settings['scoring']}, template {settings['template']}, "
+        f"{sampling}, frames {video['min_frames']}..{video['max_frames']}, pixels {video['min_pixels']}.."
+        f"{video['max_pixels']} per frame (total {video['total_pixels']}); unparseable "
+        f"{results['counts']['unparseable']} ({results['unparseable_rate']:.1%}); skipped on load "
+        f"{results['counts']['skipped_on_load']}; stave {results['versions']['stave']}, transformers "
+        f"{results['versions']['transformers']}",
+        "",
+        "| task | accuracy | n |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {task} | {_pct(v['accuracy'])} | {v['n']} |" for task, v in results["tasks"].items()]
+    for key, values in results["groups"].items():
+        lines += ["", f"| {key} | accuracy | n |", "|---|---:|---:|"]
+        lines += [f"| {value} | {_pct(v['accuracy'])} | {v['n']} |" for value, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _check_unique(items: Sequence[EvalItem]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.qid in seen:
+            raise EvalError(f"question id {item.qid!r} appears twice: results could not be resumed")
+        seen.add(item.qid)
+
+
+def _check_or_write_settings(output: Path, settings: EvalSettings) -> None:
+    path = output / "settings.json"
+    current = json.loads(json.dumps(settings.to_dict()))
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        if differ:
+            details = "; ".join(f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in differ)
+            raise EvalError(f"{output} holds predictions made with other settings ({details}); use a new folder")
+        return
+    write_json_atomic(path, current)
+
+
+def _read_predictions(path: Path, *, repair: bool) -> list[dict[str, Any]]:
+    """The complete lines of a predictions file; with repair, a last line cut short by a kill is removed."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    rows, good = [], 0
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise EvalError(f"{path}: line {len(rows) + 1} is not valid JSON (not a cut-off last line)") from None
+        good += len(line.encode("utf-8"))
+    if repair and good != len(text.encode("utf-8")):
+        with open(path, "r+b") as handle:
+            handle.truncate(good)
+    return rows

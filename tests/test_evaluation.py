@@ -1,0 +1,230 @@
+"""The evaluation runner: scoring with known answers, resume after a kill, results and comparison, and a
+tiny model end to end (generation and log-likelihood)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stave.evaluation.compare import comparison_chart, comparison_table
+from stave.evaluation.items import LETTERS, EvalItem, LoadReport, VideoRef
+from stave.evaluation.run import EvalError, EvalSettings, evaluate
+
+OPTIONS = ("moving left", "moving right", "falling down")
+
+
+def items(n: int = 12) -> list[EvalItem]:
+    out = []
+    for i in range(n):
+        task = ["direction", "speed", "order"][i % 3]
+        out.append(
+            EvalItem(
+                qid=f"q{i}",
+                task=task,
+                question=f"what happens in video {i}?",
+                videos=(VideoRef(Path(f"v{i // 2}.mp4")),),
+                options=OPTIONS,
+                answer=OPTIONS[i % 3],
+                groups={"duration": "short" if i < 6 else "long"},
+            )
+        )
+    return out
+
+
+class Lookup:
+    """A fake model answering from a table qid -> raw answer; counts what it was asked."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def generate(self, batch):
+        self.asked += [item.qid for item in batch]
+        return [self.answers[item.qid] for item in batch]
+
+    def option_scores(self, batch):
+        self.asked += [item.qid for item in batch]
+        return [[1.0 if LETTERS[k] == self.answers[item.qid] else 0.0 for k in range(3)] for item in batch]
+
+
+def settings(**kw) -> EvalSettings:
+    return EvalSettings(benchmark="fixture", data="fixture", model="lookup", **kw)
+
+
+def test_all_right_all_wrong_and_a_known_mix(tmp_path):
+    questions = items()
+    right = Lookup({q.qid: f"({q.answer_letter})" for q in questions})
+    assert evaluate(right, questions, settings(), tmp_path / "right", progress=False)["overall"]["accuracy"] == 1.0
+    wrong = Lookup({q.qid: LETTERS[(q.answer_index + 1) % 3] for q in questions})
+    assert evaluate(wrong, questions, settings(), tmp_path / "wrong", progress=False)["overall"]["accuracy"] == 0.0
+
+    # mix: direction items right (4), speed items by option text right (4), order items unparseable (4)
+    mix = {}
+    for q in questions:
+        mix[q.qid] = {"direction": q.answer_letter, "speed": f"It is {q.answer}.", "order": "no idea"}[q.task]
+    results = evaluate(Lookup(mix), questions, settings(), tmp_path / "mix", progress=False)
+    assert results["overall"] == {"accuracy": 8 / 12, "n": 12}
+    assert results["tasks"]["direction"]["accuracy"] == 1.0 and results["tasks"]["order"]["accuracy"] == 0.0
+    assert results["counts"]["unparseable"] == 4 and results["unparseable_rate"] == pytest.approx(4 / 12)
+    assert results["groups"]["duration"]["short"]["n"] == 6
+    rows = [json.loads(x) for x in (tmp_path / "mix/predictions.jsonl").read_text().splitlines()]
+    assert {"qid", "task", "prompt", "raw", "parsed", "answer", "correct"} <= set(rows[0])
+    assert "(A) moving left" in rows[0]["prompt"]
+    table = (tmp_path / "mix/results.md").read_text()
+    assert "66.67" in table and "| order | 0.00 | 4 |" in table and "template qwen-mc-v1" in table
+
+
+def test_loglik_scoring_picks_the_best_option(tmp_path):
+    questions = items(6)
+    answers = {q.qid: q.answer_letter if i % 2 else "A" for i, q in enumerate(questions)}
+    results = evaluate(Lookup(answers), questions, settings(scoring="loglik"), tmp_path, progress=False)
+    expected = sum(answers[q.qid] == q.answer_letter for q in questions) / 6
+    assert results["overall"]["accuracy"] == pytest.approx(expected)
+    assert results["counts"]["unparseable"] == 0
+
+
+def test_open_ended_items_score_by_normalised_exact_match(tmp_path):
+    questions = [
+        EvalItem(f"o{i}", "cls", "what?", (VideoRef(Path("v.mp4")),), None, "Pulling something from left to right")
+        for i in range(3)
+    ]
+    answers = {
+        "o0": "pulling something from left to right.",
+        "o1": "The pulling something from left to right",
+        "o2": "x",
+    }
+    results = evaluate(Lookup(answers), questions, settings(), tmp_path, progress=False)
+    assert results["overall"]["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_kill_and_resume_gives_identical_scores(tmp_path):
+    questions = items()
+    answers = {q.qid: LETTERS[(q.answer_index + (q.qid in ("q3", "q7"))) % 3] for q in questions}
+    whole = evaluate(Lookup(answers), questions, settings(), tmp_path / "whole", batch_size=3, progress=False)
+
+    class Killed(Lookup):
+        def generate(self, batch):
+            if len(self.asked) >= 6:
+                raise KeyboardInterrupt  # killed mid-run, after two batches were written
+            return super().generate(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(Killed(answers), questions, settings(), tmp_path / "cut", batch_size=3, progress=False)
+    path = tmp_path / "cut/predictions.jsonl"
+    path.write_text(path.read_text() + '{"qid": "q1', encoding="utf-8")  # and a line cut short
+    again = Lookup(answers)
+    resumed = evaluate(again, questions, settings(), tmp_path / "cut", batch_size=3, progress=False)
+    assert len(again.asked) == 6  # only the unanswered half
+    for key in ("overall", "tasks", "groups", "counts"):
+        assert resumed[key] == whole[key]
+    assert len(path.read_text().splitlines()) == 12
+
+    with pytest.raises(EvalError, match=r"other settings \(template:.*'qwen-mc-v1' there"):
+        evaluate(again, questions, settings(template="other"), tmp_path / "cut", progress=False)
+
+
+def test_duplicate_question_ids_are_refused(tmp_path):
+    with pytest.raises(EvalError, match="'q0' appears twice"):
+        evaluate(Lookup({}), items(2) + items(1), settings(), tmp_path, progress=False)
+
+
+def test_load_report_skips_are_counted_in_the_results(tmp_path):
+    report = LoadReport()
+    report.skip("file.json:3", "video missing: v9.mp4")
+    questions = items(3)
+    results = evaluate(Lookup({q.qid: "A" for q in questions}), questions, settings(), tmp_path, load_report=report)
+    assert results["counts"]["skipped_on_load"] == 1 and results["skipped"][0]["record"] == "file.json:3"
+
+
+def test_compare_prints_deltas_and_saves_a_chart(tmp_path):
+    questions = items()
+    evaluate(Lookup({q.qid: "A" for q in questions}), questions, settings(), tmp_path / "baseline", progress=False)
+    evaluate(
+        Lookup({q.qid: q.answer_letter for q in questions}), questions, settings(), tmp_path / "sta", progress=False
+    )
+    table = comparison_table([tmp_path / "baseline", tmp_path / "sta"])
+    assert "| overall | 33.33 (n=12) | 100.00 (n=12) | +66.67 |" in table
+    assert "| direction | 100.00 (n=4) | 100.00 (n=4) | +0.00 |" in table
+    chart = comparison_chart([tmp_path / "baseline", tmp_path / "sta"], tmp_path / "chart.png")
+    assert chart.stat().st_size > 1000
+    with pytest.raises(EvalError, match="no results.json"):
+        comparison_table([tmp_path / "baseline", tmp_path / "nothing"])
+
+
+# --- a tiny model end to end ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> tuple[Path, list[EvalItem]]:
+    """A saved tiny random Qwen2-VL with STA and a word tokenizer, and questions about generated videos."""
+    from training_data import QUESTION, write_dataset
+
+    import stave
+    from stave.presets import tiny_model
+    from stave.tokenizer import build_word_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_dataset(root / "data", 4)
+    options = ("left", "right", "up down")
+    words = "answer with the option ' s letter from given choices directly left right up down b c ( )"
+    tokenizer = build_word_tokenizer([*QUESTION.split(), *words.split()])
+    model = stave.add_temporal_attention(tiny_model(tokenizer=tokenizer), stave.TemporalConfig(init="random"))
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    questions = [
+        EvalItem(
+            f"t{i}", "direction", QUESTION, (VideoRef(root / f"data/videos/{i:03d}.mp4"),), options, options[i % 2]
+        )  # fmt: skip
+        for i in range(4)
+    ]
+    return root / "model", questions
+
+
+def test_tiny_model_batched_generation_equals_one_at_a_time(tiny_folder):
+    from stave.evaluation.model import load_answerer
+    from stave.video import VideoOptions
+
+    path, questions = tiny_folder
+    answerer = load_answerer(path, video_options=VideoOptions(nframes=4, min_pixels=3136, max_pixels=3136))
+    batched = answerer.generate(questions)
+    assert batched == [answerer.generate([q])[0] for q in questions]  # left padding changes nothing
+    assert all(isinstance(text, str) for text in batched)
+
+
+def test_tiny_model_option_scores_match_a_direct_computation(tiny_folder):
+    import torch
+
+    from stave.evaluation.model import load_answerer
+    from stave.evaluation.prompts import messages
+    from stave.video import VideoOptions
+
+    path, questions = tiny_folder
+    answerer = load_answerer(path, video_options=VideoOptions(nframes=4, min_pixels=3136, max_pixels=3136))
+    scores = answerer.option_scores(questions[:2])
+    assert [len(s) for s in scores] == [3, 3]
+    item, option = questions[1], questions[1].options[2]
+    encoded = answerer.processor.encode(messages(item) + [{"role": "assistant", "content": option}], train=True)
+    batch = answerer.processor.collate([encoded])
+    labels = batch.pop("labels")[0]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(answerer.model(**batch).logits[0].float(), -1)
+    positions = (labels != -100).nonzero().flatten()
+    direct = torch.stack([logprobs[p - 1, labels[p]] for p in positions]).mean().item()
+    assert scores[1][2] == pytest.approx(direct, abs=1e-4)
+
+
+def test_tiny_model_evaluation_and_ask(tiny_folder, tmp_path):
+    from stave.evaluation import ask
+    from stave.evaluation.model import load_answerer
+    from stave.video import VideoOptions
+
+    path, questions = tiny_folder
+    options = VideoOptions(nframes=4, min_pixels=3136, max_pixels=3136)
+    answerer = load_answerer(path, video_options=options)
+    for scoring in ("generate", "loglik"):
+        results = evaluate(answerer, questions, settings(scoring=scoring, video=options), tmp_path / scoring)
+        assert results["overall"]["n"] == 4 and results["settings"]["video"]["nframes"] == 4
+    answer = ask(answerer, questions[0].videos[0].path, "which way does the square move ?")
+    assert isinstance(answer, str)
