@@ -18,3 +18,11 @@ def test_sta_overhead_prints_all_three_tables():
     lines = result.stdout.splitlines()
     assert sum(line.startswith("| 4 | 56 |") for line in lines) == 6  # 2 batches x (timing, layer, memory)
     assert "Temporal layer alone" in result.stdout and "Peak memory" in result.stdout
+
+
+def test_video_backends_benchmark_compares_every_usable_backend():
+    command = [sys.executable, str(ROOT / "benchmarks" / "video_backends.py"), "--quick"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| 96p 4 s |"))
+    assert row.startswith("| 96p 4 s | 8 |") and "pyav: usable" in result.stdout

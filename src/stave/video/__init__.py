@@ -1,7 +1,9 @@
 """The video input pipeline: file -> decoded, sampled, resized frames -> packed model inputs."""
 
+from .backends import available_backends
 from .decode import VideoClip, read_video, resize_frames, to_rgb_chw
 from .errors import (
+    VideoBackendError,
     VideoDecodeError,
     VideoError,
     VideoNotFoundError,
@@ -14,6 +16,7 @@ from .packing import PatchSpec, pack_batch, pack_frames
 from .sampling import frame_indices, number_of_frames, smart_resize
 
 __all__ = [
+    "VideoBackendError",
     "PatchSpec",
     "VideoClip",
     "VideoDecodeError",
@@ -23,6 +26,7 @@ __all__ = [
     "VideoSamplingError",
     "VideoShapeError",
     "VideoTimeoutError",
+    "available_backends",
     "frame_indices",
     "number_of_frames",
     "pack_batch",
