@@ -12,7 +12,7 @@ from .errors import (
     VideoTimeoutError,
 )
 from .options import VideoOptions
-from .packing import PatchSpec, pack_batch, pack_frames
+from .packing import PatchSpec, pack_batch, pack_frames, seconds_per_grid
 from .sampling import frame_indices, number_of_frames, smart_resize
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "pack_batch",
     "pack_frames",
     "read_video",
+    "seconds_per_grid",
     "resize_frames",
     "smart_resize",
     "to_rgb_chw",
