@@ -138,6 +138,8 @@ class VideoChatProcessor:
         image_min_pixels, image_max_pixels: smart_resize bounds for images.
         model_type: the model's config.model_type, "qwen2_vl" or "qwen2_5_vl"; for Qwen2.5-VL every
             encoded sample and batch with videos carries `second_per_grid_ts` (see `seconds_per_grid`).
+        cache: a VideoCache that keeps decoded videos, so a video read again with the same options (next
+            epoch, next evaluation) is not decoded again.
     """
 
     tokenizer: Any
@@ -147,6 +149,7 @@ class VideoChatProcessor:
     image_min_pixels: int = IMAGE_MIN_PIXELS
     image_max_pixels: int = IMAGE_MAX_PIXELS
     model_type: str = "qwen2_vl"
+    cache: Any = None
 
     @classmethod
     def for_model(cls, tokenizer: Any, model: Any, video_options: VideoOptions | None = None, **kwargs: Any):
@@ -180,7 +183,7 @@ class VideoChatProcessor:
         for message in messages:
             for item in message["content"]:
                 if item["type"] == "video":
-                    clip = read_video(self._resolve(item["video"]), self.video_options, factor=self.spec.factor)
+                    clip = self._read_video(item["video"])
                     clips.append(clip)
                     videos.append(pack_frames(clip.frames, self.spec))
                 elif item["type"] == "image":
@@ -279,6 +282,12 @@ class VideoChatProcessor:
                 raise ConversationError(f"{name}: the chat template does not render conversations prefix by prefix")
             labels[len(start_ids) : len(end_ids)] = ids[len(start_ids) : len(end_ids)]
         return ids, labels
+
+    def _read_video(self, source: Any):
+        source = self._resolve(source)
+        if self.cache is not None:
+            return self.cache.read(source, self.video_options, factor=self.spec.factor)
+        return read_video(source, self.video_options, factor=self.spec.factor)
 
     def _second_per_grid_ts(self, clips) -> torch.Tensor:
         values = seconds_per_grid([clip.sampled_fps for clip in clips], self.spec)

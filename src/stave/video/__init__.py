@@ -1,6 +1,7 @@
 """The video input pipeline: file -> decoded, sampled, resized frames -> packed model inputs."""
 
 from .backends import available_backends
+from .cache import VideoCache
 from .decode import VideoClip, read_video, resize_frames, to_rgb_chw
 from .errors import (
     VideoBackendError,
@@ -18,6 +19,7 @@ from .sampling import frame_indices, number_of_frames, smart_resize
 __all__ = [
     "VideoBackendError",
     "PatchSpec",
+    "VideoCache",
     "VideoClip",
     "VideoDecodeError",
     "VideoError",
