@@ -6,11 +6,12 @@ FrameTable as RGB uint8 tensors. Which frames to take, their timestamps and thei
 before, from the frame table, identically for every backend; only the decoded pixels may differ between
 libraries, by a rounding step of their YUV-to-RGB conversion.
 
-"auto" takes the first usable backend of AUTO_ORDER: torchcodec, which decoded the sampled frames fastest
-on CPU (0-35% less time than PyAV in benchmarks/video_backends.py), else PyAV. PyAV stays the default of
-VideoOptions: it is always installed (its wheels bundle FFmpeg), so a run gives the same result on every
-machine, and it decoded within 1.5x of torchcodec. decord is used only when asked for by name: it was the
-slowest, and the original package is unmaintained with known leaks and hangs.
+"auto" takes the first usable backend of AUTO_ORDER: torchcodec, which decoded the sampled frames as fast
+as PyAV or faster on CPU (0-35% less time, benchmarks/RESULTS.md), else PyAV. PyAV stays the default of
+VideoOptions: it is always installed (its wheels bundle FFmpeg, where torchcodec needs system FFmpeg and a
+build matching torch), so a run decodes alike on every machine, and the differences in speed were small
+next to the resize all backends share. decord is used only when asked for by name: the original package
+is unmaintained, with known leaks and hangs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ LIBRARIES = {"pyav": "av", "torchcodec": "torchcodec", "decord": "decord"}  # th
 INSTALL = {
     "pyav": "pip install av",
     "torchcodec": "pip install 'stave[torchcodec]' (torchcodec also needs FFmpeg's shared libraries, major "
-    "version 4 to 8, and a build matching the installed torch: PyPI's Linux wheels need a CUDA build of torch)",
+    "version 4 to 9, and a build matching the installed torch: PyPI's Linux wheels need a CUDA build of torch)",
     "decord": "pip install 'stave[decord]'",
 }
 

@@ -1,6 +1,6 @@
 """Decoding with torchcodec (optional: `pip install 'stave[torchcodec]'`).
 
-torchcodec needs FFmpeg's shared libraries (major versions 4 to 8) on the system, and a wheel built for
+torchcodec needs FFmpeg's shared libraries (major versions 4 to 9) on the system, and a wheel built for
 the installed torch: PyPI's Linux wheels are CUDA builds that load only next to a CUDA build of torch.
 
 Frames are asked for by index in torchcodec's "exact" mode (it indexes every frame of the file by its
@@ -33,8 +33,8 @@ def load():
 def decode(path: Path, table: FrameTable, indices: Sequence[int], deadline: Deadline) -> Iterator[torch.Tensor]:
     """Yield the frames at `indices` (ascending) as (k, 3, H, W) uint8 RGB tensors, in order."""
     video_decoder = load()
-    try:  # num_ffmpeg_threads=0: FFmpeg picks the thread count, as PyAV's thread_type "AUTO" does
-        decoder = video_decoder(str(path), stream_index=table.stream_index, seek_mode="exact", num_ffmpeg_threads=0)
+    try:  # torchcodec's default of one decoding thread: faster here than letting FFmpeg choose (RESULTS.md)
+        decoder = video_decoder(str(path), stream_index=table.stream_index, seek_mode="exact")
     except (RuntimeError, ValueError) as error:
         raise VideoDecodeError(path, f"torchcodec cannot open it ({_first_line(error)})") from None
     if len(decoder) != len(table):
