@@ -31,3 +31,11 @@ def test_train_step_prints_both_arms_with_flop_ratio_and_memory():
     assert set(rows) == {"lora", "sta+lora"} and all(len(row) == 5 for row in rows.values())
     assert float(rows["sta+lora"][3]) > float(rows["lora"][3])  # STA adds operations
     assert "FLOP ratio" in result.stdout and "peak memory sta+lora / lora" in result.stdout
+
+
+def test_video_backends_benchmark_compares_every_usable_backend():
+    command = [sys.executable, str(ROOT / "benchmarks" / "video_backends.py"), "--quick"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| 96p 4 s |"))
+    assert row.startswith("| 96p 4 s | 8 |") and "pyav: usable" in result.stdout

@@ -228,3 +228,44 @@ def test_tiny_model_evaluation_and_ask(tiny_folder, tmp_path):
         assert results["overall"]["n"] == 4 and results["settings"]["video"]["nframes"] == 4
     answer = ask(answerer, questions[0].videos[0].path, "which way does the square move ?")
     assert isinstance(answer, str)
+
+
+DISTRIBUTED = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_evaluation import Lookup, items, settings
+from stave.evaluation.run import evaluate
+questions = items()
+answers = {{q.qid: ("A" if q.task == "order" else q.answer_letter) for q in questions}}
+evaluate(Lookup(answers), questions, settings(), {out!r}, batch_size=2, progress=False)
+"""
+
+
+def test_data_parallel_evaluation_over_two_processes_gives_the_same_scores(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    questions = items()
+    answers = {q.qid: ("A" if q.task == "order" else q.answer_letter) for q in questions}
+    single = evaluate(Lookup(answers), questions, settings(), tmp_path / "one", progress=False)
+
+    script = tmp_path / "run.py"
+    script.write_text(DISTRIBUTED.format(tests=str(Path(__file__).parent), out=str(tmp_path / "two")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(port), str(script)]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "two").glob("predictions*")) == [
+        "predictions.rank0.jsonl",
+        "predictions.rank1.jsonl",
+    ]
+    two = json.loads((tmp_path / "two/results.json").read_text())
+    for key in ("overall", "tasks", "groups", "counts"):
+        assert two[key] == single[key]

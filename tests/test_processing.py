@@ -9,13 +9,21 @@ import torch
 
 import stave
 from stave.presets import tiny_model
-from stave.processing import IGNORE_INDEX, NEEDS_MM_TOKEN_TYPES, ConversationError, VideoChatProcessor, to_messages
+from stave.processing import (
+    IGNORE_INDEX,
+    NEEDS_MM_TOKEN_TYPES,
+    TRANSFORMERS_MAJOR,
+    ConversationError,
+    VideoChatProcessor,
+    to_messages,
+)
 from stave.tokenizer import build_word_tokenizer
 from stave.video import PatchSpec, VideoOptions
 from stave.video.encode import write_video
 
 WORDS = ["what", "is", "happening", "?", "moving", "left", "right", "which", "moved", "first", "red", "blue"]
-OPTIONS = VideoOptions(nframes=4, min_pixels=28 * 28, max_pixels=56 * 84)
+SMALL = dict(min_pixels=28 * 28, max_pixels=56 * 84)
+OPTIONS = VideoOptions(nframes=4, **SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +167,94 @@ def test_missing_video_is_named(processor):
 
     with pytest.raises(VideoNotFoundError, match=r"nope\.mp4"):
         processor.encode(llava(video="nope.mp4"), train=True)
+
+
+# -- Qwen2.5-VL: second_per_grid_ts ----------------------------------------------------------------------
+
+
+def qwen2_5_vl(tokenizer):
+    model = tiny_model("tiny-qwen2.5-vl")
+    model.resize_token_embeddings(len(tokenizer))
+    for name, token in (
+        ("video_token_id", "<|video_pad|>"),
+        ("image_token_id", "<|image_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"),
+        ("vision_end_token_id", "<|vision_end|>"),
+    ):
+        setattr(model.config, name, tokenizer.convert_tokens_to_ids(token))
+    return model
+
+
+def temporal_positions(model, batch) -> list[list[int]]:
+    """The temporal (first) M-RoPE position of every video token, per sample, as the model computes them."""
+    import inspect
+
+    names = inspect.signature(model.model.get_rope_index).parameters
+    keys = ("input_ids", "mm_token_type_ids", "video_grid_thw", "second_per_grid_ts", "attention_mask")
+    positions, _ = model.model.get_rope_index(**{k: batch[k] for k in keys if k in names and k in batch})
+    video = batch["input_ids"] == model.config.video_token_id
+    return [positions[0, i][video[i]].tolist() for i in range(len(video))]
+
+
+@pytest.mark.filterwarnings("ignore:transformers .* truncates:UserWarning")  # 4.57: tested below
+def test_qwen2_5_vl_batches_carry_second_per_grid_ts_per_video(tokenizer, data_root):
+    model = qwen2_5_vl(tokenizer)
+    processor = VideoChatProcessor.for_model(tokenizer, model, OPTIONS, data_root=data_root)
+    assert processor.model_type == "qwen2_5_vl" and processor.spec.temporal_patch_size == 2
+    a, b = processor.encode(llava("a.mp4"), train=True), processor.encode(llava("b.mp4"), train=True)
+    # a: 8 frames at 4 fps, 4 taken over 2 s -> 2 fps; b: 6 frames at 4 fps, 4 taken over 1.5 s -> 8/3 fps
+    assert [c.sampled_fps for c in a["clips"] + b["clips"]] == pytest.approx([2.0, 8 / 3])
+    for encoded in (a, b):
+        (clip,) = encoded["clips"]
+        expected = torch.tensor([2 / clip.sampled_fps], dtype=torch.float32)
+        assert encoded["second_per_grid_ts"].dtype == torch.float32
+        assert torch.equal(encoded["second_per_grid_ts"], expected)
+    batch = processor.collate([a, b])
+    assert batch["second_per_grid_ts"].tolist() == pytest.approx([1.0, 0.75])
+    assert len(batch["second_per_grid_ts"]) == len(batch["video_grid_thw"])
+
+
+def test_qwen2_vl_batches_have_no_second_per_grid_ts(processor):
+    assert processor.model_type == "qwen2_vl"
+    batch = processor.collate([processor.encode(llava(), train=True)])
+    assert "second_per_grid_ts" not in batch
+    with pytest.raises(ValueError, match="model_type must be one of"):
+        VideoChatProcessor(processor.tokenizer, model_type="llava")
+
+
+@pytest.mark.filterwarnings("ignore:transformers .* truncates:UserWarning")  # 4.57: tested below
+def test_qwen2_5_vl_model_places_video_tokens_by_second_per_grid_ts(tokenizer, data_root):
+    """The model consumes the values: the temporal positions of video tokens step by tokens_per_second *
+    second_per_grid_ts, and other values change the positions and the logits."""
+    model = qwen2_5_vl(tokenizer)
+    processor = VideoChatProcessor.for_model(tokenizer, model, VideoOptions(nframes=6, **SMALL), data_root=data_root)
+    batch = processor.collate([processor.encode(llava("a.mp4"), train=True)])  # 6 of 8 frames at 4 fps: 3 fps
+    assert batch["second_per_grid_ts"].tolist() == pytest.approx([2 / 3])
+    per_second = model.config.vision_config.tokens_per_second
+    batch["second_per_grid_ts"] = torch.tensor([2.0])  # whole seconds: used alike by transformers 4.57 and 5.x
+    positions = temporal_positions(model, batch)[0]
+    steps = sorted(set(positions))
+    assert len(steps) == 3 and [s - steps[0] for s in steps] == [0, 2 * per_second, 4 * per_second]
+    with torch.no_grad():
+        out = model(**batch)
+        batch["second_per_grid_ts"] = torch.tensor([1.0])
+        assert sorted(set(temporal_positions(model, batch)[0]))[1] - steps[0] == per_second
+        other = model(**batch)
+    assert torch.isfinite(out.loss) and not torch.allclose(out.logits, other.logits)
+
+
+def test_fractional_second_per_grid_ts_is_used_as_is_on_transformers_5_and_truncated_on_4(tokenizer, data_root):
+    model = qwen2_5_vl(tokenizer)
+    processor = VideoChatProcessor.for_model(tokenizer, model, VideoOptions(nframes=6, **SMALL), data_root=data_root)
+    if TRANSFORMERS_MAJOR < 5:
+        with pytest.warns(UserWarning, match=r"truncates Qwen2.5-VL's second_per_grid_ts"):
+            encoded = processor.encode(llava("a.mp4"), train=True)
+    else:
+        encoded = processor.encode(llava("a.mp4"), train=True)
+    batch = processor.collate([encoded])
+    interval = model.config.vision_config.tokens_per_second * 2 / 3
+    steps = sorted(set(temporal_positions(model, batch)[0]))
+    if TRANSFORMERS_MAJOR < 5:
+        assert len(steps) == 1  # int(2/3) == 0: every temporal patch at one position
+    else:
+        assert [s - steps[0] for s in steps] == [int(k * interval) for k in range(3)]

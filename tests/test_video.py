@@ -340,9 +340,9 @@ def test_packed_batch_feeds_a_tiny_model():
 
 def test_slow_decoding_stops_at_the_deadline(clip_path, monkeypatch):
     """A decoder that keeps running past the timeout is stopped between frames."""
-    import stave.video.decode as decode
+    import stave.video.backends.frame_table as frame_table
 
     clock = iter(range(0, 10**6, 7))  # every reading of the clock is 7 s later than the last
-    monkeypatch.setattr(decode.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(frame_table.time, "monotonic", lambda: next(clock))
     with pytest.raises(VideoTimeoutError, match=r"numbered\.mp4: decoding took longer than the timeout of 10.0s"):
         read_video(clip_path, VideoOptions(nframes=30, timeout=10.0, **SMALL))

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -112,6 +113,93 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_options(args: argparse.Namespace):
+    from .video import VideoOptions
+
+    values = {k: getattr(args, k) for k in ("fps", "min_pixels", "max_pixels", "max_frames") if getattr(args, k)}
+    if args.frames:
+        values.update(nframes=args.frames, fps=None)
+    return VideoOptions(**values)
+
+
+def _add_video_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("video sampling (qwen-vl-utils rules; defaults are VideoOptions')")
+    how = group.add_mutually_exclusive_group()
+    how.add_argument("--frames", type=int, help="sample exactly this many frames (even)")
+    how.add_argument("--fps", type=float, help="sample at this rate")
+    group.add_argument("--max-frames", type=int)
+    group.add_argument("--min-pixels", type=int, help="per frame")
+    group.add_argument("--max-pixels", type=int, help="per frame")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import EvalSettings, evaluate, load_answerer, load_benchmark
+    from .evaluation.items import LoadReport
+
+    report = LoadReport()
+    items = load_benchmark(args.benchmark, args.data, on_missing=args.on_missing, seed=args.seed, report=report)
+    options = _video_options(args)
+    settings = EvalSettings(
+        benchmark=args.benchmark,
+        data=str(args.data),
+        model=str(args.model),
+        scoring=args.scoring,
+        template=args.template,
+        video=options,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        limit=args.limit,
+    )
+    output = args.output or f"runs/eval/{args.benchmark}-{Path(args.model).name}"
+    answerer = load_answerer(
+        args.model, video_options=options, template=args.template, max_new_tokens=args.max_new_tokens
+    )
+    results = evaluate(answerer, items, settings, output, batch_size=args.batch_size, load_report=report)
+    if results:
+        print((Path(output) / "results.md").read_text())
+        print(f"predictions and results in {output}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluation.compare import comparison_chart, comparison_table
+
+    print(comparison_table(args.runs))
+    chart = args.chart or str(Path(args.runs[-1]) / "comparison.png")
+    print(f"bar chart: {comparison_chart(args.runs, chart)}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from .evaluation import ask
+
+    print(
+        ask(
+            args.model,
+            args.video,
+            args.question,
+            video_options=_video_options(args),
+            max_new_tokens=args.max_new_tokens,
+        )
+    )
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from .checkpoint import load_model
+    from .explain import save_map, temporal_attention_map
+    from .processing import VideoChatProcessor
+
+    model = load_model(args.model)
+    processor = VideoChatProcessor.for_model(AutoTokenizer.from_pretrained(args.model), model, _video_options(args))
+    result = temporal_attention_map(model, processor, args.video, block=args.block)
+    out = args.out or f"{Path(args.video).stem}-sta-block{result.block}.png"
+    print(f"temporal attention map (grid t,h,w = {result.grid}): {save_map(result, out, title=Path(args.video).name)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stave", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +226,46 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe values to override")
     train.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
     train.set_defaults(func=cmd_train)
+
+    from .evaluation.prompts import DEFAULT_TEMPLATE, TEMPLATES
+
+    evaluate = sub.add_parser("eval", help="evaluate a model on a benchmark in its published layout (resumable)")
+    evaluate.add_argument("--model", required=True, help="model folder (save_pretrained + tokenizer)")
+    evaluate.add_argument("--benchmark", required=True, help="benchmark name (see stave.evaluation.BENCHMARKS)")
+    evaluate.add_argument("--data", required=True, type=Path, help="the benchmark's root folder")
+    evaluate.add_argument("--output", help="run folder (default: runs/eval/BENCHMARK-MODEL); rerun to resume")
+    evaluate.add_argument("--scoring", choices=["generate", "loglik"], default="generate")
+    evaluate.add_argument("--template", choices=sorted(TEMPLATES), default=DEFAULT_TEMPLATE)
+    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--max-new-tokens", type=int, default=16)
+    evaluate.add_argument("--limit", type=int, help="first N items only")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the benchmark's constructed questions")
+    evaluate.add_argument(
+        "--on-missing", choices=["skip", "raise"], default="skip", help="items whose video is missing"
+    )
+    _add_video_flags(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+
+    compare = sub.add_parser("compare", help="side-by-side table of evaluation runs with deltas, and a bar chart")
+    compare.add_argument("runs", nargs="+", help="run folders of `stave eval` (the first is the reference)")
+    compare.add_argument("--chart", help="PNG path (default: LAST_RUN/comparison.png)")
+    compare.set_defaults(func=cmd_compare)
+
+    ask_ = sub.add_parser("ask", help="ask a model a question about a video")
+    ask_.add_argument("--model", required=True)
+    ask_.add_argument("--video", required=True)
+    ask_.add_argument("question")
+    ask_.add_argument("--max-new-tokens", type=int, default=64)
+    _add_video_flags(ask_)
+    ask_.set_defaults(func=cmd_ask)
+
+    explain = sub.add_parser("explain", help="save a PNG of one STA layer's temporal attention on a video")
+    explain.add_argument("--model", required=True)
+    explain.add_argument("--video", required=True)
+    explain.add_argument("--block", type=int, help="vision block (default: the last one with STA)")
+    explain.add_argument("--out", help="PNG path (default: VIDEO-sta-blockN.png)")
+    _add_video_flags(explain)
+    explain.set_defaults(func=cmd_explain)
     return parser
 
 

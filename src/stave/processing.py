@@ -14,7 +14,8 @@ For training, labels are -100 everywhere except the tokens of assistant answers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,17 @@ from typing import Any
 import torch
 import transformers
 
-from .video import PatchSpec, VideoClip, VideoOptions, pack_frames, read_video
+from .video import PatchSpec, VideoOptions, pack_frames, read_video, seconds_per_grid
 from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
 
 IGNORE_INDEX = -100
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 # transformers 5.x's Qwen2-VL forward needs mm_token_type_ids next to input_ids; 4.57's rejects it.
-NEEDS_MM_TOKEN_TYPES = int(transformers.__version__.split(".")[0]) >= 5
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+NEEDS_MM_TOKEN_TYPES = TRANSFORMERS_MAJOR >= 5
+# Model families (config.model_type) whose forward takes `second_per_grid_ts`: Qwen2.5-VL aligns the temporal
+# rotary positions of video tokens with seconds of source time; Qwen2-VL counts temporal patches.
+MODEL_TYPES = {"qwen2_vl": False, "qwen2_5_vl": True}
 
 
 class ConversationError(ValueError):
@@ -161,8 +166,10 @@ class VideoChatProcessor:
         video_options: how videos are sampled and resized (logged with every run).
         data_root: media paths are relative to it.
         image_min_pixels, image_max_pixels: smart_resize bounds for images.
-        read_video: how videos are read (stave.video.read_video's signature); a caching reader lets
-            evaluation decode a video once for all of its questions.
+        model_type: the model's config.model_type, "qwen2_vl" or "qwen2_5_vl"; for Qwen2.5-VL every
+            encoded sample and batch with videos carries `second_per_grid_ts` (see `seconds_per_grid`).
+        cache: a VideoCache that keeps decoded videos, so a video read again with the same options (next
+            epoch, next evaluation) is not decoded again.
     """
 
     tokenizer: Any
@@ -171,9 +178,20 @@ class VideoChatProcessor:
     data_root: Path | None = None
     image_min_pixels: int = IMAGE_MIN_PIXELS
     image_max_pixels: int = IMAGE_MAX_PIXELS
-    read_video: Callable[..., VideoClip] = read_video
+    model_type: str = "qwen2_vl"
+    cache: Any = None
+
+    @classmethod
+    def for_model(cls, tokenizer: Any, model: Any, video_options: VideoOptions | None = None, **kwargs: Any):
+        """A processor with the patch geometry and model type of `model` (a Qwen2-VL or Qwen2.5-VL model or
+        its config)."""
+        config = getattr(model, "config", model)
+        spec = PatchSpec.from_vision_config(config.vision_config)
+        return cls(tokenizer, spec, video_options or VideoOptions(), model_type=config.model_type, **kwargs)
 
     def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {sorted(MODEL_TYPES)}, got {self.model_type!r}")
         ids = {}
         for token in ("<|video_pad|>", "<|image_pad|>"):
             token_id = self.tokenizer.convert_tokens_to_ids(token)
@@ -195,12 +213,7 @@ class VideoChatProcessor:
         for message in messages:
             for item in message["content"]:
                 if item["type"] == "video":
-                    clip = self.read_video(
-                        self._resolve(item["video"]),
-                        item_video_options(item, self.video_options),
-                        factor=self.spec.factor,
-                        source_fps=float(item.get("source_fps", 1.0)),
-                    )
+                    clip = self._read_video(item)
                     clips.append(clip)
                     videos.append(pack_frames(clip.frames, self.spec))
                 elif item["type"] == "image":
@@ -243,6 +256,8 @@ class VideoChatProcessor:
                 encoded["video_grid_thw" if key == "videos" else "image_grid_thw"] = torch.tensor(
                     [g for _, g in packed], dtype=torch.long
                 )
+        if videos and MODEL_TYPES[self.model_type]:
+            encoded["second_per_grid_ts"] = self._second_per_grid_ts(clips)
         encoded["clips"] = clips
         return encoded
 
@@ -273,7 +288,7 @@ class VideoChatProcessor:
             batch["mm_token_type_ids"] = padded(column("mm_token_type_ids"), 0)
         if all("labels" in item for item in items):
             batch["labels"] = padded(column("labels"), IGNORE_INDEX)
-        for key in ("pixel_values_videos", "video_grid_thw", "pixel_values", "image_grid_thw"):
+        for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw"):
             parts = [item[key] for item in items if key in item]
             if parts:
                 batch[key] = torch.cat(parts)
@@ -297,6 +312,26 @@ class VideoChatProcessor:
                 raise ConversationError(f"{name}: the chat template does not render conversations prefix by prefix")
             labels[len(start_ids) : len(end_ids)] = ids[len(start_ids) : len(end_ids)]
         return ids, labels
+
+    def _read_video(self, item: dict[str, Any]):
+        """One video content item, with its own settings over the run's (item_video_options)."""
+        source = self._resolve(item["video"])
+        options = item_video_options(item, self.video_options)
+        source_fps = float(item.get("source_fps", 1.0))
+        reader = self.cache.read if self.cache is not None else read_video
+        return reader(source, options, factor=self.spec.factor, source_fps=source_fps)
+
+    def _second_per_grid_ts(self, clips) -> torch.Tensor:
+        values = seconds_per_grid([clip.sampled_fps for clip in clips], self.spec)
+        if TRANSFORMERS_MAJOR < 5 and not torch.equal(values, values.trunc()):
+            # transformers 4.57 casts each value to an integer before use (measured: 0.5 puts every frame of
+            # a video at one temporal position, 1.5 acts as 1.0); 5.x uses the fractional value.
+            warnings.warn(
+                f"transformers {transformers.__version__} truncates Qwen2.5-VL's second_per_grid_ts to whole "
+                f"seconds: {values.tolist()} act as {values.trunc().tolist()}; transformers 5 uses them as they are",
+                stacklevel=3,
+            )
+        return values
 
     def _resolve(self, path: Any) -> Any:
         if isinstance(path, (str, Path)) and self.data_root is not None and not Path(path).is_absolute():

@@ -10,15 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import find_vision_tower
 from ..processing import VideoChatProcessor
-from ..video import PatchSpec, VideoOptions, read_video
+from ..video import VideoCache, VideoOptions
 from .items import EvalItem
 from .prompts import DEFAULT_TEMPLATE, messages
 
 
 class ModelAnswerer:
-    """Answers EvalItems with a Qwen2-VL-family model and its tokenizer."""
+    """Answers EvalItems with a Qwen2-VL-family model and its tokenizer; decoded videos are cached in memory
+    (bounded by `cache_bytes`), so a video with several questions is decoded once."""
 
     def __init__(
         self,
@@ -28,14 +28,15 @@ class ModelAnswerer:
         video_options: VideoOptions | None = None,
         template: str = DEFAULT_TEMPLATE,
         max_new_tokens: int = 16,
-        reader=read_video,
+        cache_bytes: int = 2 * 1024**3,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = template
         self.max_new_tokens = max_new_tokens
-        spec = PatchSpec.from_vision_config(find_vision_tower(model)[1].config)
-        self.processor = VideoChatProcessor(tokenizer, spec, video_options or VideoOptions(), read_video=reader)
+        # questions on one video (several per video in most benchmarks) decode it once per run
+        self.cache = VideoCache(max_bytes=cache_bytes)
+        self.processor = VideoChatProcessor.for_model(tokenizer, model, video_options, cache=self.cache)
 
     @property
     def device(self) -> torch.device:

@@ -79,7 +79,7 @@ def evaluate(
     if settings.scoring not in ("generate", "loglik"):
         raise EvalError(f"scoring must be 'generate' or 'loglik', got {settings.scoring!r}")
     output = Path(output)
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs under torchrun use gloo
     items = list(items)[: settings.limit] if settings.limit else list(items)
     _check_unique(items)
     if state.is_main_process:

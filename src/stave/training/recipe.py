@@ -91,7 +91,8 @@ class DatasetSpec:
 @dataclass
 class DataSection:
     """on_error: skip (count, report at the end and in <stage>/skipped.jsonl) or raise (stop with the file
-    and reason). shuffle: shuffle samples each epoch (seeded by training.seed)."""
+    and reason). shuffle: shuffle samples each epoch (seeded by training.seed). cache_bytes / cache_dir:
+    decode each video once for all epochs (stave.video.VideoCache)."""
 
     datasets: list[DatasetSpec] = field(default_factory=list)
     video: VideoOptions = field(default_factory=VideoOptions)
@@ -99,6 +100,8 @@ class DataSection:
     image_max_pixels: int = 16384 * 28 * 28
     on_error: str = "skip"
     shuffle: bool = True
+    cache_bytes: int = 0  # > 0: keep up to this many bytes of decoded videos in memory (per process)
+    cache_dir: str | None = None  # keep decoded videos as safetensors files here (shared by workers)
     seed: int = 0
 
 

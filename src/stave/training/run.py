@@ -29,7 +29,7 @@ from .. import __version__
 from ..checkpoint import load_model
 from ..models import find_vision_tower
 from ..processing import VideoChatProcessor
-from ..video import PatchSpec
+from ..video import PatchSpec, VideoCache
 from . import checkpoints
 from .data import EMPTY_BATCH, Collator, TrainingSet, load_datasets, skipped_report, words_of
 from .recipe import Recipe, RecipeError, StageSpec, load_recipe
@@ -147,12 +147,17 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
         raise RuntimeError(f"stage {stage.name}: {counts['other']} parameters outside STA/LoRA would train")
     logger.info("stage %s trains %s: %s", stage.name, "+".join(stage.trains), counts)
 
-    processor = VideoChatProcessor(
+    data = recipe.data
+    cache = None
+    if data.cache_bytes or data.cache_dir:  # epochs after the first read decoded videos back
+        cache = VideoCache(data.cache_dir, max_bytes=data.cache_bytes)
+    processor = VideoChatProcessor.for_model(
         tokenizer,
-        spec=PatchSpec.from_vision_config(find_vision_tower(model)[1].config),
-        video_options=recipe.data.video,
-        image_min_pixels=recipe.data.image_min_pixels,
-        image_max_pixels=recipe.data.image_max_pixels,
+        model,
+        data.video,
+        image_min_pixels=data.image_min_pixels,
+        image_max_pixels=data.image_max_pixels,
+        cache=cache,
     )
     dataset = TrainingSet(records, processor, on_error=recipe.data.on_error, log_dir=stage_dir)
     args = training_arguments(recipe, stage, stage_dir)

@@ -1,7 +1,10 @@
 """The video input pipeline: file -> decoded, sampled, resized frames -> packed model inputs."""
 
+from .backends import available_backends
+from .cache import VideoCache
 from .decode import VideoClip, read_video, resize_frames, to_rgb_chw
 from .errors import (
+    VideoBackendError,
     VideoDecodeError,
     VideoError,
     VideoNotFoundError,
@@ -10,11 +13,13 @@ from .errors import (
     VideoTimeoutError,
 )
 from .options import VideoOptions
-from .packing import PatchSpec, pack_batch, pack_frames
+from .packing import PatchSpec, pack_batch, pack_frames, seconds_per_grid
 from .sampling import frame_indices, number_of_frames, smart_resize
 
 __all__ = [
+    "VideoBackendError",
     "PatchSpec",
+    "VideoCache",
     "VideoClip",
     "VideoDecodeError",
     "VideoError",
@@ -23,11 +28,13 @@ __all__ = [
     "VideoSamplingError",
     "VideoShapeError",
     "VideoTimeoutError",
+    "available_backends",
     "frame_indices",
     "number_of_frames",
     "pack_batch",
     "pack_frames",
     "read_video",
+    "seconds_per_grid",
     "resize_frames",
     "smart_resize",
     "to_rgb_chw",

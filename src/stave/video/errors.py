@@ -35,3 +35,8 @@ class VideoShapeError(VideoError, ValueError):
 
 class VideoTimeoutError(VideoError, TimeoutError):
     """Decoding took longer than VideoOptions.timeout."""
+
+
+class VideoBackendError(VideoError, ImportError):
+    """The decoding library asked for (VideoOptions.backend) is not installed or cannot be loaded; the
+    message names the extra that installs it."""

@@ -33,8 +33,9 @@ class VideoOptions:
         min_pixels, max_pixels: per-frame pixel bounds of smart_resize.
         total_pixels: pixel budget of the whole video; the per-frame maximum becomes
             max(min(max_pixels, total_pixels / n * 2), 1.05 * min_pixels).
-        backend: "pyav" (always installed), "torchcodec", "decord", or "auto" (first installed of
-            torchcodec, pyav).
+        backend: the decoder of video files: "pyav" (always installed), "torchcodec" or "decord" (optional
+            extras), or "auto" (torchcodec where it can be used, else pyav; see stave.video.backends).
+            Frame folders, image lists and arrays need no decoder.
         timeout: seconds a decode may take before VideoTimeoutError.
     """
 

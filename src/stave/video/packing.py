@@ -62,6 +62,22 @@ def pack_frames(frames: torch.Tensor, spec: PatchSpec = PatchSpec()) -> tuple[to
     return x.reshape(t * h * w, channels * tp * p * p), (t, h, w)
 
 
+def seconds_per_grid(sampled_fps: Sequence[float], spec: PatchSpec = PatchSpec()) -> torch.Tensor:
+    """Qwen2.5-VL's `second_per_grid_ts`: seconds of source video per temporal patch, one value per video.
+
+    Args:
+        sampled_fps: VideoClip.sampled_fps of each video, in batch order.
+
+    Returns:
+        (num_videos,) float32, temporal_patch_size / sampled_fps, as transformers' Qwen2.5-VL processor
+        computes it; the model spaces the temporal rotary positions of a video's merged tokens by
+        tokens_per_second * this value.
+    """
+    if any(fps <= 0 for fps in sampled_fps):
+        raise ValueError(f"sampled fps must be positive, got {list(sampled_fps)}")
+    return torch.tensor([spec.temporal_patch_size / fps for fps in sampled_fps], dtype=torch.float32)
+
+
 def pack_batch(items: Sequence[torch.Tensor], spec: PatchSpec = PatchSpec()) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack several videos (or images) into one (sum t*h*w, C*tp*p*p) tensor and its (N, 3) grid_thw."""
     packed = [pack_frames(frames, spec) for frames in items]

@@ -1,0 +1,128 @@
+"""What STA does, made visible: the temporal attention weights of one STA layer for one video, as a PNG.
+
+For the chosen block, the layer's input is captured during a normal tower forward; the weights are then
+computed explicitly (softmax(q k^T / sqrt(d)) with the layer's own rotary positions) — the same numbers the
+fused attention uses, which a test checks by rebuilding the layer's output from them. The figure shows the
+t x t matrix (how much temporal patch i attends to patch j, averaged over heads and patch positions) and,
+over the first frame of each temporal patch, the share of attention each position gives to OTHER times
+(1 - self-attention weight): bright where STA mixes information across time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .models import find_vision_tower
+from .temporal.attention import apply_rotary
+from .temporal.block import TemporalBlockMixin
+
+
+@dataclass
+class TemporalAttentionMap:
+    """weights: (n, H, t, t) per patch position and head; frames: (T, 3, H, W) uint8 of the sampled clip;
+    grid: (t, h, w) of the video; block: the STA block the weights come from."""
+
+    weights: torch.Tensor
+    frames: torch.Tensor
+    grid: tuple[int, int, int]
+    block: int
+    merge_size: int
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """(t, t): mean over heads and positions; row i = how temporal patch i spreads its attention."""
+        return self.weights.mean(dim=(0, 1))
+
+    def cross_time(self) -> torch.Tensor:
+        """(t, h, w): per position, the attention share given to other temporal patches, in image layout."""
+        t, h, w = self.grid
+        m = self.merge_size
+        off_diagonal = 1 - self.weights.mean(1).diagonal(dim1=-2, dim2=-1)  # (n, t)
+        # the tower orders a frame's patches by merge window: (h/m, w/m, m, m) -> (h, w)
+        grid = off_diagonal.T.reshape(t, h // m, w // m, m, m).permute(0, 1, 3, 2, 4)
+        return grid.reshape(t, h, w)
+
+
+def sta_blocks(model: torch.nn.Module) -> list[int]:
+    _, tower = find_vision_tower(model)
+    return [i for i, block in enumerate(tower.blocks) if isinstance(block, TemporalBlockMixin)]
+
+
+@torch.no_grad()
+def temporal_attention_map(model, processor, video: Any, *, block: int | None = None) -> TemporalAttentionMap:
+    """The temporal attention weights of STA block `block` (default: the last one) for `video`."""
+    family, tower = find_vision_tower(model)
+    if family.name != "Qwen2-VL":
+        raise ValueError(f"explain maps patches back to the image for Qwen2-VL only, not {family.name}")
+    blocks = sta_blocks(model)
+    if not blocks:
+        raise ValueError("the model has no temporal attention (add it with stave.add_temporal_attention)")
+    block = blocks[-1] if block is None else block
+    if block not in blocks:
+        raise ValueError(f"block {block} has no temporal attention; STA blocks: {blocks}")
+    conversation = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "."}]}]
+    encoded = processor.encode(conversation, train=False)
+    pixels = encoded["pixel_values_videos"].to(next(tower.parameters()))
+    grid = encoded["video_grid_thw"].to(pixels.device)
+    captured: dict[str, Any] = {}
+
+    def keep(_module, args):
+        captured["x"], captured["layout"] = args[0], args[1]
+
+    layer = tower.blocks[block].temp_attn
+    handle = layer.register_forward_pre_hook(keep)
+    try:
+        tower(pixels, grid_thw=grid)
+    finally:
+        handle.remove()
+    t, h, w = grid[0].tolist()
+    x = captured["x"].view(1, t, h * w, -1)
+    weights = attention_weights(layer, x, captured["layout"].rotary[t])[0]
+    return TemporalAttentionMap(
+        weights.float().cpu(), encoded["clips"][0].frames, (t, h, w), block, processor.spec.merge_size
+    )
+
+
+def attention_weights(layer, x: torch.Tensor, rotary) -> torch.Tensor:
+    """(B, t, n, D) normalised tokens -> (B, n, H, t, t) softmax weights of a TemporalAttention layer."""
+    b, t, n, _ = x.shape
+    h, d = layer.num_heads, layer.head_dim
+    qkv = layer.qkv(x).view(b, t, n, 3, h, d).permute(3, 0, 2, 4, 1, 5)
+    cos, sin = rotary
+    q, k = apply_rotary(qkv[0], cos, sin), apply_rotary(qkv[1], cos, sin)
+    return torch.softmax((q.float() @ k.float().transpose(-1, -2)) / d**0.5, dim=-1)
+
+
+def save_map(result: TemporalAttentionMap, path: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = result.grid[0]
+    cross = result.cross_time()
+    frames = result.frames[:: max(1, result.frames.shape[0] // t)][:t]
+    figure, axes = plt.subplots(2, max(t, 2), figsize=(2.2 * max(t, 2), 4.8), squeeze=False)
+    for i in range(axes.shape[1]):
+        axis = axes[0, i]
+        axis.axis("off")
+        if i < t:
+            frame = frames[i].permute(1, 2, 0).numpy()
+            axis.imshow(frame)
+            axis.imshow(cross[i].numpy(), cmap="magma", alpha=0.55, vmin=0, vmax=1,
+                        extent=(0, frame.shape[1], frame.shape[0], 0))  # fmt: skip
+            axis.set_title(f"t{i}: to other times", fontsize=8)
+    for axis in axes[1, 1:]:
+        axis.axis("off")
+    image = axes[1, 0].imshow(result.matrix.numpy(), cmap="viridis", vmin=0, vmax=1)
+    axes[1, 0].set(xlabel="attends to temporal patch", ylabel="temporal patch", title=f"block {result.block}")
+    figure.colorbar(image, ax=axes[1, 0], fraction=0.046)
+    figure.suptitle(title or f"STA temporal attention, block {result.block}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
