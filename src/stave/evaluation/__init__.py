@@ -1,0 +1,1 @@
+"""Evaluation: benchmark items (items.py) read by the benchmark loaders (benchmarks/)."""
