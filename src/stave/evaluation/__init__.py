@@ -1,12 +1,13 @@
 """Evaluation: benchmark loaders (stave.evaluation.benchmarks) yield items (stave.evaluation.items), which are
 prompted (prompts), answered by a model (model), scored (answers, run) and compared (compare)."""
 
-# (loaders: merged from the eval-loaders branch)
+from .benchmarks import BENCHMARKS, load_benchmark
 from .items import BenchmarkFormatError, EvalItem, LoadReport, VideoRef
 from .model import ModelAnswerer, ask, load_answerer
 from .run import EvalError, EvalSettings, evaluate
 
 __all__ = [
+    "BENCHMARKS",
     "BenchmarkFormatError",
     "EvalError",
     "EvalItem",
@@ -17,4 +18,5 @@ __all__ = [
     "ask",
     "evaluate",
     "load_answerer",
+    "load_benchmark",
 ]

@@ -1,0 +1,55 @@
+"""Benchmark loaders: each reads one benchmark in its published layout and returns EvalItems.
+
+    items = load_benchmark("vitatecs", "/data/VITATECS", on_missing="skip", report=(report := LoadReport()))
+
+Every loader takes the benchmark root and the keyword arguments on_missing ("skip": a question whose video
+is missing is left out and recorded in `report`, or warned about without one; "raise": BenchmarkFormatError
+naming the path), seed (for loaders that draw: ssv2-mc, ssv2-t10, ssv2-vsm, vitatecs; the others ignore
+it), report (a LoadReport to fill) and its own options (see each module). A file that does not follow the
+published format raises BenchmarkFormatError naming the file, the record and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..items import EvalItem, LoadReport
+from .mvbench import load_mvbench
+from .reading import OnMissing
+from .ssv2 import load_ssv2, load_ssv2_mc, load_ssv2_t10
+from .ssv2_vsm import load_ssv2_vsm
+from .tempcompass import load_tempcompass
+from .videomme import load_videomme, load_videomme_subs
+from .vitatecs import load_vitatecs
+
+BENCHMARKS: dict[str, Callable[..., list[EvalItem]]] = {
+    "ssv2": load_ssv2,
+    "ssv2-mc": load_ssv2_mc,
+    "ssv2-t10": load_ssv2_t10,
+    "ssv2-vsm": load_ssv2_vsm,
+    "vitatecs": load_vitatecs,
+    "mvbench": load_mvbench,
+    "videomme": load_videomme,
+    "videomme-subs": load_videomme_subs,
+    "tempcompass": load_tempcompass,
+}
+
+
+def load_benchmark(
+    name: str,
+    root: str | Path,
+    *,
+    on_missing: OnMissing = "skip",
+    seed: int = 0,
+    report: LoadReport | None = None,
+    **options: Any,
+) -> list[EvalItem]:
+    """The items of benchmark `name` (a key of BENCHMARKS) read from `root`; `options` go to its loader."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
+    return BENCHMARKS[name](root, on_missing=on_missing, seed=seed, report=report, **options)
+
+
+__all__ = ["BENCHMARKS", "load_benchmark"]
