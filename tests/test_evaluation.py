@@ -269,3 +269,44 @@ def test_data_parallel_evaluation_over_two_processes_gives_the_same_scores(tmp_p
     two = json.loads((tmp_path / "two/results.json").read_text())
     for key in ("overall", "tasks", "groups", "counts"):
         assert two[key] == single[key]
+
+
+def test_stave_eval_command_on_an_mvbench_fixture_decodes_each_video_once(tiny_folder, tmp_path, capsys):
+    from benchmark_fixtures import write_mvbench
+    from training_data import moving_square
+
+    from stave.cli import main
+    from stave.evaluation import EvalSettings, load_answerer, load_benchmark
+    from stave.video import VideoOptions
+    from stave.video.encode import write_video
+
+    def clip(path: Path) -> None:
+        write_video(path, moving_square("left", frames=8), fps=4)
+
+    def record(video: str, k: int) -> dict:
+        return {"video": video, "question": f"which way {k} ?", "candidates": ["left", "right"], "answer": "left"}
+
+    tasks = {
+        "action_antonym": [record(f"a{i % 2}.mp4", i) for i in range(4)],  # two questions per video
+        "fine_grained_action": [record("b.mp4", i) for i in range(2)],
+    }
+    root = write_mvbench(tmp_path / "mvbench", tasks, video_writer=clip)
+    flags = ["eval", "--model", str(tiny_folder[0]), "--benchmark", "mvbench", "--data", str(root), "--frames", "4",
+             "--min-pixels", "3136", "--max-pixels", "3136", "--output", str(tmp_path / "run"),
+             "--batch-size", "2"]  # fmt: skip
+    assert main(flags) == 0
+    assert "# mvbench:" in capsys.readouterr().out
+    results = json.loads((tmp_path / "run/results.json").read_text())
+    assert results["overall"]["n"] == 6 and set(results["tasks"]) == {"action_antonym", "fine_grained_action"}
+    assert results["settings"]["video"]["nframes"] == 4 and results["settings"]["model"] == str(tiny_folder[0])
+    lines = (tmp_path / "run/predictions.jsonl").read_text()
+    assert main(flags) == 0  # a rerun resumes: nothing is asked again
+    assert (tmp_path / "run/predictions.jsonl").read_text() == lines
+
+    options = VideoOptions(nframes=4, min_pixels=3136, max_pixels=3136)
+    answerer = load_answerer(tiny_folder[0], video_options=options)
+    items = load_benchmark("mvbench", root)
+    evaluate(
+        answerer, items, EvalSettings("mvbench", str(root), "tiny", video=options), tmp_path / "again", batch_size=2
+    )
+    assert answerer.cache.misses == 3 and answerer.cache.hits == 3  # 3 videos, 6 questions
