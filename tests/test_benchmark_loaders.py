@@ -27,11 +27,10 @@ from benchmark_fixtures import (
 
 from stave.evaluation.benchmarks import BENCHMARKS, load_benchmark
 from stave.evaluation.benchmarks.ssv2 import QUESTION as SSV2_QUESTION
-from stave.evaluation.benchmarks.ssv2 import t10_split
 from stave.evaluation.benchmarks.ssv2_vsm import OPTIONS as VSM_OPTIONS
 from stave.evaluation.benchmarks.videomme import read_srt
 from stave.evaluation.items import BenchmarkFormatError, LoadReport, VideoRef
-from stave.ssv2 import SUBSETS, ssv2_class
+from stave.ssv2 import SUBSETS, ssv2_class, t10_split
 
 T10 = SUBSETS["T10"]
 

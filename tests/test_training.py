@@ -366,3 +366,24 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(data, tm
     a = stave.load_model(tmp_path / "ddp/stage2/model").state_dict()
     b = stave.load_model(tmp_path / "single/stage2/model").state_dict()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_ssv2_t10_training_split_never_overlaps_the_ssv2_t10_benchmark(tmp_path):
+    from benchmark_fixtures import SSV2_CLASSES, ssv2_records, write_ssv2
+
+    from stave.evaluation import load_benchmark
+    from stave.ssv2 import SUBSETS
+    from stave.training.data import read_records
+    from stave.training.recipe import DatasetSpec
+
+    records = ssv2_records(SSV2_CLASSES[:12], per_class=5)  # 10 T10 classes + 2 others
+    root = write_ssv2(tmp_path / "ssv2", {"train": records, "validation": records[:3]})
+    spec = dict(path=str(root / "train.json"), format="ssv2", subset="T10", video_pattern="{id}.webm")
+    train = read_records(DatasetSpec(**spec, split="train"))
+    everything = read_records(DatasetSpec(**spec))
+    assert len(everything) == 50 and len(train) == 40
+    assert all(r.sample["conversations"][1]["value"] in SUBSETS["T10"] for r in everything)
+    test_ids = {item.qid for item in load_benchmark("ssv2-t10", root, seed=0)}
+    train_ids = {r.sample["video"].removesuffix(".webm") for r in train}
+    assert len(test_ids) == 10 and not train_ids & test_ids
+    assert train_ids | test_ids == {r.sample["video"].removesuffix(".webm") for r in everything}

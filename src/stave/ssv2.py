@@ -7,6 +7,9 @@ something on a flat surface", not 22, as the authors' select_subset.py uses).
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
+
 SUBSETS: dict[str, tuple[str, ...]] = {
     "T10": (
         "Moving something away from something",  # 40
@@ -32,3 +35,15 @@ def subset_classes(name: str) -> tuple[str, ...]:
     if name not in SUBSETS:
         raise ValueError(f"unknown SSv2 subset {name!r}; known: {sorted(SUBSETS)}")
     return SUBSETS[name]
+
+
+def t10_split(ids: Sequence[str], seed: int, test_fraction: float = 0.2) -> tuple[list[str], list[str]]:
+    """(train ids, test ids) of the SSv2-T10 split: ids sorted, shuffled with random.Random(seed), the first
+    int(n * (1 - test_fraction)) for training (the paper's 80/20 rule with a seed it did not have). Training
+    (`split: train` in a recipe) and evaluation (`ssv2-t10`) use it alike, so they never share a video."""
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test_fraction must lie in [0, 1], got {test_fraction}")
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    cut = int(len(order) * (1 - test_fraction))
+    return order[:cut], order[cut:]

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..processing import NEEDS_MM_TOKEN_TYPES, ConversationError, VideoChatProcessor, to_messages
-from ..ssv2 import ssv2_class, subset_classes
+from ..ssv2 import ssv2_class, subset_classes, t10_split
 from ..video import VideoError
 from .recipe import DatasetSpec, RecipeError
 
@@ -47,7 +47,7 @@ def read_records(spec: DatasetSpec) -> list[Record]:
     path = Path(spec.path)
     root = Path(spec.root) if spec.root is not None else path.parent
     rows = _read_rows(path)
-    records = []
+    records, ssv2_ids = [], []
     for i, row in enumerate(rows):
         where = f"{path}:{i}" if path.suffix != ".jsonl" else f"{path}:line {i + 1}"
         form = spec.format if spec.format != "auto" else _detect(row)
@@ -57,6 +57,7 @@ def read_records(spec: DatasetSpec) -> list[Record]:
             sample = _ssv2_sample(row, spec, where)
             if sample is None:
                 continue
+            ssv2_ids.append(row["id"])
         else:
             sample = row
             try:
@@ -64,6 +65,10 @@ def read_records(spec: DatasetSpec) -> list[Record]:
             except ConversationError as error:
                 raise DataError(str(error)) from None
         records.append(Record(sample, where, root))
+    if spec.split != "all":  # the seeded SSv2-T10 split over record ids, exactly as the ssv2-t10 benchmark
+        train, test = t10_split(ssv2_ids, spec.split_seed)
+        keep = set(train if spec.split == "train" else test)
+        records = [record for record, id_ in zip(records, ssv2_ids, strict=True) if id_ in keep]
     if not records:
         chosen = f" of subset {spec.subset}" if spec.subset else f" for classes {spec.classes}" if spec.classes else ""
         raise DataError(f"{path}: no usable records{chosen}")

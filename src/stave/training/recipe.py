@@ -75,7 +75,8 @@ class DatasetSpec:
     {"id", "label", "template"} records turned into QA), auto (detected per file). ratio: how many samples
     to draw per epoch relative to the file's size (0.5 = a seeded half, 2.0 = every sample twice).
     SSv2 only: video_pattern (file name from the record id), question, and the classes kept — a named subset
-    (`subset: T10`, stave.ssv2.SUBSETS) or an explicit `classes` list (default: all)."""
+    (`subset: T10`, stave.ssv2.SUBSETS) or an explicit `classes` list (default: all); `split: train` keeps
+    the training part of the seeded 80/20 split that the `ssv2-t10` benchmark tests on (same split_seed)."""
 
     path: str = MISSING
     root: str | None = None
@@ -86,6 +87,8 @@ class DatasetSpec:
     question: str = "What is the action happening in this video?"
     subset: str | None = None
     classes: list[str] | None = None
+    split: str = "all"  # all | train | test: the seeded SSv2-T10 split (stave.ssv2.t10_split), as ssv2-t10 evaluates
+    split_seed: int = 0
 
 
 @dataclass
@@ -230,6 +233,10 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
             raise RecipeError(f"{where}.format: must be one of {list(DATA_FORMATS)}, got {spec.format!r}")
         if spec.subset is not None and spec.subset not in SUBSETS:
             raise RecipeError(f"{where}.subset: unknown SSv2 subset {spec.subset!r}; known: {sorted(SUBSETS)}")
+        if spec.split not in ("all", "train", "test"):
+            raise RecipeError(f"{where}.split: must be all, train or test, got {spec.split!r}")
+        if spec.split != "all" and spec.format != "ssv2":
+            raise RecipeError(f"{where}.split: only SSv2 files (format: ssv2) are split")
         if spec.ratio <= 0:
             raise RecipeError(f"{where}.ratio: must be > 0, got {spec.ratio}")
     if recipe.data.on_error not in ("skip", "raise"):

@@ -35,12 +35,11 @@ Loaders (registry names):
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...ssv2 import ssv2_class, subset_classes
+from ...ssv2 import ssv2_class, subset_classes, t10_split
 from ..items import LETTERS, BenchmarkFormatError, EvalItem, LoadReport, VideoRef
 from .reading import (
     OnMissing,
@@ -110,17 +109,6 @@ def read_annotations(
         seen[video_id] = f"[{i}]"
         records.append(SSv2Record(video_id, cls, f"{path} {where}"))
     return SSv2Annotations(classes, records, _video_folder(root, videos), extension)
-
-
-def t10_split(ids: Sequence[str], seed: int, test_fraction: float = 0.2) -> tuple[list[str], list[str]]:
-    """(train ids, test ids) of the SSv2-T10 split: ids sorted, shuffled with random.Random(seed), the first
-    int(n * (1 - test_fraction)) for training (the paper's 80/20 rule with a seed it did not have)."""
-    if not 0.0 <= test_fraction <= 1.0:
-        raise ValueError(f"test_fraction must lie in [0, 1], got {test_fraction}")
-    order = sorted(ids)
-    random.Random(seed).shuffle(order)
-    cut = int(len(order) * (1 - test_fraction))
-    return order[:cut], order[cut:]
 
 
 def load_ssv2(
