@@ -57,3 +57,14 @@ def test_video_pipeline_prints_its_table_and_names_missing_reference_arms():
     if importlib.util.find_spec("torchvision") is None:
         assert "# ref-pyav: unavailable (ModuleNotFoundError" in result.stdout
         assert "| n/a | n/a | n/a | n/a |" in result.stdout
+
+
+def test_eval_throughput_reports_items_per_second_and_one_decode_per_video_with_the_cache():
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "eval_throughput.py"), "--videos", "2", "--questions", "2",
+        "--frames", "8", "--size", "56", "--nframes", "4", "--batch-sizes", "2",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("2 ")]
+    assert [(row[1], row[2]) for row in rows] == [("off", "4"), ("on", "2")]
