@@ -169,7 +169,13 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
         callbacks=[SealCheckpoints(), *callbacks],
         shuffle=recipe.data.shuffle,
     )
+    state = trainer.accelerator.state
+    logger.info(
+        "stage %s: %s, %d process(es), model wrapped as %s",
+        stage.name, state.distributed_type, state.num_processes, type(trainer.model_wrapped).__name__,
+    )  # fmt: skip
     trainer.train(resume_from_checkpoint=_resume_point(recipe, stage_dir))
+    logger.info("stage %s: trained as %s", stage.name, type(trainer.model_wrapped).__name__)
 
     skipped, reasons = skipped_report(stage_dir)
     if skipped:
