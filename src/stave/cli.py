@@ -200,6 +200,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic data set (stave.synthetic) and say what is in it."""
+    from .synthetic import generate
+
+    options = {k: getattr(args, k) for k in ("n", "seed", "frames", "size", "fps", "hold", "val_fraction")}
+    if args.tasks is not None:
+        options["tasks"] = args.tasks
+    result = generate(args.out, overwrite=args.overwrite, **options)
+    videos = result.counts["videos"]
+    print(f"wrote {videos['total']} videos ({videos['train']} train, {videos['validation']} validation) to {args.out}")
+    for split in ("train", "validation"):
+        print(f"  {split}: " + ", ".join(f"{task} {k}" for task, k in result.counts[split]["videos"].items()))
+    print(f"  files: {', '.join(result.files)}")
+    print(f"  {result.seconds:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stave", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", help="PNG path (default: VIDEO-sta-blockN.png)")
     _add_video_flags(explain)
     explain.set_defaults(func=cmd_explain)
+
+    synth = sub.add_parser(
+        "synth",
+        help="generate synthetic clips whose classes are time reverses, with SSv2/MVBench/conversation files",
+        description="Write procedural videos (direction pairs that are exact time reverses, order and still "
+        "questions) and their annotations to --out; deterministic by --seed (see stave.synthetic).",
+    )
+    synth.add_argument("--out", required=True, help="output folder (absent or empty; or see --overwrite)")
+    synth.add_argument("--n", type=int, required=True, help="number of videos")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--hold", action="store_true", help="hold every pose for 2 frames (one temporal patch)")
+    synth.add_argument("--frames", type=int, default=8, help="frames per video (even)")
+    synth.add_argument("--size", type=int, default=84, help="frame side in pixels (a multiple of 28, >= 84)")
+    synth.add_argument("--fps", type=float, default=4.0)
+    synth.add_argument("--tasks", help="comma-separated subset of left_right,up_down,rotation,approach,order,still")
+    synth.add_argument("--val-fraction", type=float, default=0.2, help="share of each task held out")
+    synth.add_argument("--overwrite", action="store_true", help="replace a synthetic data set already in --out")
+    synth.set_defaults(func=cmd_synth)
     return parser
 
 
