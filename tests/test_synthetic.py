@@ -278,3 +278,23 @@ def test_synth_command_writes_a_data_set_and_reports_bad_arguments(tmp_path, cap
     with pytest.raises(SystemExit):
         main(["synth", "--out", str(tmp_path / "bad"), "--n", "4", "--colour", "red"])
     assert "unrecognized arguments: --colour" in capsys.readouterr().err
+
+
+def test_stave_eval_reads_a_synthetic_data_set(tmp_path):
+    from stave.evaluation import LoadReport, load_benchmark
+    from stave.synthetic import generate
+
+    generate(tmp_path / "synth", n=12, seed=0)
+    validation = load_benchmark("synthetic", tmp_path / "synth")
+    train = load_benchmark("synthetic", tmp_path / "synth", split="train")
+    written = json.loads((tmp_path / "synth" / "mvbench_validation.json").read_text())
+    assert len(validation) == len(written) and len(train) > len(validation)
+    assert {i.videos[0].path for i in validation}.isdisjoint({i.videos[0].path for i in train})
+    first = validation[0]
+    assert first.answer == written[0]["answer"] and first.task == written[0]["task"] and first.videos[0].path.is_file()
+    first.videos[0].path.unlink()
+    report = LoadReport()
+    assert len(load_benchmark("synthetic", tmp_path / "synth", report=report)) == len(written) - sum(
+        r["video"] == written[0]["video"] for r in written
+    )
+    assert report.skipped and "video not found" in report.skipped[0]["reason"]

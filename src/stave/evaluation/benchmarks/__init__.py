@@ -20,6 +20,7 @@ from .mvbench import load_mvbench
 from .reading import OnMissing
 from .ssv2 import load_ssv2, load_ssv2_mc, load_ssv2_t10
 from .ssv2_vsm import load_ssv2_vsm
+from .synthetic import load_synthetic
 from .tempcompass import load_tempcompass
 from .videomme import load_videomme, load_videomme_subs
 from .vitatecs import load_vitatecs
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, Callable[..., list[EvalItem]]] = {
     "videomme": load_videomme,
     "videomme-subs": load_videomme_subs,
     "tempcompass": load_tempcompass,
+    "synthetic": load_synthetic,  # `stave synth` output
 }
 
 
