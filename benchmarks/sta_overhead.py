@@ -197,13 +197,13 @@ def memory_probe(args) -> None:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         Path("/proc/self/clear_refs").write_text("5")  # resets the peak-RSS mark (VmHWM) to the current RSS
-        base = _status_kib("VmHWM")
+        base = status_kib("VmHWM")
         fwd_bwd(tower, pixels, grid_thw)
-        peak = (_status_kib("VmHWM") - base) * 1024
+        peak = (status_kib("VmHWM") - base) * 1024
     print(json.dumps({"peak_bytes": peak}))
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sta_overhead import status_kib
 from torch.utils.flop_counter import FlopCounterMode
 
 from stave.config import TemporalConfig
@@ -106,17 +107,10 @@ def memory_probe(args) -> None:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark to the current RSS
-        base = _status_kib("VmHWM")
+        base = status_kib("VmHWM")
         step(model, batch, optimizer)
-        peak = (_status_kib("VmHWM") - base) * 1024
+        peak = (status_kib("VmHWM") - base) * 1024
     print(json.dumps({"peak_bytes": peak}))
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def peak_memory(arm: str, args) -> float:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .run import EvalError
+from .run import EvalError, percent
 
 
 def load_results(run: str | Path) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def comparison_table(runs: list[str | Path]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for row in order:
         values = rows[row]
-        cells = [f"{_pct(acc)} (n={n})" for acc, n in values]
+        cells = [f"{percent(acc)} (n={n})" for acc, n in values]
         base = values[0][0]
         deltas = ["-" if acc is None or base is None else f"{100 * (acc - base):+.2f}" for acc, _ in values[1:]]
         lines.append("| " + " | ".join([row, *cells, *deltas]) + " |")
@@ -67,7 +67,3 @@ def comparison_chart(runs: list[str | Path], path: str | Path) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"

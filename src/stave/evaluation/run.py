@@ -187,7 +187,7 @@ def results_table(results: dict[str, Any]) -> str:
     video = settings["video"]
     sampling = f"nframes={video['nframes']}" if video["nframes"] else f"fps={video['fps']}"
     lines = [
-        f"# {results['benchmark']}: {_pct(results['overall']['accuracy'])} ({results['overall']['n']} items)",
+        f"# {results['benchmark']}: {percent(results['overall']['accuracy'])} ({results['overall']['n']} items)",
         "",
         f"model `{settings['model']}`, scoring {settings['scoring']}, template {settings['template']}, "
         f"{sampling}, frames {video['min_frames']}..{video['max_frames']}, pixels {video['min_pixels']}.."
@@ -199,14 +199,15 @@ def results_table(results: dict[str, Any]) -> str:
         "| task | accuracy | n |",
         "|---|---:|---:|",
     ]
-    lines += [f"| {task} | {_pct(v['accuracy'])} | {v['n']} |" for task, v in results["tasks"].items()]
+    lines += [f"| {task} | {percent(v['accuracy'])} | {v['n']} |" for task, v in results["tasks"].items()]
     for key, values in results["groups"].items():
         lines += ["", f"| {key} | accuracy | n |", "|---|---:|---:|"]
-        lines += [f"| {value} | {_pct(v['accuracy'])} | {v['n']} |" for value, v in values.items()]
+        lines += [f"| {value} | {percent(v['accuracy'])} | {v['n']} |" for value, v in values.items()]
     return "\n".join(lines) + "\n"
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """An accuracy as a percentage with two decimals ("-" when there were no items)."""
     return "-" if value is None else f"{100 * value:.2f}"
 
 
