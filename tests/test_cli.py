@@ -58,7 +58,7 @@ def test_train_prints_the_resolved_recipe_and_names_bad_keys(capsys, tmp_path):
     recipe = str(ROOT / "configs" / "tiny.yaml")
     assert main(["train", recipe, f"data.datasets.0.path={tmp_path / 'd.jsonl'}", "lora.r=4", "--print-recipe"]) == 0
     out = capsys.readouterr().out
-    assert "r: 4" in out and "stage2" in out and "nframes: 4" in out
+    assert "r: 4" in out and "stage2" in out and "nframes: 8" in out
     assert main(["train", recipe, "lora.rank=4"]) == 2
     assert "lora.rank" in capsys.readouterr().err
 

@@ -215,6 +215,43 @@ def test_tiny_model_option_scores_match_a_direct_computation(tiny_folder):
     assert scores[1][2] == pytest.approx(direct, abs=1e-4)
 
 
+def test_label_log_likelihoods_sum_the_labelled_tokens_and_tell_a_greedy_continuation(tiny_folder):
+    import torch
+
+    from stave.evaluation.model import load_answerer
+    from stave.evaluation.prompts import messages
+    from stave.video import VideoOptions
+
+    path, questions = tiny_folder
+    answerer = load_answerer(path, video_options=VideoOptions(nframes=4, min_pixels=3136, max_pixels=3136))
+    prompt = answerer.processor.encode(messages(questions[0]), train=False)
+    start = len(prompt["input_ids"])
+    with torch.no_grad():
+        out = answerer.model.generate(**answerer.processor.collate([prompt]), max_new_tokens=3, min_new_tokens=3)
+    greedy = out[0, start:]
+    other = greedy.clone()
+    other[-1] = (other[-1] + 1) % len(answerer.tokenizer)
+
+    def labelled(tokens: torch.Tensor) -> dict:
+        return {
+            **prompt,
+            "input_ids": torch.cat([prompt["input_ids"], tokens]),
+            "mm_token_type_ids": torch.cat([prompt["mm_token_type_ids"], tokens * 0]),
+            "labels": torch.cat([torch.full_like(prompt["input_ids"], -100), tokens]),
+        }
+
+    short = {**prompt, "labels": torch.full_like(prompt["input_ids"], -100)}  # nothing labelled, a shorter row
+    scores = answerer.label_log_likelihoods([labelled(greedy), labelled(other), short])
+    batch = answerer.processor.collate([labelled(greedy)])
+    batch.pop("labels")
+    with torch.no_grad():
+        logprobs = torch.log_softmax(answerer.model(**batch).logits[0].float(), -1)
+    direct = sum(logprobs[start + k - 1, token].item() for k, token in enumerate(greedy.tolist()))
+    assert scores[0][0] == pytest.approx(direct, abs=1e-4) and scores[0][1:] == (3, True)
+    assert scores[1][1:] == (3, False)
+    assert scores[2] == (0.0, 0, True)
+
+
 def test_tiny_model_evaluation_and_ask(tiny_folder, tmp_path):
     from stave.evaluation import ask
     from stave.evaluation.model import load_answerer

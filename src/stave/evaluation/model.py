@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..processing import VideoChatProcessor
+from ..processing import IGNORE_INDEX, VideoChatProcessor
 from ..video import VideoCache, VideoOptions
 from .items import EvalItem
 from .prompts import DEFAULT_TEMPLATE, messages
@@ -55,14 +55,12 @@ class ModelAnswerer:
         encoded = [self.processor.encode(messages(i, self.template), train=False, name=i.qid) for i in items]
         return self.generate_encoded(encoded)
 
-    def generate_encoded(self, encoded: list[dict[str, Any]]) -> list[str]:
+    def generate_encoded(self, encoded: list[dict[str, Any]], **generation: Any) -> list[str]:
+        """Answers to encoded prompts (processor.encode(..., train=False)), batched with left padding.
+        Greedy with `self.max_new_tokens` unless `generation` (keyword arguments of `generate`) says otherwise."""
         batch = self._batch(encoded, "left")
-        out = self.model.generate(
-            **batch,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
+        settings = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generation}
+        out = self.model.generate(**batch, **settings, pad_token_id=self.tokenizer.pad_token_id)
         new = out[:, batch["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -76,18 +74,36 @@ class ModelAnswerer:
                 conversation = messages(item, self.template) + [{"role": "assistant", "content": option}]
                 encoded.append(self.processor.encode(conversation, train=True, name=item.qid))
                 owners.append(index)
-        batch = self._batch(encoded, "right")
-        labels = batch.pop("labels")
-        logits = self.model(**batch).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-        targets = labels[:, 1:]
-        mask = targets != -100
-        picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        means = ((picked * mask).sum(-1) / mask.sum(-1).clamp(min=1)).tolist()
         scores: list[list[float]] = [[] for _ in items]
-        for owner, value in zip(owners, means, strict=True):
-            scores[owner].append(value)
+        for owner, (total, count, _) in zip(owners, self.label_log_likelihoods(encoded), strict=True):
+            scores[owner].append(total / max(count, 1))
         return scores
+
+    @torch.no_grad()
+    def label_log_likelihoods(self, encoded: list[dict[str, Any]]) -> list[tuple[float, int, bool]]:
+        """Score the labelled tokens of encoded samples (processor.encode(..., train=True), or any with
+        "labels", -100 where unscored), in one right-padded forward pass.
+
+        Returns, per sample: the summed log-probability of its labelled tokens (nats), their number, and
+        whether every one of them is the model's most likely next token (what greedy decoding would give).
+        """
+        batch = self._batch(encoded, "right")
+        targets = batch.pop("labels")[:, 1:]  # position p predicts token p + 1
+        mask = targets != IGNORE_INDEX
+        # logits only from the first scored position on: a video prompt is thousands of tokens long (the slice
+        # is for models that ignore logits_to_keep, as transformers 4.57's Qwen2-VL does)
+        start = int(mask.int().argmax(-1)[mask.any(-1)].min()) if mask.any() else targets.shape[1]
+        keep = targets.shape[1] + 1 - start
+        logits = self.model(**batch, logits_to_keep=keep).logits[:, -keep:-1]
+        targets, mask = targets[:, start:], mask[:, start:]
+        rows = mask.nonzero()[:, 0]
+        logprobs = torch.log_softmax(logits[mask].float(), dim=-1)  # (scored tokens, vocabulary)
+        picked = logprobs.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+        misses = (logprobs.argmax(-1) != targets[mask]).float()
+        totals = torch.zeros(len(encoded), device=picked.device).index_add_(0, rows, picked)
+        wrong = torch.zeros(len(encoded), device=picked.device).index_add_(0, rows, misses)
+        counts = mask.sum(-1)
+        return [(float(t), int(n), not bool(w)) for t, n, w in zip(totals, counts, wrong, strict=True)]
 
 
 def load_answerer(path: str | Path, **kwargs: Any) -> ModelAnswerer:
