@@ -60,6 +60,7 @@ def classes_by_id(root: Path, split: str = "validation") -> dict[str, str]:
 
 def test_registry_names_every_benchmark():
     assert set(BENCHMARKS) == {
+        "synthetic",
         "ssv2",
         "ssv2-mc",
         "ssv2-t10",
