@@ -21,17 +21,17 @@ def test_sta_overhead_prints_all_three_tables():
     assert "Temporal layer alone" in result.stdout and "Peak memory" in result.stdout
 
 
-def test_train_step_prints_both_arms_with_flop_ratio_and_memory():
+def test_train_step_prints_both_arms_with_their_flop_ratio():
     command = [
         sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--frames", "4", "--size", "56",
-        "--batch", "1", "--repeats", "1",
+        "--batch", "1", "--repeats", "1", "--no-memory",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith(("lora", "sta+"))}
     assert set(rows) == {"lora", "sta+lora"} and all(len(row) == 5 for row in rows.values())
     assert float(rows["sta+lora"][3]) > float(rows["lora"][3])  # STA adds operations
-    assert "FLOP ratio" in result.stdout and "peak memory sta+lora / lora" in result.stdout
+    assert "FLOP ratio" in result.stdout
 
 
 def test_video_backends_benchmark_compares_every_usable_backend():
