@@ -4,13 +4,18 @@ Arms, each turning one H.264 file into (pixel_values_videos, video_grid_thw) wit
 (fps 2, 4..768 frames, an even count, linspace indices; smart_resize to multiples of 28 under the per-frame
 and per-video pixel budgets; bicubic with antialias; CLIP normalisation; 2x14x14 patches, 2x2 merge order):
   stave        stave.video.read_video (demuxes first, decodes only up to the frames it takes, seeking to
-               the keyframe before a wanted frame, resizes each taken frame at once) + stave.video.pack_frames
+               the keyframe before a wanted frame and skipping H.264 frames that are neither taken nor
+               referenced, holds the taken frames and resizes them once the decoder has finished) +
+               stave.video.pack_frames
   ref-pyav     what users run today: decode the whole video with PyAV into one (T, H, W, 3) array, sample and
                smart_resize the qwen-vl-utils way (re-implemented here from the rules, resize with
                torchvision, float frames as qwen-vl-utils returns them), then transformers'
                Qwen2VLVideoProcessor (torchvision backend; its min/max pixels are set to the frame size so it
                keeps the frames as they are and only normalises and patchifies)
   ref-decord   the same with decord's full decode (only where decord is installed)
+  ref-decord-sampled
+               qwen-vl-utils' own decord path: decord reads the frame count and rate, then decodes only the
+               sampled frames (get_batch on the linspace indices); the rest as ref-pyav
 Both PyAV arms decode with the same FFmpeg threading (thread_type AUTO), so only the pipelines differ.
 
 Table 1: seconds per video (median of --repeats interleaved rounds after a warm-up round; each round runs
@@ -25,14 +30,13 @@ the full comparison (outside the repository):
 
     python3.11 -m venv /work/bench-venv
     /work/bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1   # a CUDA build; runs on CPU
-    /work/bench-venv/bin/pip install -e /work/wt-bench transformers av
-    /work/bench-venv/bin/pip install decord                              # optional: the ref-decord arm
+    /work/bench-venv/bin/pip install -e . transformers av                 # this checkout
+    /work/bench-venv/bin/pip install decord                              # optional: the ref-decord arms
 
     /work/bench-venv/bin/python benchmarks/video_pipeline.py           # 30 s, 640x360, 30 fps, keyframes 250 / 15
     /work/bench-venv/bin/python benchmarks/video_pipeline.py --quick   # 10 s clips, 3 rounds
 
---torch-threads 1 measures what a DataLoader worker runs with; under torch's default thread pool stave's
-per-frame resize competes with FFmpeg's decoder threads for the cores (benchmarks/RESULTS.md has both).
+--torch-threads 1 measures what a DataLoader worker runs with (benchmarks/RESULTS.md has both).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from stave.video import VideoOptions, pack_frames, read_video
 from stave.video.encode import write_video
 
 Output = tuple[torch.Tensor, torch.Tensor]  # pixel_values_videos (N, 1176) float32, video_grid_thw (1, 3)
-ARMS = ("stave", "ref-pyav", "ref-decord")
+ARMS = ("stave", "ref-pyav", "ref-decord", "ref-decord-sampled")
 
 # qwen-vl-utils' constants for videos (pixels per frame unless named total)
 FACTOR = 28
@@ -175,13 +179,23 @@ def decode_all_decord(path: Path) -> tuple[np.ndarray, float]:
     return frames, float(reader.get_avg_fps())
 
 
+def decode_sampled_decord(path: Path, sample_fps: float) -> torch.Tensor:
+    """qwen-vl-utils' `_read_video_decord`: only the sampled frames, as (n, 3, H, W) uint8."""
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
+    n = reference_frame_count(len(reader), float(reader.get_avg_fps()), sample_fps)
+    indices = torch.linspace(0, len(reader) - 1, n).round().long().tolist()
+    return torch.from_numpy(reader.get_batch(indices).asnumpy()).permute(0, 3, 1, 2)
+
+
 def reference_unavailable(arm: str) -> str | None:
     """Why `arm` cannot run here, or None when it can."""
     try:
         import torchvision.transforms.functional  # noqa: F401
         from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: F401
 
-        if arm == "ref-decord":
+        if arm.startswith("ref-decord"):
             import decord  # noqa: F401
     except Exception as error:  # torchvision fails to import in several ways beside a mismatched torch
         return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
@@ -201,10 +215,14 @@ def reference_pipeline(arm: str, sample_fps: float) -> Callable[[Path], Output]:
     processors: dict[tuple[int, int], Qwen2VLVideoProcessor] = {}  # built once per frame size, as users do
 
     def run(path: Path) -> Output:
-        frames, video_fps = decode(path)
-        video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W), a view
-        n = reference_frame_count(video.shape[0], video_fps, sample_fps)
-        video = video[torch.linspace(0, video.shape[0] - 1, n).round().long()]
+        if arm == "ref-decord-sampled":
+            video = decode_sampled_decord(path, sample_fps)
+            n = video.shape[0]
+        else:
+            frames, video_fps = decode(path)
+            video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W), a view
+            n = reference_frame_count(video.shape[0], video_fps, sample_fps)
+            video = video[torch.linspace(0, video.shape[0] - 1, n).round().long()]
         max_pixels = max(min(VIDEO_MAX_PIXELS, VIDEO_TOTAL_PIXELS / n * FRAME_FACTOR), int(VIDEO_MIN_PIXELS * 1.05))
         size = reference_smart_resize(video.shape[2], video.shape[3], VIDEO_MIN_PIXELS, max_pixels)
         video = tvf.resize(video, list(size), interpolation=tvf.InterpolationMode.BICUBIC, antialias=True).float()

@@ -3,7 +3,9 @@ kind of bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -279,6 +281,125 @@ def test_decode_has_a_timeout(clip_path):
         read_video(clip_path, VideoOptions(nframes=30, timeout=1e-9, **SMALL))
 
 
+def moving_frames(count: int, height: int = 72, width: int = 112) -> np.ndarray:
+    """Moving colour gradients: x264 codes most of them as B-frames, many of which nothing references."""
+    y, x = np.mgrid[0:height, 0:width]
+    frames = np.empty((count, height, width, 3), np.uint8)
+    for t in range(count):
+        frames[t, ..., 0] = (4 * x + 9 * t) % 256
+        frames[t, ..., 1] = (3 * y + 5 * t) % 256
+        frames[t, ..., 2] = (2 * (x + y) + 7 * t) % 256
+    return frames
+
+
+@pytest.fixture
+def decoded_frames(monkeypatch):
+    """Counts the frames PyAV's decoder gives out."""
+    from stave.video.backends import pyav
+
+    count = {"frames": 0}
+    decoded = pyav._Stream._decoded
+
+    def counting(stream):
+        for frame in decoded(stream):
+            count["frames"] += 1
+            yield frame
+
+    monkeypatch.setattr(pyav._Stream, "_decoded", counting)
+    return count
+
+
+@pytest.mark.parametrize(
+    "options",
+    [VideoOptions(nframes=6), VideoOptions(fps=5.0), VideoOptions(nframes=60), VideoOptions(nframes=4, start=1.0)],
+    ids=["6-frames", "fps-5", "every-frame", "from-1s"],
+)
+def test_skipping_unreferenced_frames_changes_no_taken_frame(tmp_path, monkeypatch, decoded_frames, options):
+    from stave.video.backends import pyav
+
+    options = dataclasses.replace(options, min_pixels=28 * 28, max_pixels=112 * 84)  # no resize: raw pixels
+    for interval in (None, 7):
+        path = write_video(tmp_path / f"moving_{interval}.mp4", moving_frames(60), fps=20, keyframe_interval=interval)
+        decoded_frames["frames"] = 0
+        skipping = read_video(path, options)
+        with_skips = decoded_frames["frames"]
+        decoded_frames["frames"] = 0
+        with monkeypatch.context() as patch:
+            patch.setattr(pyav, "SKIP_NONREF_CODECS", frozenset())
+            full = read_video(path, options)
+        assert torch.equal(skipping.frames, full.frames) and skipping.indices == full.indices
+        if len(full.indices) < 60:
+            assert with_skips < decoded_frames["frames"]  # unwanted, unreferenced frames were not decoded
+
+
+def test_a_wanted_frame_lost_to_skipping_is_decoded_in_full(tmp_path, monkeypatch):
+    """Should skipping ever drop a wanted frame, the decoder goes back and decodes the file in full."""
+    from stave.video.backends import pyav
+
+    path = write_video(tmp_path / "moving.mp4", moving_frames(40), fps=20)
+    options = VideoOptions(nframes=8, min_pixels=28 * 28, max_pixels=112 * 84)
+    expected = read_video(path, options)
+    decoded = pyav._Stream._decoded
+    lost = set()
+
+    def losing_a_frame(stream):
+        for frame in decoded(stream):
+            if stream.skip_nonref and frame.pts in stream.wanted and not lost:
+                lost.add(frame.pts)
+                continue
+            yield frame
+
+    monkeypatch.setattr(pyav._Stream, "_decoded", losing_a_frame)
+    clip = read_video(path, options)
+    assert lost and torch.equal(clip.frames, expected.frames)
+
+
+def test_frames_are_resized_once_the_decoder_has_finished_or_the_bound_is_reached(clip_path, monkeypatch):
+    import stave.video.decode as decode
+
+    decoding = {"now": False}
+    resizes = []  # (frames, whether the decoder was still running) of every resize
+    get_backend, resize = decode.get_backend, decode.resize_frames
+
+    def watched_backend(name, source):
+        name, module = get_backend(name, source)
+
+        def watched_decode(*args):
+            decoding["now"] = True
+            yield from module.decode(*args)
+            decoding["now"] = False
+
+        return name, SimpleNamespace(decode=watched_decode)
+
+    def watched_resize(frames, height, width):
+        resizes.append((len(frames), decoding["now"]))
+        return resize(frames, height, width)
+
+    monkeypatch.setattr(decode, "get_backend", watched_backend)
+    monkeypatch.setattr(decode, "resize_frames", watched_resize)
+    options = VideoOptions(nframes=30, **SMALL)
+    clip = read_video(clip_path, options)
+    assert [n for n, _ in resizes] == [8, 8, 8, 6] and not any(running for _, running in resizes)
+    resizes.clear()
+    monkeypatch.setattr(decode, "DECODED_BYTES", 3 * (3 * 64 * 96))  # three of the clip's frames
+    bounded = read_video(clip_path, options)
+    assert max(n for n, _ in resizes) == 3 and any(running for _, running in resizes)
+    assert torch.equal(bounded.frames, clip.frames) and bounded.indices == clip.indices
+
+
+def test_frames_are_the_same_with_one_and_two_torch_threads_whose_count_is_left_alone(clip_path):
+    threads = torch.get_num_threads()
+    try:
+        clips = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            clips.append(read_video(clip_path, VideoOptions(nframes=8, **SMALL)))  # 64x96 -> 56x84: resized
+            assert torch.get_num_threads() == n
+        assert torch.equal(clips[0].frames, clips[1].frames)
+    finally:
+        torch.set_num_threads(threads)
+
+
 # -- packing -----------------------------------------------------------------------------------------
 
 FIXTURE = ROOT / "tests" / "fixtures" / "qwen2vl_packing.safetensors"
@@ -292,6 +413,23 @@ def test_packing_matches_the_stored_transformers_output():
     pixels, grid = pack_frames(expected["image_frames"].permute(2, 0, 1)[None])
     assert [list(grid)] == expected["image_grid_thw"].tolist()
     assert (pixels - expected["image_pixel_values"]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+@pytest.mark.parametrize("spec", [PatchSpec(), PatchSpec(14, 1, 1)], ids=["qwen2-vl", "no-merge-no-time"])
+def test_packing_is_the_normalise_then_patchify_formula_bit_for_bit(dtype, spec):
+    """The out-of-place (x / 255 - mean) / std on (T, 3, H, W), then patch order, as the processors do."""
+    frames = torch.randint(0, 256, (3, 3, 2 * spec.factor, 3 * spec.factor), dtype=torch.uint8).to(dtype)
+    original = frames.clone()
+    mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
+    x = (frames.to(torch.float32) * (1 / 255) - mean) / std
+    tp, p, m = spec.temporal_patch_size, spec.patch_size, spec.merge_size
+    x = torch.cat([x, x[-1:].expand((-3) % tp, -1, -1, -1)])
+    t, h, w = x.shape[0] // tp, x.shape[2] // p, x.shape[3] // p
+    x = x.view(t, tp, 3, h // m, m, p, w // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    pixels, grid = pack_frames(frames, spec)
+    assert grid == (t, h, w) and torch.equal(pixels, x.reshape(t * h * w, -1))
+    assert torch.equal(frames, original)  # normalised in place, but never in the caller's tensor
 
 
 def test_packing_matches_transformers_processors_live():

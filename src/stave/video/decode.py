@@ -2,8 +2,16 @@
 
 Only the frames that will be used are decoded: the packets are demuxed first (no decoding) to learn
 every frame's timestamp and where the keyframes are (backends.frame_table), the frames are chosen from
-that table by the sampling rules, and only those are decoded by the backend (backends/). Decoded frames
-are resized a few at a time, so memory stays bounded by the pixel budget, not by the source resolution.
+that table by the sampling rules, and only those are decoded by the backend (backends/).
+
+The decoded frames are held at source resolution (at most DECODED_BYTES of them, so memory stays bounded
+whatever the source's resolution and length) and resized with torch's thread pool once the decoder has
+finished, or when the bound is reached; never in between the decoder's frames, where torch's OpenMP
+workers, spinning between small ops beside FFmpeg's threads, slowed both. Nothing process-wide (torch's
+thread count) is changed. On the project's 2-core machine the alternative, resizing a few frames at a
+time as they come on one torch thread, took 14-22% longer, and as long when torch has one thread (as in
+DataLoader workers); with other processes loading the cores this way took 4-38% longer, as torch's thread
+pool does on any overloaded machine, where fewer torch threads serve better (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from .options import IMAGE_FACTOR, VideoOptions
 from .sampling import frame_indices, number_of_frames, video_frame_size
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# Decoded frames resized together: on CPU, batches of 8 resize about twice as fast as single frames (same
-# result bit for bit), while memory stays bounded by 8 frames at source resolution.
+# Decoded frames are held at source resolution up to this many bytes (194 frames of 360p, 21 of 1080p), then
+# resized together: memory stays bounded whatever the source resolution and the number of frames taken.
+DECODED_BYTES = 128 * 2**20
+# Held frames are resized this many at a time (fewer, larger ops; the same result bit for bit).
 RESIZE_BATCH = 8
 
 
@@ -233,8 +243,9 @@ def _read_frames(frames: _MemoryFrames | _FolderFrames, options: VideoOptions, f
 
 
 def _read_file(path: Path, options: VideoOptions, factor: int) -> VideoClip:
-    """Sample from the file's frame table, then decode just those frames with the chosen backend, resizing
-    them a few at a time so memory is bounded by the pixel budget, not by the source resolution."""
+    """Sample from the file's frame table, decode just those frames with the chosen backend, holding them at
+    source resolution up to DECODED_BYTES, and resize what is held whenever the bound is reached and once
+    the decoder has finished, so that torch's threads never run beside the decoder's."""
     name, backend = get_backend(options.backend, path)
     deadline = Deadline(options.timeout, path)
     table = read_frame_table(path, options.timeout)
@@ -242,8 +253,9 @@ def _read_file(path: Path, options: VideoOptions, factor: int) -> VideoClip:
     indices = _select(len(table), table.fps, options, path, table.times)
     height, width = _target_size(table.height, table.width, len(indices), options, factor, path)
     out = torch.empty(len(indices), 3, height, width, dtype=torch.uint8)
+    bound = max(1, DECODED_BYTES // (3 * table.height * table.width))  # frames held before resizing
     decoded = resized = 0
-    pending: list[torch.Tensor] = []  # decoded, not yet resized
+    held: list[torch.Tensor] = []  # decoded, not yet resized
     for chunk in backend.decode(path, table, indices, deadline):
         decoded += len(chunk)
         if chunk.shape[1:] != (3, table.height, table.width) or decoded > len(indices):
@@ -252,11 +264,21 @@ def _read_file(path: Path, options: VideoOptions, factor: int) -> VideoClip:
                 f"{name} gave {decoded} frame(s), the last of {tuple(chunk.shape[1:])}; expected {len(indices)} "
                 f"of (3, {table.height}, {table.width})",
             )
-        pending.append(chunk)
-        if decoded - resized >= RESIZE_BATCH or decoded == len(indices):
-            out[resized:decoded] = resize_frames(torch.cat(pending), height, width)
-            resized = decoded
-            pending.clear()
+        held.append(chunk)
+        if decoded - resized >= bound:
+            resized = _resize_held(held, out, resized)
     if decoded != len(indices):
         raise VideoDecodeError(path, f"{name} decoded {decoded} of {len(indices)} frames (truncated?)")
+    _resize_held(held, out, resized)
     return _clip(out, table.times, indices, table.fps, len(table), options, path, backend=name)
+
+
+def _resize_held(held: list[torch.Tensor], out: torch.Tensor, start: int) -> int:
+    """Resize the held (k, 3, h, w) chunks into out[start:], RESIZE_BATCH frames at a time; empties `held`
+    and returns where the next frames go."""
+    frames = [frame for chunk in held for frame in chunk]
+    held.clear()
+    for i in range(0, len(frames), RESIZE_BATCH):
+        batch = torch.stack(frames[i : i + RESIZE_BATCH])
+        out[start + i : start + i + len(batch)] = resize_frames(batch, out.shape[2], out.shape[3])
+    return start + len(frames)
