@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sta_overhead import cpu_name, status_kib
 
 from stave.video import VideoOptions, pack_frames, read_video
 from stave.video.encode import write_video
@@ -260,20 +260,13 @@ def interleaved(pipelines: dict[str, Callable[[Path], Output]], path: Path, repe
     return {name: statistics.median(values) for name, values in samples.items()}, outputs
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def memory_probe(args) -> None:
     """Run in a fresh process: peak RSS of one video through one arm, over the process after its imports."""
     run = build_arm(args.memory_probe, args.sample_fps)
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak-RSS mark (VmHWM) to the current RSS
-    base = _status_kib("VmHWM")
+    base = status_kib("VmHWM")
     pixels, _ = run(Path(args.video))
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     print(json.dumps({"rise_bytes": (peak - base) * 1024, "peak_bytes": peak * 1024, "rows": pixels.shape[0]}))
 
 
@@ -302,13 +295,6 @@ def versions() -> str:
         except Exception:
             parts.append(f"{module} -")
     return ", ".join(parts)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
 
 
 def main() -> None:
