@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_video import moving_frames  # colour gradients: chroma the YUV 4:2:0 round trip must rebuild
 
 from stave.video import (
     VideoBackendError,
@@ -59,24 +60,13 @@ def numbered_frames(count: int, height: int = 64, width: int = 96) -> np.ndarray
     return frames
 
 
-def coloured_frames(count: int, height: int = 72, width: int = 112) -> np.ndarray:
-    """Moving colour gradients: chroma that the YUV 4:2:0 round trip has to reconstruct."""
-    y, x = np.mgrid[0:height, 0:width]
-    frames = np.empty((count, height, width, 3), np.uint8)
-    for t in range(count):
-        frames[t, ..., 0] = (4 * x + 9 * t) % 256
-        frames[t, ..., 1] = (3 * y + 5 * t) % 256
-        frames[t, ..., 2] = (2 * (x + y) + 7 * t) % 256
-    return frames
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("backends")
     times = [0.0, 0.1, 0.15, 0.5, 0.55, 1.0, 1.2, 1.25]
     return {
         "numbered": write_video(root / "numbered.mp4", numbered_frames(30), fps=10, keyframe_interval=5),
-        "coloured": write_video(root / "coloured.mp4", coloured_frames(36), fps=12),
+        "coloured": write_video(root / "coloured.mp4", moving_frames(36), fps=12),
         "sparse keys": write_video(root / "sparse.mp4", numbered_frames(31), fps=30, keyframe_interval=3),
         "variable rate": write_video(root / "vfr.mp4", numbered_frames(8), fps=10, timestamps=times),
     }
