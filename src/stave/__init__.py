@@ -2,7 +2,14 @@
 
 from .checkpoint import load_model
 from .config import TemporalConfig
-from .modeling import add_temporal_attention, temporal_config, temporal_parameters, vision_tower
+from .modeling import (
+    add_temporal_attention,
+    set_temporal_pooling,
+    temporal_config,
+    temporal_parameters,
+    temporal_pooling,
+    vision_tower,
+)
 
 __version__ = "0.1.0"
 
@@ -10,7 +17,9 @@ __all__ = [
     "TemporalConfig",
     "add_temporal_attention",
     "load_model",
+    "set_temporal_pooling",
     "temporal_config",
     "temporal_parameters",
+    "temporal_pooling",
     "vision_tower",
 ]

@@ -4,7 +4,9 @@ A directory written by `model.save_pretrained` after `add_temporal_attention` ho
 the temporal weights (`...blocks.N.temp_attn.{qkv,proj}.*`, `...blocks.N.norm3.*`) and, in config.json,
 the TemporalConfig under vision_config.temporal_attention. Stock `from_pretrained` builds the model
 without the temporal modules and reports their weights as unexpected; `load_model` adds the modules and
-loads exactly those weights, refusing any missing or extra one.
+loads exactly those weights, refusing any missing or extra one. A model that pools video tokens over time
+records it in config.json (temporal_pooling, see stave.modeling.set_temporal_pooling); `load_model` pools
+again on load, which stock `from_pretrained` does not.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 from transformers.utils import logging as hf_logging
 
 from .config import TemporalConfig
-from .modeling import CONFIG_KEY, add_temporal_attention
+from .modeling import CONFIG_KEY, POOLING_KEY, add_temporal_attention, set_temporal_pooling
 from .models import find_vision_tower, supported_classes
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ _DEFAULT_CLASS = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "
 
 
 def load_model(path: str | Path, temporal: TemporalConfig | None = None, **from_pretrained_kwargs: Any) -> nn.Module:
-    """Load a Qwen2-VL-family checkpoint, with its temporal attention if it has any.
+    """Load a Qwen2-VL-family checkpoint, with its temporal attention and temporal pooling if it has any.
 
     Args:
         path: a directory written by `save_pretrained` (config.json + safetensors).
@@ -51,7 +53,7 @@ def load_model(path: str | Path, temporal: TemporalConfig | None = None, **from_
         FileNotFoundError: no config.json in `path`.
         TypeError: the checkpoint is not of a supported family.
         ValueError: a temporal tensor is missing, unexpected or of the wrong shape (named), or
-            `temporal` disagrees with config.json.
+            `temporal` disagrees with config.json, or config.json records an unknown temporal_pooling.
     """
     path = Path(path)
     config_file = path / "config.json"
@@ -63,6 +65,9 @@ def load_model(path: str | Path, temporal: TemporalConfig | None = None, **from_
         model, info = model_class.from_pretrained(path, output_loading_info=True, **from_pretrained_kwargs)
     temporal_like = sorted(k for k in info.get("unexpected_keys", ()) if TEMPORAL_LIKE.search(k))
     _report_other_issues(path, info)
+    pooling = getattr(model.config, POOLING_KEY, None)
+    if pooling is not None:
+        set_temporal_pooling(model, pooling)
 
     _, tower = find_vision_tower(model)
     stored = getattr(tower.config, CONFIG_KEY, None)

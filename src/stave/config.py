@@ -1,4 +1,5 @@
-"""TemporalConfig: everything that describes the stacked temporal attention added to a vision tower."""
+"""TemporalConfig: everything that describes the stacked temporal attention added to a vision tower; and the
+names of the temporal pooling modes (stave.modeling.set_temporal_pooling)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any, Literal
 ORDERS = ("spatial_first", "temporal_first")
 INITS = ("zero", "random")
 IMAGE_POLICIES = ("skip", "apply")
+#: How a pooled model reduces each video's merged tokens over its temporal patches before the LLM.
+TEMPORAL_POOLING_MODES = ("mean",)
 
 
 @dataclass

@@ -1,14 +1,20 @@
-"""Adding stacked temporal attention to a model, and finding what was added."""
+"""Adding stacked temporal attention to a model, and finding what was added; pooling each video's visual
+tokens over time before the LLM."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import types
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import torch
+import transformers
 from torch import nn
 
-from .config import TemporalConfig
+from .config import TEMPORAL_POOLING_MODES, TemporalConfig
 from .models import find_vision_tower
 from .temporal import TemporalAttention, TemporalBlockMixin, TemporalLayout
 
@@ -16,6 +22,8 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 
 #: Name of the entry in the vision config (config.json) that records the temporal attention.
 CONFIG_KEY = "temporal_attention"
+#: Name of the entry in the model config (config.json, top level) that records temporal pooling.
+POOLING_KEY = "temporal_pooling"
 
 
 def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, **overrides: Any) -> ModelT:
@@ -126,3 +134,144 @@ def temporal_config(model: nn.Module) -> TemporalConfig | None:
 def vision_tower(model: nn.Module) -> nn.Module:
     """The vision tower of a supported model (the model itself if it is one)."""
     return find_vision_tower(model)[1]
+
+
+# --- temporal pooling -------------------------------------------------------------------------------------
+# The base model (Qwen2VLModel / Qwen2_5_VLModel) turns videos into LLM inputs in two methods, on transformers
+# 5.x and 4.57 alike: get_video_features (runs the tower on the real grid; its per-video tokens are scattered
+# onto the video pads, after a count check) and get_rope_index (M-RoPE positions from video_grid_thw; called by
+# forward and by generation). Pooling wraps both on the instance, so the tower still sees every frame while
+# the LLM sees each video as one temporal patch; the wrappers follow the config entry on every call.
+_POOLED_METHODS = ("get_video_features", "get_rope_index")
+_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+
+def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
+    """Pool each video's visual tokens over time before the LLM (mode "mean"), or stop pooling (None); in place.
+
+    With "mean", a video of grid (t, h, w) reaches the LLM as the mean over its t temporal patches of the
+    tower's merged tokens: h*w/merge² tokens instead of t*h*w/merge², placed by M-RoPE as a grid (1, h, w).
+    The LLM therefore costs t times fewer tokens per video, and cannot see the order of frames: a clip and its
+    time reverse give it the same inputs, so order can only reach it through the encoder (e.g. STA). Images
+    are never pooled. The tower, STA and pixel inputs are unchanged (video_grid_thw stays the real grid); only
+    the number of video pad tokens changes — VideoChatProcessor.for_model reads it from the model.
+
+    The mode is recorded in the model config under "temporal_pooling", so save_pretrained keeps it and
+    stave.load_model restores it (stock from_pretrained keeps the entry but not the pooling: use load_model).
+    Independent of STA. Mechanism: instance-level wrappers of the base model's get_video_features and
+    get_rope_index (see the comment above `_POOLED_METHODS`), re-installed by load_model.
+
+    Args:
+        model: a Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration or their base models,
+            also inside peft / DDP wrappers (not a bare vision tower: pooling acts between tower and LLM).
+        mode: "mean" or None.
+
+    Returns:
+        The same model.
+    """
+    if mode is not None and mode not in TEMPORAL_POOLING_MODES:
+        raise ValueError(f"temporal pooling must be None or one of {list(TEMPORAL_POOLING_MODES)}, got {mode!r}")
+    base = _language_side(model)
+    instance = vars(base)
+    for name in _POOLED_METHODS:
+        if name in instance and not _is_pooling_wrapper(instance[name]):
+            raise RuntimeError(
+                f"{type(base).__name__}.{name} is replaced on the instance ({instance[name]!r}); stave cannot "
+                "pool video tokens behind it. Set temporal pooling before wrapping the model."
+            )
+    if mode is None:
+        for name in _POOLED_METHODS:
+            instance.pop(name, None)
+        if hasattr(base.config, POOLING_KEY):
+            delattr(base.config, POOLING_KEY)
+        return model
+    if "video_grid_thw" not in inspect.signature(type(base).get_rope_index).parameters:
+        raise RuntimeError(
+            f"transformers {transformers.__version__}: {type(base).__name__}.get_rope_index takes no video_grid_thw; "
+            "stave's temporal pooling supports transformers 4.57 and 5.x"
+        )
+    # functools.partial rather than a bound method: survives deepcopy (bound to the copy) and pickling
+    base.get_video_features = functools.partial(_pooled_video_features, base)
+    base.get_rope_index = functools.partial(_pooled_rope_index, base)
+    setattr(base.config, POOLING_KEY, mode)
+    return model
+
+
+def temporal_pooling(model: nn.Module) -> str | None:
+    """The temporal pooling mode of a model ("mean"), or None if it does not pool.
+
+    Raises RuntimeError for a model whose config records pooling that is not installed (loaded with stock
+    from_pretrained): its video pads would not match its video tokens.
+    """
+    base = _language_side(model)
+    mode = getattr(base.config, POOLING_KEY, None)
+    if mode is not None and not all(_is_pooling_wrapper(vars(base).get(name)) for name in _POOLED_METHODS):
+        raise RuntimeError(
+            f"the model config records {POOLING_KEY}={mode!r} but the model does not pool (loaded with "
+            f"from_pretrained?): load it with stave.load_model, or call stave.set_temporal_pooling(model, {mode!r})"
+        )
+    return mode
+
+
+def mean_over_time(tokens: Sequence[torch.Tensor], grid_thw: torch.Tensor, merge_size: int) -> tuple[torch.Tensor, ...]:
+    """Per video, the mean of its merged tokens over its temporal patches.
+
+    Args:
+        tokens: per video, (t*h*w/merge_size², D) merged tokens, t-major (as the tower outputs them).
+        grid_thw: (num_videos, 3) the videos' real grids.
+
+    Returns:
+        per video, (h*w/merge_size², D).
+    """
+    pooled = []
+    for item, (t, h, w) in zip(tokens, grid_thw.tolist(), strict=True):
+        pooled.append(item.reshape(t, h * w // merge_size**2, item.shape[-1]).mean(0))
+    return tuple(pooled)
+
+
+def _pooled_grid(grid_thw: torch.Tensor) -> torch.Tensor:
+    """The grid the LLM sees for pooled videos: (1, h, w) per video."""
+    pooled = grid_thw.clone()
+    pooled[:, 0] = 1
+    return pooled
+
+
+def _pooled_video_features(base: nn.Module, pixel_values_videos: torch.Tensor, video_grid_thw=None, **kwargs):
+    features = type(base).get_video_features
+    if getattr(base.config, POOLING_KEY, None) is None:
+        return features(base, pixel_values_videos, video_grid_thw, **kwargs)
+    merge = base.config.vision_config.spatial_merge_size
+    if _TRANSFORMERS_MAJOR < 5:  # 4.57: a tuple of per-video tensors
+        return mean_over_time(features(base, pixel_values_videos, video_grid_thw, **kwargs), video_grid_thw, merge)
+    # 5.x: an output object whose pooler_output holds the per-video tokens (as a tuple if return_dict=False)
+    return_dict = kwargs.pop("return_dict", None)
+    out = features(base, pixel_values_videos, video_grid_thw, return_dict=True, **kwargs)
+    out.pooler_output = mean_over_time(out.pooler_output, video_grid_thw, merge)
+    return_dict = base.config.return_dict if return_dict is None else return_dict
+    return out if return_dict else out.to_tuple()
+
+
+def _pooled_rope_index(base: nn.Module, *args: Any, **kwargs: Any):
+    rope_index = type(base).get_rope_index
+    bound = inspect.signature(rope_index).bind(base, *args, **kwargs)
+    grid = bound.arguments.get("video_grid_thw")
+    if grid is not None and getattr(base.config, POOLING_KEY, None) is not None:
+        bound.arguments["video_grid_thw"] = _pooled_grid(grid)
+    return rope_index(*bound.args, **bound.kwargs)
+
+
+def _is_pooling_wrapper(value: Any) -> bool:
+    return isinstance(value, functools.partial) and value.func in (_pooled_video_features, _pooled_rope_index)
+
+
+def _language_side(model: nn.Module) -> nn.Module:
+    """The base model (Qwen2VLModel / Qwen2_5_VLModel) of a supported model: the module that turns pixels and
+    token ids into LLM inputs (it owns get_video_features and get_rope_index)."""
+    family, _ = find_vision_tower(model)
+    for module in model.modules():
+        if isinstance(module, family.model_classes) and hasattr(type(module), "get_rope_index"):
+            return module
+    raise TypeError(
+        f"{type(model).__name__}: temporal pooling acts between the vision tower and the LLM; pass the full model "
+        f"({', '.join(c.__name__ for c in family.model_classes)}), not the bare tower"
+    )

@@ -7,7 +7,8 @@ Two public conversation formats are accepted:
     {"from": "gpt", "value": ...}]} ("image"/"<image>" likewise; "system" turns allowed).
 A video content item may carry its own settings, as with qwen-vl-utils: fps, nframes, min/max_frames,
 min/max/total_pixels, video_start/video_end (seconds), and source_fps for frame folders.
-Each video placeholder becomes <|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>.
+Each video placeholder becomes <|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>, or
+x (h*w / merge^2) for a model that pools video tokens over time (stave.modeling.set_temporal_pooling).
 For training, labels are -100 everywhere except the tokens of assistant answers.
 """
 
@@ -23,6 +24,8 @@ from typing import Any
 import torch
 import transformers
 
+from .config import TEMPORAL_POOLING_MODES
+from .modeling import POOLING_KEY, temporal_pooling
 from .video import PatchSpec, VideoOptions, pack_frames, read_video, seconds_per_grid
 from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
 
@@ -170,6 +173,9 @@ class VideoChatProcessor:
             encoded sample and batch with videos carries `second_per_grid_ts` (see `seconds_per_grid`).
         cache: a VideoCache that keeps decoded videos, so a video read again with the same options (next
             epoch, next evaluation) is not decoded again.
+        temporal_pooling: the model's temporal pooling (None or "mean", stave.modeling.temporal_pooling):
+            with "mean" each video gets h*w/merge^2 pad tokens instead of t*h*w/merge^2 (the pixels and
+            video_grid_thw are unchanged). `for_model` reads it from the model.
     """
 
     tokenizer: Any
@@ -180,18 +186,31 @@ class VideoChatProcessor:
     image_max_pixels: int = IMAGE_MAX_PIXELS
     model_type: str = "qwen2_vl"
     cache: Any = None
+    temporal_pooling: str | None = None
 
     @classmethod
     def for_model(cls, tokenizer: Any, model: Any, video_options: VideoOptions | None = None, **kwargs: Any):
-        """A processor with the patch geometry and model type of `model` (a Qwen2-VL or Qwen2.5-VL model or
-        its config)."""
+        """A processor with the patch geometry, model type and temporal pooling of `model` (a Qwen2-VL or
+        Qwen2.5-VL model, also inside a peft or DDP wrapper, or its config)."""
         config = getattr(model, "config", model)
         spec = PatchSpec.from_vision_config(config.vision_config)
-        return cls(tokenizer, spec, video_options or VideoOptions(), model_type=config.model_type, **kwargs)
+        pooling = temporal_pooling(model) if isinstance(model, torch.nn.Module) else getattr(config, POOLING_KEY, None)
+        return cls(
+            tokenizer,
+            spec,
+            video_options or VideoOptions(),
+            model_type=config.model_type,
+            temporal_pooling=pooling,
+            **kwargs,
+        )
 
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {sorted(MODEL_TYPES)}, got {self.model_type!r}")
+        if self.temporal_pooling is not None and self.temporal_pooling not in TEMPORAL_POOLING_MODES:
+            raise ValueError(
+                f"temporal_pooling must be None or one of {list(TEMPORAL_POOLING_MODES)}, got {self.temporal_pooling!r}"
+            )
         ids = {}
         for token in ("<|video_pad|>", "<|image_pad|>"):
             token_id = self.tokenizer.convert_tokens_to_ids(token)
@@ -221,8 +240,8 @@ class VideoChatProcessor:
 
         ids, labels = self._tokenize(messages, train, name)
         merge = self.spec.merge_size**2
-        counts = {
-            self.video_token_id: [g[0] * g[1] * g[2] // merge for _, g in videos],
+        counts = {  # a pooling model's LLM sees each video as one temporal patch
+            self.video_token_id: [(1 if self.temporal_pooling else t) * h * w // merge for _, (t, h, w) in videos],
             self.image_token_id: [g[0] * g[1] * g[2] // merge for _, g in images],
         }
         kinds = {self.video_token_id: 2, self.image_token_id: 1}

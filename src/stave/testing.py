@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .modeling import temporal_pooling
+
 Grid = tuple[int, int, int]
 
 
@@ -39,18 +41,20 @@ def model_inputs(
     text_tokens: int = 3,
 ) -> dict[str, torch.Tensor]:
     """Inputs for a Qwen2-VL-family ForConditionalGeneration: one sequence holding every image, then every
-    video, each as <vision_start> pad*(t*h*w/merge^2) <vision_end>, followed by a few text tokens.
+    video, each as <vision_start> pad*(t*h*w/merge^2) <vision_end>, followed by a few text tokens. A video
+    gets h*w/merge^2 pads when the model pools video tokens over time (stave.modeling.set_temporal_pooling).
 
     mm_token_type_ids (0 text, 1 image, 2 video) is included when the model's forward takes it
     (transformers 5.x).
     """
     config = model.config
     merge = config.vision_config.spatial_merge_size**2
+    pooled = temporal_pooling(model) is not None
     ids: list[int] = []
     types: list[int] = []
     for grids, pad_id, kind in ((images, config.image_token_id, 1), (videos, config.video_token_id, 2)):
         for t, h, w in grids:
-            count = t * h * w // merge
+            count = (1 if pooled and kind == 2 else t) * h * w // merge
             ids += [config.vision_start_token_id, *[pad_id] * count, config.vision_end_token_id]
             types += [0, *[kind] * count, 0]
     generator = torch.Generator().manual_seed(seed + 1)

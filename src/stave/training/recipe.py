@@ -24,7 +24,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import TemporalConfig
+from ..config import TEMPORAL_POOLING_MODES, TemporalConfig
 from ..ssv2 import SUBSETS
 from ..video import VideoOptions
 
@@ -46,12 +46,16 @@ class ModelSection:
     """path: a Hugging Face model directory, or a tiny preset name (stave.presets.TINY_PRESETS) for a random
     tiny model with a word-level tokenizer over the training texts. dtype: float32 | bfloat16 | float16 |
     auto (the checkpoint's). attn_implementation: sdpa | eager | flash_attention_2 | auto (flash-attn when
-    installed, else sdpa)."""
+    installed, else sdpa). temporal_pooling: mean (each video reaches the LLM as the mean of its visual
+    tokens over time: T times fewer tokens, frame order invisible to the LLM; see
+    stave.modeling.set_temporal_pooling) or null (the model's own setting: a checkpoint that pools keeps
+    pooling)."""
 
     path: str = MISSING
     dtype: str = "auto"
     attn_implementation: str = "auto"
     seed: int = 0
+    temporal_pooling: str | None = None
 
 
 @dataclass
@@ -245,6 +249,11 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
         raise RecipeError(f"{name}: model.dtype: must be auto, float32, bfloat16 or float16")
     if recipe.model.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2"):
         raise RecipeError(f"{name}: model.attn_implementation: must be auto, sdpa, eager or flash_attention_2")
+    if recipe.model.temporal_pooling not in (None, *TEMPORAL_POOLING_MODES):
+        raise RecipeError(
+            f"{name}: model.temporal_pooling: must be null or one of {list(TEMPORAL_POOLING_MODES)}, "
+            f"got {recipe.model.temporal_pooling!r}"
+        )
 
 
 # TrainingArguments values stave sets itself (from the recipe's other sections) or that would break it.

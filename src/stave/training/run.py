@@ -27,6 +27,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import __version__
 from ..checkpoint import load_model
+from ..modeling import set_temporal_pooling
 from ..models import find_vision_tower
 from ..processing import VideoChatProcessor
 from ..video import PatchSpec, VideoCache
@@ -112,6 +113,8 @@ def train(
     output = Path(recipe.output_dir)
     records = load_datasets(recipe.data.datasets, recipe.data.seed)
     model, tokenizer = _initial_model(recipe, records)
+    if recipe.model.temporal_pooling is not None:  # saved with each stage's model, so later stages keep it
+        set_temporal_pooling(model, recipe.model.temporal_pooling)
     if _is_main():
         output.mkdir(parents=True, exist_ok=True)
         checkpoints.write_json_atomic(output / "recipe.json", recipe.to_dict())
