@@ -298,3 +298,27 @@ def test_stave_eval_reads_a_synthetic_data_set(tmp_path):
         r["video"] == written[0]["video"] for r in written
     )
     assert report.skipped and "video not found" in report.skipped[0]["reason"]
+
+
+def test_images_option_writes_each_still_frame_and_asks_its_questions_on_both_media(tmp_path):
+    from PIL import Image
+
+    from stave.evaluation.benchmarks.synthetic import load_synthetic
+
+    result = generate(tmp_path / "d", n=5, seed=5, tasks=("still", "left_right"), images=True, val_fraction=0.0)
+    stills = [s for s in result.samples if s.task == "still"]
+    assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir()) == sorted(f"{s.id}.png" for s in stills)
+    for sample in stills:  # the PNG is the clip's frame, exactly
+        image = np.asarray(Image.open(tmp_path / "d" / sample.image))
+        assert np.array_equal(image, render_clip(sample.member.clip, 8)[0])
+    records = load(tmp_path / "d", "train.jsonl")
+    on_images = [r for r in records if "image" in r]
+    assert len(on_images) == 4 * len(stills)  # shape, horizontal, vertical, colour
+    assert all(r["conversations"][0]["value"].startswith("<image>\n") and "video" not in r for r in on_images)
+    items = load_synthetic(tmp_path / "d", split="train", on_missing="raise")
+    media = [item.groups["media"] for item in items]
+    assert media.count("image") == len(on_images) and media.count("video") == len(records) - len(on_images)
+    image_item = next(item for item in items if item.groups["media"] == "image")
+    assert image_item.videos == () and image_item.images[0].suffix == ".png"
+    generate(tmp_path / "none", n=5, seed=5, tasks=("still",))
+    assert not (tmp_path / "none" / "images").exists()

@@ -19,7 +19,8 @@ import stave
 from stave.config import TemporalConfig
 from stave.presets import tiny_model
 from stave.training import CheckpointError, DataError, RecipeError, load_recipe, train
-from stave.training.recipe import LoraSection, StageSpec
+from stave.training.data import read_records
+from stave.training.recipe import DatasetSpec, LoraSection, StageSpec
 from stave.training.stages import prepare_stage, trainable_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,11 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
         load_recipe(path)
     (tmp_path / "train.json").write_text("[]")
     recipe = load_recipe(path, [f"data.datasets.0.path={tmp_path / 'train.json'}", "data.datasets.0.root=null"])
-    assert recipe.stages[0].name == "stage1" and recipe.stages[-1].trains == ["temporal", "lora"]
+    stages = [(stage.name, stage.trains) for stage in recipe.stages]
+    if path.name == "tiny-pretrain.yaml":  # the tiny base is trained from scratch, in full
+        assert stages == [("pretrain", ["full"])]
+    else:
+        assert stages == [("stage1", ["temporal"]), ("stage2", ["temporal", "lora"])]
 
 
 @pytest.mark.parametrize(
@@ -67,6 +72,9 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
         ("data.video.nframes=many", r"nframes"),
         ("stages=[]", r"at least one stage"),
         ("noequals", r"key=value"),
+        ("stages=[{name: s, trains: [full, lora]}]", r"'full' trains every parameter"),
+        ("stages=[{name: s, trains: [everything]}]", r"stages\[0\]\.trains"),
+        ("data.datasets.0.tasks=7", r"tasks"),
     ],
 )
 def test_bad_recipe_values_fail_before_training_naming_the_key(data, tmp_path, override, message):
@@ -132,7 +140,7 @@ def test_each_stage_trains_exactly_its_parameters(preset, trains):
         probe = stave.add_temporal_attention(tiny_model(preset))
         expected_sta = sum(p.numel() for _, p in stave.temporal_parameters(probe))
     assert sta_size == 0  # a plain model has none
-    assert trainable_counts(model) == {"temporal": expected_sta, "lora": expected_lora, "other": 0}
+    assert trainable_counts(model) == {"temporal": expected_sta, "lora": expected_lora, "head": 0, "other": 0}
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert not any("temp_attn" in n and "lora_" in n for n in names), "LoRA must never sit on STA"
     if "lora" in trains:  # Qwen2.5-VL: vision SwiGLU and LLM MLP are both adapted, each by its own path
@@ -140,6 +148,40 @@ def test_each_stage_trains_exactly_its_parameters(preset, trains):
         assert any(".language_model.layers.0.mlp." in n and "lora_A" in n for n in names)
         assert not any(".merger." in n for n in names)
     assert ("temporal" in trains) == (stave.temporal_config(model) is not None)
+
+
+def test_head_and_full_stages_train_the_output_layer_and_everything(preset):
+    head = tiny_model(preset).lm_head.weight.numel()
+    stage = StageSpec(name="s", trains=["lora", "head"])
+    model = prepare_stage(tiny_model(preset), stage, TemporalConfig(), LoraSection())
+    counts = trainable_counts(model)
+    assert counts["head"] == head and counts["lora"] > 0 and counts["other"] == counts["temporal"] == 0
+    merged = model.merge_and_unload()  # peft's trained copy of the head is what the merged model keeps
+    assert type(merged.lm_head) is torch.nn.Linear
+
+    alone = prepare_stage(tiny_model(preset), StageSpec(name="s", trains=["head"]), TemporalConfig(), LoraSection())
+    assert trainable_counts(alone) == {"temporal": 0, "lora": 0, "head": head, "other": 0}
+
+    full = prepare_stage(tiny_model(preset), StageSpec(name="s", trains=["full"]), TemporalConfig(), LoraSection())
+    everything = sum(p.numel() for p in full.parameters())
+    assert sum(trainable_counts(full).values()) == everything
+    assert all(p.requires_grad for p in full.parameters())
+
+
+def test_task_filter_keeps_only_the_named_tasks_and_names_records_without_one(tmp_path):
+    rows = [
+        {"video": "a.mp4", "conversations": [{"from": "human", "value": "<video>\nq"}, {"from": "gpt", "value": "x"}]}
+        | {"task": t}
+        for t in ("shape", "colour", "horizontal")
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = read_records(DatasetSpec(path=str(path), tasks=["shape", "horizontal"]))
+    assert [r.sample["task"] for r in kept] == ["shape", "horizontal"]
+    del rows[1]["task"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"train\.jsonl:line 2\.task: missing"):
+        read_records(DatasetSpec(path=str(path), tasks=["shape"]))
 
 
 # --- running ------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from safetensors import safe_open
 from torch import nn
 from transformers.utils import logging as hf_logging
@@ -29,6 +30,7 @@ from .modeling import CONFIG_KEY, POOLING_KEY, add_temporal_attention, set_tempo
 from .models import find_vision_tower, supported_classes
 
 logger = logging.getLogger(__name__)
+_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
 #: A temporal weight as stored by stave and by the authors' release, whatever the prefix of the tower.
 TEMPORAL_KEY = re.compile(r"(?:^|\.)blocks\.(\d+)\.((?:temp_attn\.(?:qkv|proj)|norm3)\.(?:weight|bias))$")
@@ -60,6 +62,8 @@ def load_model(path: str | Path, temporal: TemporalConfig | None = None, **from_
     if not config_file.is_file():
         raise FileNotFoundError(f"{path}: no config.json (expected a directory written by save_pretrained)")
     model_class = _model_class(json.loads(config_file.read_text()), config_file)
+    if "dtype" in from_pretrained_kwargs and _TRANSFORMERS_MAJOR < 5:  # 4.57 calls it torch_dtype
+        from_pretrained_kwargs["torch_dtype"] = from_pretrained_kwargs.pop("dtype")
 
     with _transformers_quiet():
         model, info = model_class.from_pretrained(path, output_loading_info=True, **from_pretrained_kwargs)

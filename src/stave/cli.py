@@ -188,12 +188,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
+    from .base import resolve_model
     from .checkpoint import load_model
     from .explain import save_map, temporal_attention_map
     from .processing import VideoChatProcessor
 
-    model = load_model(args.model)
-    processor = VideoChatProcessor.for_model(AutoTokenizer.from_pretrained(args.model), model, _video_options(args))
+    path = resolve_model(args.model)
+    model = load_model(path)
+    processor = VideoChatProcessor.for_model(AutoTokenizer.from_pretrained(path), model, _video_options(args))
     result = temporal_attention_map(model, processor, args.video, block=args.block)
     out = args.out or f"{Path(args.video).stem}-sta-block{result.block}.png"
     print(f"temporal attention map (grid t,h,w = {result.grid}): {save_map(result, out, title=Path(args.video).name)}")
@@ -204,16 +206,58 @@ def cmd_synth(args: argparse.Namespace) -> int:
     """Write a synthetic data set (stave.synthetic) and say what is in it."""
     from .synthetic import generate
 
-    options = {k: getattr(args, k) for k in ("n", "seed", "frames", "size", "fps", "hold", "val_fraction")}
+    options = {k: getattr(args, k) for k in ("n", "seed", "frames", "size", "fps", "hold", "images", "val_fraction")}
     if args.tasks is not None:
         options["tasks"] = args.tasks
-    result = generate(args.out, overwrite=args.overwrite, **options)
+    result = generate(args.out, overwrite=args.overwrite, progress=True, **options)
     videos = result.counts["videos"]
     print(f"wrote {videos['total']} videos ({videos['train']} train, {videos['validation']} validation) to {args.out}")
     for split in ("train", "validation"):
         print(f"  {split}: " + ", ".join(f"{task} {k}" for task, k in result.counts[split]["videos"].items()))
     print(f"  files: {', '.join(result.files)}")
     print(f"  {result.seconds:.1f} s")
+    return 0
+
+
+def cmd_check_base(args: argparse.Namespace) -> int:
+    """Accuracy of a base model on fresh still clips and images; exit status 1 below the position bar."""
+    from .base import base_report, check_base
+
+    result = check_base(args.model, n=args.n, seed=args.seed, output=args.output)
+    print(base_report(result))
+    return 0 if result["passed"] else 1
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Both arms over seeds and regimes; prints the table of paired differences."""
+    from .experiments.experiment import load_experiment, run_experiment, summary_table
+
+    experiment = load_experiment(args.file)
+    if args.out:
+        experiment.out = args.out
+    if args.steps:
+        experiment.steps = args.steps
+    regimes = [r.strip() for r in args.regimes.split(",")] if args.regimes else None
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    summary = run_experiment(experiment, regimes=regimes, seeds=seeds)
+    print(summary_table(summary))
+    print(f"results in {experiment.out}/results.md and results.json")
+    return 0
+
+
+def _demo_defaults():
+    from .experiments.demo import DemoSettings
+
+    return DemoSettings()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The LoRA vs STA + LoRA comparison on synthetic clips, from the shipped tiny base."""
+    from .experiments import DemoSettings, print_report, run_demo
+
+    settings = DemoSettings(out=args.out, n=args.n, seed=args.seed, steps=args.steps, hold=args.hold)
+    settings.overrides = list(args.overrides)
+    print_report(run_demo(settings))
     return 0
 
 
@@ -284,6 +328,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_video_flags(explain)
     explain.set_defaults(func=cmd_explain)
 
+    demo = sub.add_parser(
+        "demo",
+        help="fine-tune the shipped tiny base with LoRA and with STA + LoRA on synthetic clips, and compare",
+        description="Generate synthetic clips whose classes only temporal order tells apart, fine-tune the "
+        "shipped tiny base with the baseline recipe (LoRA) and the STAVEQ2 recipe (STA + LoRA) on the same data "
+        "stream and budget (stave train), evaluate both on held-out clips (stave eval), and print the comparison "
+        "with 95%% confidence intervals (stave compare). Recipe values can be overridden for both arms, e.g. "
+        "`stave demo lora.r=16`.",
+    )
+    demo.add_argument("overrides", nargs="*", help="key=value overrides of the fine-tune recipe, for both arms")
+    defaults = _demo_defaults()
+    demo.add_argument("--out", default=defaults.out)
+    demo.add_argument("--n", type=int, default=defaults.n, help="synthetic videos")
+    demo.add_argument("--steps", type=int, default=defaults.steps, help="training steps per arm")
+    demo.add_argument("--seed", type=int, default=defaults.seed)
+    demo.add_argument("--hold", action="store_true", help="motion only between temporal patches")
+    demo.set_defaults(func=cmd_demo)
+
+    experiment = sub.add_parser(
+        "experiment",
+        help="both demo arms over several seeds and regimes, with paired differences and 95% intervals",
+        description="Run an experiment file (configs/experiments/synthetic-temporal.yaml): for each regime and "
+        "seed, generate the data, train and evaluate both arms; finished runs are reused. Prints the table.",
+    )
+    experiment.add_argument("file")
+    experiment.add_argument("--regimes", help="comma-separated regimes to run (default: all)")
+    experiment.add_argument("--seeds", help="comma-separated seeds to run (default: the file's)")
+    experiment.add_argument("--steps", type=int, help="training steps per arm (default: the file's)")
+    experiment.add_argument("--out", help="output folder (default: the file's)")
+    experiment.set_defaults(func=cmd_experiment)
+
+    check = sub.add_parser(
+        "check-base",
+        help="accuracy of a base model (default: the shipped tiny base) on fresh static questions",
+        description="Generate fresh still clips and images (stave synth --tasks still --images), ask every "
+        "shape/position/colour question, score by option likelihood; exit 1 if position on images is below 90%%.",
+    )
+    check.add_argument("--model", default="stave/tiny-base", help="model folder or shipped name")
+    check.add_argument("--n", type=int, default=150, help="still clips (each also asked as an image)")
+    check.add_argument("--seed", type=int, default=20261123)
+    check.add_argument("--output", help="keep predictions and results here")
+    check.set_defaults(func=cmd_check_base)
+
     synth = sub.add_parser(
         "synth",
         help="generate synthetic clips whose classes are time reverses, with SSv2/MVBench/conversation files",
@@ -294,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--n", type=int, required=True, help="number of videos")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--hold", action="store_true", help="hold every pose for 2 frames (one temporal patch)")
+    synth.add_argument(
+        "--images", action="store_true", help="also write the still clips as PNG images, with their questions"
+    )
     synth.add_argument("--frames", type=int, default=8, help="frames per video (even)")
     synth.add_argument("--size", type=int, default=84, help="frame side in pixels (a multiple of 28, >= 84)")
     synth.add_argument("--fps", type=float, default=4.0)

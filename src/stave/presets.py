@@ -62,7 +62,38 @@ TINY_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         ),
         _TINY_TEXT,
     ),
+    # The architecture of stave's shipped tiny base (stave.base; FIELD_NOTES: "a base that does localise"): 84x84
+    # frames, 8 frames -> grid (4, 6, 6) -> 36 LLM tokens; vision 4 x 128, text 4 x 128 with a small rope_theta so
+    # M-RoPE still tells left from right at head_dim 32. M-RoPE gives time, height and width the highest, middle and
+    # lowest frequencies in that order: at rope_theta 10 the width section turns only 0.12-0.24 rad per position,
+    # and a 900-step pretraining learned vertical position (98%) but not horizontal (39%, chance 33%); at 3 the
+    # width section turns 0.36-0.50 rad, what height had at 10. Its vocabulary covers stave.synthetic's texts.
+    "tiny-base": (
+        "qwen2_vl",
+        dict(depth=4, embed_dim=128, num_heads=4, mlp_ratio=4, hidden_size=128),
+        dict(
+            _TINY_TEXT,
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            rope_theta=3.0,
+            rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]},
+        ),
+    ),
 }
+
+
+def tiny_vocabulary(preset: str) -> list[str]:
+    """Words a tiny preset's tokenizer always holds, besides those of the training texts (a tokenizer built for
+    a base model must know the words of later fine-tunes too)."""
+    if preset == "tiny-base":
+        from .synthetic import vocabulary
+
+        return vocabulary()
+    return []
 
 
 def _classes(family: str) -> tuple[type, type, type]:

@@ -66,3 +66,22 @@ def split_words(text: str) -> list[str]:
     import re
 
     return re.findall(r"\w+|[^\w\s]+", text.lower())
+
+
+def save_tokenizer(tokenizer, folder) -> None:
+    """save_pretrained, readable by transformers 4.57 and 5.x alike. 5.x records a fast tokenizer's class as
+    "TokenizersBackend" and its extra special tokens as a list under "extra_special_tokens", neither of which 4.57
+    reads; "PreTrainedTokenizerFast" and "additional_special_tokens" are understood by both."""
+    import json
+    from pathlib import Path
+
+    tokenizer.save_pretrained(folder)
+    config_file = Path(folder) / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    portable = dict(config)
+    if portable.get("tokenizer_class") == "TokenizersBackend":
+        portable["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if isinstance(portable.get("extra_special_tokens"), list):
+        portable["additional_special_tokens"] = portable.pop("extra_special_tokens")
+    if portable != config:
+        config_file.write_text(json.dumps(portable, indent=2, ensure_ascii=False) + "\n")

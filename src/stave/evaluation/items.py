@@ -43,6 +43,7 @@ class EvalItem:
         answer: the correct option's text (multiple choice) or the expected answer (open-ended).
         groups: further breakdowns, e.g. {"duration": "short", "domain": "Knowledge"} (Video-MME).
         subtitles: subtitle text to put in the prompt (Video-MME with subtitles), else None.
+        images: image files the question is about (asked before the videos; usually none).
     """
 
     qid: str
@@ -53,6 +54,7 @@ class EvalItem:
     answer: str
     groups: dict[str, str] = field(default_factory=dict)
     subtitles: str | None = None
+    images: tuple[Path, ...] = ()
 
     @property
     def answer_index(self) -> int | None:

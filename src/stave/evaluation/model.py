@@ -106,13 +106,17 @@ class ModelAnswerer:
         return [(float(t), int(n), not bool(w)) for t, n, w in zip(totals, counts, wrong, strict=True)]
 
 
-def load_answerer(path: str | Path, **kwargs: Any) -> ModelAnswerer:
-    """A saved model folder (save_pretrained + tokenizer, e.g. a `stave train` stage's model/) as an answerer."""
+def load_answerer(path: str | Path, *, dtype: torch.dtype | None = None, **kwargs: Any) -> ModelAnswerer:
+    """A saved model folder (save_pretrained + tokenizer, e.g. a `stave train` stage's model/, or a shipped model's
+    name, stave.base.SHIPPED) as an answerer;
+    `dtype` converts the weights (default: as stored)."""
     from transformers import AutoTokenizer
 
+    from ..base import resolve_model
     from ..checkpoint import load_model
 
-    model = load_model(path)
+    path = resolve_model(path)
+    model = load_model(path, **({"dtype": dtype} if dtype is not None else {}))
     if torch.cuda.is_available():
         model = model.to("cuda")
     return ModelAnswerer(model, AutoTokenizer.from_pretrained(path), **kwargs)

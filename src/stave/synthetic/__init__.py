@@ -31,7 +31,7 @@ from .dataset import (
     ssv2_record,
 )
 from .scene import Clip, MovingObject, ObjectState, render_clip
-from .tasks import PAIR_TASKS, PAIRS, TASKS, Member, Question, draw_group
+from .tasks import PAIR_TASKS, PAIRS, TASKS, Member, Question, draw_group, vocabulary
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -55,4 +55,5 @@ __all__ = [
     "plan",
     "render_clip",
     "ssv2_record",
+    "vocabulary",
 ]

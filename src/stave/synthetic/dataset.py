@@ -30,6 +30,7 @@ from ..ssv2 import ssv2_class
 from ..video.encode import write_video
 from .scene import BACKGROUND, COLOURS, PATCH, SHAPES, TEMPORAL_PATCH, Clip, poses_per_clip, render_clip
 from .tasks import (
+    ANSWER_REQUEST,
     APPROACH_PATCHES,
     OBJECT_PATCHES,
     PAIR_TASKS,
@@ -43,10 +44,12 @@ GENERATOR = "stave.synthetic"
 GENERATOR_VERSION = 1  # bump whenever the same options and seed would give different files
 SPLITS = ("train", "validation")
 VIDEO_FOLDER = "videos"
+IMAGE_FOLDER = "images"
 METADATA_FILE = "synth.json"
 # file name -> what it holds (also written to synth.json)
 FILES = {
     "videos/{id}.mp4": "every clip, H.264 (lossless), named by its id",
+    "images/{id}.png": "with images: the still clips' frame as an image (questions asked on both)",
     "labels.json": "SSv2-style classes: {class text: index as string}",
     "train.json": "SSv2-style records {id, label, template, placeholders} of the pair tasks, train split",
     "validation.json": "the same for the validation split",
@@ -79,6 +82,8 @@ class SynthOptions:
             inside each third of the frame.
         fps: frame rate written in the files.
         hold: hold every pose for TEMPORAL_PATCH (2) frames: motion only between temporal patches.
+        images: also write each still clip as a PNG image and ask its questions on the image too (records
+            with "image" instead of "video"): the image-and-still-video data a base model is pretrained on.
         tasks: the video tasks to generate (stave.synthetic.TASKS).
         val_fraction: share of each task's groups that goes to the validation split.
         crf: H.264 quality; 0 is lossless (see the module docstring) and the default.
@@ -90,6 +95,7 @@ class SynthOptions:
     size: int = 84
     fps: float = 4.0
     hold: bool = False
+    images: bool = False
     tasks: tuple[str, ...] = TASKS
     val_fraction: float = 0.2
     crf: int = 0
@@ -114,8 +120,9 @@ class SynthOptions:
         integer("crf", self.crf, 0, 51)
         if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not 0 < self.fps <= 60:
             raise SynthError(f"fps must be a number in (0, 60], got {self.fps!r}")
-        if not isinstance(self.hold, bool):
-            raise SynthError(f"hold must be true or false, got {self.hold!r}")
+        for name in ("hold", "images"):
+            if not isinstance(getattr(self, name), bool):
+                raise SynthError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.tasks, str):
             object.__setattr__(self, "tasks", tuple(t.strip() for t in self.tasks.split(",") if t.strip()))
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -155,6 +162,10 @@ class Sample:
     @property
     def video(self) -> str:
         return f"{VIDEO_FOLDER}/{self.id}.mp4"
+
+    @property
+    def image(self) -> str:
+        return f"{IMAGE_FOLDER}/{self.id}.png"
 
 
 @dataclass
@@ -207,7 +218,7 @@ def _validation_groups(options: SynthOptions, task: str, count: int) -> set[int]
     return {int(g) for g in rng.permutation(count)[:chosen]}
 
 
-def generate(out: str | Path, *, overwrite: bool = False, **options: Any) -> SynthResult:
+def generate(out: str | Path, *, overwrite: bool = False, progress: bool = False, **options: Any) -> SynthResult:
     """Write a synthetic data set to `out` (see SynthOptions for the options; `n` is required).
 
     Files (all paths inside `out`; video paths in annotations are relative to `out`):
@@ -222,9 +233,11 @@ def generate(out: str | Path, *, overwrite: bool = False, **options: Any) -> Syn
     `out` must be empty or absent; with overwrite=True a previous synthetic data set there (a folder with
     synth.json) is replaced, file by file (other files in it are left alone). Everything is written to a
     hidden folder next to `out` first and moved in at the end, so a run that fails leaves `out` as it was.
-    Raises SynthError for bad options or an output folder it must not touch.
+    Raises SynthError for bad options or an output folder it must not touch. `progress` shows a progress bar.
     """
     import time
+
+    from tqdm.auto import tqdm
 
     settings = SynthOptions.create(**options)
     out = Path(out)
@@ -235,9 +248,14 @@ def generate(out: str | Path, *, overwrite: bool = False, **options: Any) -> Syn
         shutil.rmtree(partial)
     (partial / VIDEO_FOLDER).mkdir(parents=True)
     samples = plan(settings)
-    for sample in samples:
+    for sample in tqdm(samples, desc="synthetic clips", disable=not progress):
         frames = render_clip(sample.member.clip, settings.frames, hold=settings.hold)
         write_video(partial / sample.video, frames, fps=settings.fps, crf=settings.crf)
+        if _has_image(sample, settings):
+            from PIL import Image
+
+            (partial / IMAGE_FOLDER).mkdir(exist_ok=True)
+            Image.fromarray(frames[0]).save(partial / sample.image)
     counts = _counts(samples)
     written = _write_annotations(partial, samples, settings, counts)
     _move_in(partial, out)
@@ -281,16 +299,19 @@ def ssv2_record(sample: Sample) -> dict[str, Any]:
     return {"id": sample.id, "label": label[:1].lower() + label[1:], "template": template, "placeholders": placeholders}
 
 
-def conversation_records(sample: Sample) -> list[dict[str, Any]]:
-    """One LLaVA/Qwen-finetune conversation per question; the human turn names the options."""
+def conversation_records(sample: Sample, media: str = "video") -> list[dict[str, Any]]:
+    """One LLaVA/Qwen-finetune conversation per question about the sample's video (or, media="image", its
+    image); the human turn names the options."""
+    suffix = "" if media == "video" else f"-{media}"
     return [
         {
-            "id": f"{sample.id}-{question.kind}",
-            "video": sample.video,
+            "id": f"{sample.id}-{question.kind}{suffix}",
+            media: getattr(sample, media),
             "conversations": [
                 {
                     "from": "human",
-                    "value": f"<video>\n{question.text} Answer with one of: {', '.join(question.candidates)}.",
+                    "value": f"<{media}>\n{question.text} "
+                    + ANSWER_REQUEST.format(option_list=", ".join(question.candidates)),
                 },
                 {"from": "gpt", "value": question.answer},
             ],
@@ -300,12 +321,13 @@ def conversation_records(sample: Sample) -> list[dict[str, Any]]:
     ]
 
 
-def mvbench_records(sample: Sample) -> list[dict[str, Any]]:
+def mvbench_records(sample: Sample, media: str = "video") -> list[dict[str, Any]]:
     """MVBench-style {"video", "question", "candidates", "answer" (a candidate's text)} plus the "task"
-    (MVBench keeps one file per task; one file with the task named per record serves every task)."""
+    (MVBench keeps one file per task; one file with the task named per record serves every task). With
+    media="image" the record holds "image" instead of "video"."""
     return [
         {
-            "video": sample.video,
+            media: getattr(sample, media),
             "question": question.text,
             "candidates": list(question.candidates),
             "answer": question.answer,
@@ -313,6 +335,14 @@ def mvbench_records(sample: Sample) -> list[dict[str, Any]]:
         }
         for question in sample.member.questions
     ]
+
+
+def _has_image(sample: Sample, options: SynthOptions) -> bool:
+    return options.images and sample.task == "still"
+
+
+def _media(sample: Sample, options: SynthOptions) -> tuple[str, ...]:
+    return ("video", "image") if _has_image(sample, options) else ("video",)
 
 
 def clip_record(sample: Sample) -> dict[str, Any]:
@@ -364,14 +394,21 @@ def _write_annotations(out: Path, samples: list[Sample], options: SynthOptions, 
         chosen = [s for s in samples if s.split == split]
         written[f"{split}.json"] = _json_lines([ssv2_record(s) for s in chosen if s.task in PAIR_TASKS])
         written[f"{split}.jsonl"] = "".join(
-            json.dumps(record) + "\n" for s in chosen for record in conversation_records(s)
+            json.dumps(record) + "\n"
+            for s in chosen
+            for media in _media(s, options)
+            for record in conversation_records(s, media)
         )
-        written[f"mvbench_{split}.json"] = _json_lines([record for s in chosen for record in mvbench_records(s)])
+        written[f"mvbench_{split}.json"] = _json_lines(
+            [record for s in chosen for media in _media(s, options) for record in mvbench_records(s, media)]
+        )
     written["clips.jsonl"] = "".join(json.dumps(clip_record(s)) + "\n" for s in samples)
     written[METADATA_FILE] = json.dumps(_metadata(options, counts), indent=2) + "\n"
     for name, text in written.items():
         (out / name).write_text(text, encoding="utf-8")
-    return [*written, f"{VIDEO_FOLDER}/ ({len(samples)} videos)"]
+    listed = [*written, f"{VIDEO_FOLDER}/ ({len(samples)} videos)"]
+    images = sum(_has_image(s, options) for s in samples)
+    return listed + ([f"{IMAGE_FOLDER}/ ({images} images)"] if images else [])
 
 
 def _json_lines(records: list[dict[str, Any]]) -> str:

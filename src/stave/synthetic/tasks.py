@@ -33,6 +33,16 @@ TURN = (90.0, 180.0)  # degrees an arrow turns over a clip
 HORIZONTAL = ("left", "centre", "right")
 VERTICAL = ("top", "middle", "bottom")
 THIRD_MARGIN = 0.1  # an object's centre keeps this share of a third's width away from the other thirds
+ORDER_QUESTION = "Which object moves first?"
+STILL_QUESTIONS = {
+    "shape": "What shape is the object?",
+    "horizontal": "Where is the object horizontally?",
+    "vertical": "Where is the object vertically?",
+    "colour": "What colour is the object?",
+}
+STILL_KINDS = tuple(STILL_QUESTIONS)
+# How a training conversation asks for one of the options (the evaluation template "synth-v1" asks the same).
+ANSWER_REQUEST = "Answer with one of: {option_list}."
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,7 @@ def _order(rng: np.random.Generator, size: int) -> list[Member]:
     forward = Clip(size, tuple(objects))
     names = tuple(obj.name for obj in objects)
     candidates = _shuffled(names, rng)
-    text = "Which object moves first?"
+    text = ORDER_QUESTION
     return [
         Member(forward, (Question("order", text, candidates, names[0]),)),
         Member(forward.reversed(), (Question("order", text, candidates, names[1]),), reversed=True),
@@ -203,10 +213,10 @@ def _still(rng: np.random.Generator, size: int) -> Member:
     others = [c for c in COLOURS if c != colour]
     colours = (colour, *(str(c) for c in rng.choice(others, size=3, replace=False)))
     questions = (
-        Question("shape", "What shape is the object?", _shuffled(SHAPES, rng), shape),
-        Question("horizontal", "Where is the object horizontally?", HORIZONTAL, HORIZONTAL[column]),
-        Question("vertical", "Where is the object vertically?", VERTICAL, VERTICAL[row]),
-        Question("colour", "What colour is the object?", _shuffled(colours, rng), colour),
+        Question("shape", STILL_QUESTIONS["shape"], _shuffled(SHAPES, rng), shape),
+        Question("horizontal", STILL_QUESTIONS["horizontal"], HORIZONTAL, HORIZONTAL[column]),
+        Question("vertical", STILL_QUESTIONS["vertical"], VERTICAL, VERTICAL[row]),
+        Question("colour", STILL_QUESTIONS["colour"], _shuffled(colours, rng), colour),
     )
     return Member(clip, questions)
 
@@ -225,3 +235,26 @@ def third_range(index: int, size: int, side: float) -> tuple[float, float]:
 
 def _shuffled(items: tuple[str, ...], rng: np.random.Generator) -> tuple[str, ...]:
     return tuple(items[i] for i in rng.permutation(len(items)))
+
+
+def vocabulary() -> list[str]:
+    """Every word any synthetic question, option, answer or class can use (for a word-level tokenizer that
+    must cover the tasks a model is fine-tuned on later, not only those it was pretrained on)."""
+    from ..tokenizer import split_words
+
+    names = [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
+    texts = [
+        *TEMPLATES,
+        *(pair.question.format(object=name) for pair in PAIRS.values() for name in names[:1]),
+        *(answer for pair in PAIRS.values() for answer in pair.answers),
+        ORDER_QUESTION,
+        *STILL_QUESTIONS.values(),
+        *HORIZONTAL,
+        *VERTICAL,
+        *names,
+        ANSWER_REQUEST.format(option_list=","),
+    ]
+    words: dict[str, None] = {}
+    for text in texts:
+        words.update(dict.fromkeys(split_words(text)))
+    return list(words)

@@ -64,6 +64,12 @@ def read_records(spec: DatasetSpec) -> list[Record]:
                 to_messages(sample, where)
             except ConversationError as error:
                 raise DataError(str(error)) from None
+            if spec.tasks is not None:
+                task = row.get("task") if isinstance(row, dict) else None
+                if not isinstance(task, str):
+                    raise DataError(f"{where}.task: missing or not a string (the dataset keeps tasks {spec.tasks})")
+                if task not in spec.tasks:
+                    continue
         records.append(Record(sample, where, root))
     if spec.split != "all":  # the seeded SSv2-T10 split over record ids, exactly as the ssv2-t10 benchmark
         train, test = t10_split(ssv2_ids, spec.split_seed)
@@ -71,6 +77,7 @@ def read_records(spec: DatasetSpec) -> list[Record]:
         records = [record for record, id_ in zip(records, ssv2_ids, strict=True) if id_ in keep]
     if not records:
         chosen = f" of subset {spec.subset}" if spec.subset else f" for classes {spec.classes}" if spec.classes else ""
+        chosen = f" of tasks {spec.tasks}" if spec.tasks is not None else chosen
         raise DataError(f"{path}: no usable records{chosen}")
     return records
 

@@ -4,11 +4,14 @@ A recipe is typed (the dataclasses below, checked by OmegaConf): an unknown key,
 an unknown stage, a missing data file or a TrainingArguments option this transformers does not know all
 fail in `load_recipe`, before any model is built, naming the key or file.
 
-Stages are configuration. A stage names what trains: `temporal` (the STA layers: temp_attn and norm3) and/or
-`lora` (peft adapters on the vision and LLM linears). Three stages are built in and can be listed by name:
+Stages are configuration. A stage names what trains: `temporal` (the STA layers: temp_attn and norm3), `lora`
+(peft adapters on the vision and LLM linears), `head` (the output layer, lm_head, in full: needed when the answer
+words are new to the model, as on stave's tiny base), or `full` (every parameter: pretraining from scratch).
+Four stages are built in and can be listed by name:
     stage1:   trains [temporal]        the paper's first stage (zero-initialised STA, everything else frozen)
     stage2:   trains [temporal, lora]  the paper's second stage
     baseline: trains [lora]            the same LoRA fine-tune with no STA (the paper's comparison row)
+    pretrain: trains [full]            everything (how stave's tiny base was made: configs/tiny-pretrain.yaml)
 Each stage may override any `training` value (e.g. its own learning rate) and starts from the previous
 stage's output model.
 """
@@ -28,11 +31,12 @@ from ..config import TEMPORAL_POOLING_MODES, TemporalConfig
 from ..ssv2 import SUBSETS
 from ..video import VideoOptions
 
-TRAINABLE = ("temporal", "lora")
+TRAINABLE = ("temporal", "lora", "head", "full")
 BUILTIN_STAGES: dict[str, list[str]] = {
     "stage1": ["temporal"],
     "stage2": ["temporal", "lora"],
     "baseline": ["lora"],
+    "pretrain": ["full"],
 }
 DATA_FORMATS = ("auto", "conversations", "ssv2")
 
@@ -93,6 +97,8 @@ class DatasetSpec:
     classes: list[str] | None = None
     split: str = "all"  # all | train | test: the seeded SSv2-T10 split (stave.ssv2.t10_split), as ssv2-t10 evaluates
     split_seed: int = 0
+    # conversations only: keep the records whose "task" field is one of these (e.g. stave synth's question kinds)
+    tasks: list[str] | None = None
 
 
 @dataclass
@@ -224,6 +230,8 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
         bad = [t for t in stage.trains if t not in TRAINABLE]
         if bad or not stage.trains:
             raise RecipeError(f"{name}: stages[{i}].trains: must be a non-empty subset of {list(TRAINABLE)}, got {bad}")
+        if "full" in stage.trains and len(stage.trains) > 1:
+            raise RecipeError(f"{name}: stages[{i}].trains: 'full' trains every parameter; list it alone")
         check_training_arguments(stage.training, f"{name}: stages[{i}] ({stage.name})")
     if not recipe.data.datasets:
         raise RecipeError(f"{name}: data.datasets: at least one dataset is needed")
@@ -241,6 +249,8 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
             raise RecipeError(f"{where}.split: must be all, train or test, got {spec.split!r}")
         if spec.split != "all" and spec.format != "ssv2":
             raise RecipeError(f"{where}.split: only SSv2 files (format: ssv2) are split")
+        if spec.tasks is not None and spec.format == "ssv2":
+            raise RecipeError(f"{where}.tasks: only conversation files are filtered by task")
         if spec.ratio <= 0:
             raise RecipeError(f"{where}.ratio: must be > 0, got {spec.ratio}")
     if recipe.data.on_error not in ("skip", "raise"):

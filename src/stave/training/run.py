@@ -7,7 +7,7 @@ Layout of a run (recipe.output_dir):
                                 stave-run.json (recipe, stage, counts, versions); written atomically
     <stage>/adapter/            the LoRA adapter alone (peft format), for LoRA stages
     <stage>/skipped.jsonl       samples that failed and were skipped (on_error=skip)
-    <stage>/training_curves.png loss and learning rate per step
+    <stage>/training_curves.png loss and learning rate per step (log_history.json: the Trainer's log, as data)
 Runs the same under `python`, `torchrun` and `accelerate launch` (DDP, FSDP, DeepSpeed): the Trainer picks
 the distributed set-up from the launcher.
 """
@@ -30,6 +30,7 @@ from ..checkpoint import load_model
 from ..modeling import set_temporal_pooling
 from ..models import find_vision_tower
 from ..processing import VideoChatProcessor
+from ..tokenizer import save_tokenizer
 from ..video import PatchSpec, VideoCache
 from . import checkpoints
 from .data import EMPTY_BATCH, Collator, TrainingSet, load_datasets, skipped_report, words_of
@@ -146,7 +147,7 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
     stage_dir = Path(recipe.output_dir) / stage.name
     model = prepare_stage(model, stage, recipe.temporal, recipe.lora)
     counts = trainable_counts(model)
-    if counts["other"]:
+    if counts["other"] and "full" not in stage.trains:
         raise RuntimeError(f"stage {stage.name}: {counts['other']} parameters outside STA/LoRA would train")
     logger.info("stage %s trains %s: %s", stage.name, "+".join(stage.trains), counts)
 
@@ -192,7 +193,8 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
     target = stage_dir / "model"
     if trainer.is_world_process_zero():
         _save_stage(trainer, recipe, stage, counts, skipped, tokenizer, stage_dir)
-        plot_history(trainer.state.log_history, stage_dir / "training_curves.png", title=stage.name)
+        checkpoints.write_json_atomic(stage_dir / "log_history.json", trainer.state.log_history)
+        plot_history({stage.name: trainer.state.log_history}, stage_dir / "training_curves.png")
     trainer.accelerator.wait_for_everyone()
     logger.info("stage %s: model saved to %s", stage.name, target)
     return target
@@ -251,7 +253,7 @@ def _save_stage(trainer, recipe, stage, counts, skipped, tokenizer, stage_dir: P
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         checkpoints.write_json_atomic(
             tmp / RUN_FILE,
             {
@@ -273,17 +275,22 @@ def _save_stage(trainer, recipe, stage, counts, skipped, tokenizer, stage_dir: P
 
 
 def _initial_model(recipe: Recipe, records) -> tuple[nn.Module, Any]:
-    from ..presets import TINY_PRESETS, tiny_model
+    from ..presets import TINY_PRESETS, tiny_model, tiny_vocabulary
     from ..tokenizer import build_word_tokenizer
 
     path = recipe.model.path
     if path in TINY_PRESETS:
-        tokenizer = build_word_tokenizer(words_of(records))
+        tokenizer = build_word_tokenizer([*tiny_vocabulary(path), *words_of(records)])
         model = tiny_model(path, seed=recipe.model.seed, tokenizer=tokenizer, attn_implementation="sdpa")
         return model.train(), tokenizer
-    if not Path(path).is_dir():
-        raise RecipeError(f"model.path: {path} is neither a model folder nor a tiny preset {sorted(TINY_PRESETS)}")
-    return _load(Path(path), recipe)
+    from ..base import SHIPPED, resolve_model
+
+    if not resolve_model(path).is_dir():
+        raise RecipeError(
+            f"model.path: {path} is neither a model folder, a shipped model {sorted(SHIPPED)} "
+            f"nor a tiny preset {sorted(TINY_PRESETS)}"
+        )
+    return _load(resolve_model(path), recipe)
 
 
 def _load(path: Path, recipe: Recipe) -> tuple[nn.Module, Any]:
@@ -292,30 +299,29 @@ def _load(path: Path, recipe: Recipe) -> tuple[nn.Module, Any]:
 
     kwargs: dict[str, Any] = {}
     if recipe.model.dtype != "auto":
-        kwargs["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = getattr(
-            torch, recipe.model.dtype
-        )
+        kwargs["dtype"] = getattr(torch, recipe.model.dtype)
     attn = recipe.model.attn_implementation
     if attn == "auto":
         attn = "flash_attention_2" if _has("flash_attn") else "sdpa"
     return load_model(path, attn_implementation=attn, **kwargs).train(), AutoTokenizer.from_pretrained(path)
 
 
-def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Loss and learning rate against step, from Trainer.state.log_history, as a PNG."""
+def plot_history(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Loss and learning rate against step, one line per run, from Trainer.state.log_history lists, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [row for row in history if "loss" in row]
     figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
-    loss_axis.plot([r["step"] for r in rows], [r["loss"] for r in rows])
-    loss_axis.set(xlabel="step", ylabel="loss", title=f"{title} loss".strip())
-    lr_axis.plot(
-        [r["step"] for r in rows if "learning_rate" in r], [r["learning_rate"] for r in rows if "learning_rate" in r]
-    )
-    lr_axis.set(xlabel="step", ylabel="learning rate", title=f"{title} learning rate".strip())
+    for label, history in histories.items():
+        rows = [row for row in history if "loss" in row]
+        loss_axis.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=label)
+        rates = [r for r in rows if "learning_rate" in r]
+        lr_axis.plot([r["step"] for r in rates], [r["learning_rate"] for r in rates], label=label)
+    loss_axis.set(xlabel="step", ylabel="loss", title="training loss")
+    lr_axis.set(xlabel="step", ylabel="learning rate", title="learning rate")
+    loss_axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

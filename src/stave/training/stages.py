@@ -1,10 +1,10 @@
-"""What a stage trains: STA (`temporal`), LoRA adapters (`lora`), or both — as parameter selection on one
-model, never as separate code paths.
+"""What a stage trains: STA (`temporal`), LoRA adapters (`lora`), the output head (`head`), any mix of them, or
+everything (`full`) — as parameter selection on one model, never as separate code paths.
 
 LoRA goes on the vision blocks' attention/MLP linears (named per family in stave.models, so Qwen2.5-VL's
 vision SwiGLU is told from the LLM's MLP by its `visual.blocks.N.` prefix) and on the LLM's attention/MLP
 linears; never on the STA layers, which train in full through peft's `modules_to_save` (so peft checkpoints
-hold them too).
+hold them too), as does the head when a LoRA stage trains it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..models import find_vision_tower
 from .recipe import LoraSection, StageSpec
 
 TEMPORAL_MODULES = ["temp_attn", "norm3"]
+HEAD_MODULES = ["lm_head"]
 LLM_LINEARS = r"language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 VISION_QKV = r"visual\.blocks\.\d+\.attn\.qkv"
 
@@ -38,9 +39,10 @@ def lora_targets(model: nn.Module, lora: LoraSection) -> str:
     return rf"(.*\.)?({'|'.join(parts)})"
 
 
-def lora_config(model: nn.Module, lora: LoraSection, *, with_temporal: bool) -> Any:
+def lora_config(model: nn.Module, lora: LoraSection, *, with_temporal: bool, with_head: bool = False) -> Any:
     from peft import LoraConfig
 
+    saved = [*(TEMPORAL_MODULES if with_temporal else ()), *(HEAD_MODULES if with_head else ())]
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -48,7 +50,7 @@ def lora_config(model: nn.Module, lora: LoraSection, *, with_temporal: bool) -> 
         target_modules=lora_targets(model, lora),
         rank_pattern={VISION_QKV: lora.vision_qkv_r} if lora.vision else {},
         alpha_pattern={VISION_QKV: lora.vision_qkv_alpha} if lora.vision else {},
-        modules_to_save=list(TEMPORAL_MODULES) if with_temporal else None,
+        modules_to_save=saved or None,
         task_type="CAUSAL_LM",
     )
 
@@ -57,31 +59,47 @@ def prepare_stage(model: nn.Module, stage: StageSpec, temporal: TemporalConfig, 
     """Make `model` train what `stage` trains; returns the model to train (a peft model for LoRA stages).
 
     STA is added (zero-initialised, from `temporal`) when the stage trains it and the model has none yet.
-    Everything else is frozen.
+    Everything else is frozen (a `full` stage trains every parameter, STA included when the model has it).
     """
     trains_temporal = "temporal" in stage.trains
+    trains_head = "head" in stage.trains
     if trains_temporal and temporal_config(model) is None:
         add_temporal_attention(model, temporal)
+    full = "full" in stage.trains
     for parameter in model.parameters():
-        parameter.requires_grad_(False)
+        parameter.requires_grad_(full)
     if trains_temporal:
         for _, parameter in temporal_parameters(model):
+            parameter.requires_grad_(True)
+    if trains_head:
+        for parameter in _head(model).parameters():
             parameter.requires_grad_(True)
     if "lora" in stage.trains:
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config(model, lora, with_temporal=trains_temporal))
-        if trains_temporal:
-            # peft trains its copies of temp_attn/norm3 (modules_to_save); the originals stay frozen
+        config = lora_config(model, lora, with_temporal=trains_temporal, with_head=trains_head)
+        model = get_peft_model(model, config)
+        if config.modules_to_save:
+            # peft trains its copies of temp_attn/norm3/lm_head (modules_to_save); the originals stay frozen
             for name, parameter in model.named_parameters():
                 if ".modules_to_save." in name:
                     parameter.requires_grad_(True)
     return model
 
 
+def _head(model: nn.Module) -> nn.Module:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output head (lm_head) to train")
+    if head.weight is model.get_input_embeddings().weight:
+        raise ValueError("the output head shares its weight with the input embeddings; training it would train both")
+    return head
+
+
 def trainable_counts(model: nn.Module) -> dict[str, int]:
-    """Trainable parameter counts by kind: temporal (STA), lora, other (must be 0 for stave's stages)."""
-    counts = {"temporal": 0, "lora": 0, "other": 0}
+    """Trainable parameter counts by kind: temporal (STA), lora, head (lm_head), other (every other parameter:
+    only a `full` stage trains any)."""
+    counts = {"temporal": 0, "lora": 0, "head": 0, "other": 0}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
@@ -89,6 +107,8 @@ def trainable_counts(model: nn.Module) -> dict[str, int]:
             counts["lora"] += parameter.numel()
         elif any(f".{m}." in name for m in TEMPORAL_MODULES):
             counts["temporal"] += parameter.numel()
+        elif any(name == m or name.endswith(f".{m}") or f"{m}." in name for m in HEAD_MODULES):
+            counts["head"] += parameter.numel()
         else:
             counts["other"] += parameter.numel()
     return counts

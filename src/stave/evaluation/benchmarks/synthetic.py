@@ -1,5 +1,6 @@
 """The synthetic temporal benchmark written by `stave synth` (stave.synthetic): mvbench_<split>.json, a list of
-{"video" (relative to the data set folder), "question", "candidates", "answer" (candidate text), "task"}.
+{"video" (relative to the data set folder), "question", "candidates", "answer" (candidate text), "task"}; records
+of a data set written with images hold "image" instead of "video" (their items have groups {"media": "image"}).
 
 task is the question's task (left_right, up_down, rotation, approach, order, shape, position, colour...);
 qid is "<split>/<index>". `split` chooses validation (default, the held-out part) or train.
@@ -33,7 +34,8 @@ def load_synthetic(
     items, skipped = [], []
     for i, record in enumerate(records):
         where = f"[{i}]"
-        video = root / field(record, "video", str, path, where)
+        media = "image" if isinstance(record, dict) and "image" in record and "video" not in record else "video"
+        video = root / field(record, media, str, path, where)
         candidates = field(record, "candidates", list[str], path, where)
         answer = field(record, "answer", str, path, where)
         if not 2 <= len(candidates) <= len(LETTERS) or answer not in candidates:
@@ -45,9 +47,11 @@ def load_synthetic(
                 qid=f"{split}/{i}",
                 task=field(record, "task", str, path, where),
                 question=field(record, "question", str, path, where),
-                videos=(VideoRef(video),),
+                videos=(VideoRef(video),) if media == "video" else (),
                 options=tuple(candidates),
                 answer=answer,
+                groups={"media": media},
+                images=(video,) if media == "image" else (),
             )
         )
     return finish("synthetic", items, skipped, report)
