@@ -1,18 +1,30 @@
-"""stave explain: the temporal attention weights it shows are the ones the layer uses."""
+"""stave explain: the temporal attention weights it shows are the ones the layer uses, at the image position
+of the patch they belong to (Qwen2-VL's merge-block order and Qwen2.5-VL's window order undone)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import stave
-from stave.explain import TemporalAttentionMap, attention_weights, save_map, temporal_attention_map
+from stave.explain import TemporalAttentionMap, attention_weights, save_map, sta_blocks, temporal_attention_map
+from stave.models import find_vision_tower
 from stave.presets import tiny_model
 from stave.processing import VideoChatProcessor
 from stave.temporal.attention import TemporalAttention
 from stave.temporal.layout import TemporalLayout
 from stave.tokenizer import build_word_tokenizer
-from stave.video import VideoOptions
+from stave.video import PatchSpec, VideoOptions, pack_frames
+from stave.video.packing import patch_positions
+
+
+def explained_model(preset: str, height: int, width: int, **config):
+    """A tiny model of `preset` with random STA and a processor that keeps height x width frames as they are."""
+    tokenizer = build_word_tokenizer(["."])
+    model = stave.add_temporal_attention(tiny_model(preset, tokenizer=tokenizer), init="random", **config)
+    options = VideoOptions(nframes=8, min_pixels=height * width, max_pixels=height * width)
+    return model, VideoChatProcessor.for_model(tokenizer, model, options)
 
 
 def test_weights_rebuild_the_layer_output():
@@ -29,34 +41,81 @@ def test_weights_rebuild_the_layer_output():
     torch.testing.assert_close(layer.proj(mixed).view(t * n, 32), layer(x, layout), atol=1e-5, rtol=1e-5)
 
 
-def test_cross_time_puts_each_patch_back_on_its_image_position():
-    t, h, w, m = 2, 4, 6, 2
-    n = h * w
-    weights = torch.zeros(n, 1, t, t)
-    for index in range(n):  # self-attention weight 1 - index/100: cross-time share = index/100
-        weights[index, 0] = torch.eye(t) * (1 - index / 100)
-    result = TemporalAttentionMap(weights, torch.zeros(t, 3, h * 14, w * 14, dtype=torch.uint8), (t, h, w), 0, m)
-    image = result.cross_time()[0] * 100
-    for r in range(h):
-        for c in range(w):
-            expected = ((r // m) * (w // m) + c // m) * m * m + (r % m) * m + c % m  # the tower's merge order
-            assert image[r, c].round() == expected
+def test_patch_positions_name_the_image_patch_of_each_packed_row():
+    spec, h, w = PatchSpec(), 4, 6
+    # every pixel of the patch in row r, column c holds the value r * w + c
+    values = torch.arange(h * w, dtype=torch.uint8).view(1, 1, h, 1, w, 1)
+    frames = values.expand(2, 3, h, spec.patch_size, w, spec.patch_size).reshape(2, 3, h * 14, w * 14)
+    pixels, _ = pack_frames(frames, spec)
+    packed = ((pixels[:, 0] * spec.std[0] + spec.mean[0]) * 255).round().long()
+    assert torch.equal(patch_positions(h, w, spec.merge_size), packed)
 
 
-def test_map_of_a_tiny_model_on_a_video(tmp_path):
+def test_cross_time_puts_each_position_at_its_row_and_column():
+    t, h, w = 2, 4, 6
+    weights = torch.zeros(h * w, 1, t, t)
+    for p in range(h * w):  # self-attention weight 1 - p/100: cross-time share p/100
+        weights[p, 0] = torch.eye(t) * (1 - p / 100)
+    frames = torch.zeros(t, 3, h * 14, w * 14, dtype=torch.uint8)
+    result = TemporalAttentionMap(weights, frames, (t, h, w), 0, torch.arange(h * w))
+    image = result.cross_time() * 100
+    assert torch.equal(image.round(), torch.arange(h * w, dtype=torch.float).view(1, h, w).expand(t, h, w))
+
+
+def test_map_weights_rebuild_the_layer_output_in_the_towers_row_order(preset):
     from training_data import moving_square
 
-    tokenizer = build_word_tokenizer(["."])
-    model = stave.add_temporal_attention(tiny_model(tokenizer=tokenizer), stave.TemporalConfig(init="random"))
-    options = VideoOptions(nframes=8, min_pixels=3136, max_pixels=3136)
-    processor = VideoChatProcessor.for_model(tokenizer, model, options)
-    result = temporal_attention_map(model, processor, moving_square("right", frames=8))
-    assert result.grid == (4, 4, 4) and result.block == 1 and result.matrix.shape == (4, 4)
+    model, processor = explained_model(preset, 112, 112)
+    tower = find_vision_tower(model)[1]
+    block = sta_blocks(model)[-1]
+    layer = tower.blocks[block].temp_attn
+    captured = {}
+    hook = layer.register_forward_hook(lambda _module, args, out: captured.update(x=args[0], update=out))
+    try:
+        result = temporal_attention_map(model, processor, moving_square("right", frames=8, size=112))
+    finally:
+        hook.remove()
+    t, h, w = result.grid
+    n, heads, d = h * w, layer.num_heads, layer.head_dim
+    assert (t, h, w) == (4, 8, 8) and result.block == block
+    assert sorted(result.positions.tolist()) == list(range(n)) and result.positions.tolist() != list(range(n))
+    weights = result.weights[result.positions]  # image order -> the order of the layer's rows
+    v = layer.qkv(captured["x"].view(1, t, n, -1)).view(1, t, n, 3, heads, d)[:, :, :, 2]
+    mixed = torch.einsum("nhij,bjnhd->binhd", weights, v).reshape(1, t, n, heads * d)
+    torch.testing.assert_close(layer.proj(mixed).view(t * n, -1), captured["update"], atol=1e-5, rtol=1e-5)
+
+
+def test_cross_time_marks_the_one_patch_that_changes_at_its_image_position(preset):
+    # STA in block 0 before spatial attention: each row it sees is the embedding of one patch's pixels alone, so
+    # every unchanging patch of a uniform background gets the same weights and only the changing patch differs
+    model, processor = explained_model(preset, 112, 168, layers=[0], order="temporal_first")
+    row, column = 3, 5  # in patches: Qwen2.5-VL's window order (2 x 3 windows of 4 x 4 patches) moves its row
+    video = np.full((8, 112, 168, 3), 90, dtype=np.uint8)
+    for i in range(8):
+        video[i, 14 * row : 14 * row + 14, 14 * column : 14 * column + 14] = 30 * i
+    family, tower = find_vision_tower(model)
+    packed_row = patch_positions(8, 12, 2).tolist().index(row * 12 + column)
+    block_row = family.token_order(tower, 8, 12).tolist().index(packed_row)
+    assert (block_row != packed_row) == (family.name == "Qwen2.5-VL")  # else a missing un-permutation goes unseen
+    cross = temporal_attention_map(model, processor, video).cross_time()
+    assert cross.shape == (4, 8, 12)
+    departure = (cross - cross[:, :1, :1]).abs().amax(0)  # (h, w): largest difference from the background
+    assert (departure > 1e-3).nonzero().tolist() == [[row, column]]
+
+
+def test_map_of_a_tiny_model_on_a_video(preset, tmp_path):
+    from training_data import moving_square
+
+    model, processor = explained_model(preset, 112, 112)
+    video = moving_square("right", frames=8, size=112)
+    result = temporal_attention_map(model, processor, video)
+    depth = len(find_vision_tower(model)[1].blocks)
+    assert result.grid == (4, 8, 8) and result.block == depth - 1 and result.matrix.shape == (4, 4)
     assert torch.allclose(result.matrix.sum(-1), torch.ones(4))
     cross = result.cross_time()
-    assert cross.shape == (4, 4, 4) and cross.min() >= 0 and cross.max() <= 1
+    assert cross.shape == (4, 8, 8) and cross.min() >= 0 and cross.max() <= 1
     assert save_map(result, tmp_path / "map.png").stat().st_size > 2000
     with pytest.raises(ValueError, match="block 5 has no temporal attention"):
-        temporal_attention_map(model, processor, moving_square("right", frames=8), block=5)
+        temporal_attention_map(model, processor, video, block=5)
     with pytest.raises(ValueError, match="no temporal attention"):
-        temporal_attention_map(tiny_model(tokenizer=tokenizer), processor, moving_square("right", frames=8))
+        temporal_attention_map(tiny_model(preset, tokenizer=processor.tokenizer), processor, video)

@@ -2,10 +2,13 @@
 
 For the chosen block, the layer's input is captured during a normal tower forward; the weights are then
 computed explicitly (softmax(q k^T / sqrt(d)) with the layer's own rotary positions) — the same numbers the
-fused attention uses, which a test checks by rebuilding the layer's output from them. The figure shows the
-t x t matrix (how much temporal patch i attends to patch j, averaged over heads and patch positions) and,
-over the first frame of each temporal patch, the share of attention each position gives to OTHER times
-(1 - self-attention weight): bright where STA mixes information across time.
+fused attention uses, which a test checks by rebuilding the layer's output from them. The layer sees a frame's
+patches in the tower's order: the processor's (merge_size x merge_size blocks, stave.video.packing), further
+permuted by attention window in Qwen2.5-VL (the family adapter's `token_order`); the weights are put back in
+image order before anything else uses them. The figure shows the t x t matrix (how much temporal patch i
+attends to patch j, averaged over heads and patch positions) and, over the first frame of each temporal patch,
+the share of attention each position gives to OTHER times (1 - self-attention weight): bright where STA mixes
+information across time.
 """
 
 from __future__ import annotations
@@ -19,18 +22,28 @@ import torch
 from .models import find_vision_tower
 from .temporal.attention import apply_rotary
 from .temporal.block import TemporalBlockMixin
+from .video.packing import patch_positions
 
 
 @dataclass
 class TemporalAttentionMap:
-    """weights: (n, H, t, t) per patch position and head; frames: (T, 3, H, W) uint8 of the sampled clip;
-    grid: (t, h, w) of the video; block: the STA block the weights come from."""
+    """Temporal attention weights of one STA layer for one video, in image order.
+
+    Attributes:
+        weights: (h*w, H, t, t) float32 softmax weights per patch position and head; position p = row * w +
+            column of the patch (raster order), whatever order the tower's blocks hold the patches in.
+        frames: (T, 3, height, width) uint8 frames of the sampled clip.
+        grid: (t, h, w) of the video: temporal patches, patch rows and patch columns.
+        block: the STA block the weights come from.
+        positions: (h*w,) long: the image position of each row of a temporal patch as the layer sees it
+            (so weights[positions] are the weights in the tower's row order).
+    """
 
     weights: torch.Tensor
     frames: torch.Tensor
     grid: tuple[int, int, int]
     block: int
-    merge_size: int
+    positions: torch.Tensor
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -38,13 +51,11 @@ class TemporalAttentionMap:
         return self.weights.mean(dim=(0, 1))
 
     def cross_time(self) -> torch.Tensor:
-        """(t, h, w): per position, the attention share given to other temporal patches, in image layout."""
+        """(t, h, w): per patch, the attention share (0..1, mean over heads) it gives to other temporal
+        patches; element [i, r, c] is the patch in row r, column c of temporal patch i."""
         t, h, w = self.grid
-        m = self.merge_size
-        off_diagonal = 1 - self.weights.mean(1).diagonal(dim1=-2, dim2=-1)  # (n, t)
-        # the tower orders a frame's patches by merge window: (h/m, w/m, m, m) -> (h, w)
-        grid = off_diagonal.T.reshape(t, h // m, w // m, m, m).permute(0, 1, 3, 2, 4)
-        return grid.reshape(t, h, w)
+        off_diagonal = 1 - self.weights.mean(1).diagonal(dim1=-2, dim2=-1)  # (h*w, t), raster order
+        return off_diagonal.T.reshape(t, h, w)
 
 
 def sta_blocks(model: torch.nn.Module) -> list[int]:
@@ -54,10 +65,9 @@ def sta_blocks(model: torch.nn.Module) -> list[int]:
 
 @torch.no_grad()
 def temporal_attention_map(model, processor, video: Any, *, block: int | None = None) -> TemporalAttentionMap:
-    """The temporal attention weights of STA block `block` (default: the last one) for `video`."""
+    """The temporal attention weights of STA block `block` (default: the last one) for `video` (a path or
+    anything the processor reads as a video), with the model's processor; see TemporalAttentionMap."""
     family, tower = find_vision_tower(model)
-    if family.name != "Qwen2-VL":
-        raise ValueError(f"explain maps patches back to the image for Qwen2-VL only, not {family.name}")
     blocks = sta_blocks(model)
     if not blocks:
         raise ValueError("the model has no temporal attention (add it with stave.add_temporal_attention)")
@@ -80,11 +90,11 @@ def temporal_attention_map(model, processor, video: Any, *, block: int | None = 
     finally:
         handle.remove()
     t, h, w = grid[0].tolist()
-    x = captured["x"].view(1, t, h * w, -1)
-    weights = attention_weights(layer, x, captured["layout"].rotary[t])[0]
-    return TemporalAttentionMap(
-        weights.float().cpu(), encoded["clips"][0].frames, (t, h, w), block, processor.spec.merge_size
-    )
+    x = captured["x"].view(1, t, h * w, -1)  # one item: t temporal patches of h*w rows (stave.temporal.layout)
+    weights = attention_weights(layer, x, captured["layout"].rotary[t])[0].float().cpu()  # rows in tower order
+    positions = patch_positions(h, w, processor.spec.merge_size)[family.token_order(tower, h, w)]
+    image_order = torch.argsort(positions)  # image_order[p]: the row that holds image position p
+    return TemporalAttentionMap(weights[image_order], encoded["clips"][0].frames, (t, h, w), block, positions)
 
 
 def attention_weights(layer, x: torch.Tensor, rotary) -> torch.Tensor:

@@ -1,12 +1,13 @@
 """One small adapter per supported model family: where the vision tower and its blocks are, how wide they
-are, and which norm the added `norm3` copies. Everything else about STA is family-independent
-(stave.temporal)."""
+are, which norm the added `norm3` copies, and in which order the blocks see a frame's patches. Everything
+else about STA is family-independent (stave.temporal)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 
@@ -23,6 +24,9 @@ class VisionFamily:
         width: token width D of the tower, from its config.
         make_norm: a new, identity-initialised norm of the block's norm1 type, for width D.
         vision_linears: names (within a block) of the attention and MLP linears that LoRA adapts.
+        token_order: (tower, h, w) -> (h*w,) long: for one temporal patch of h x w patches, the index into the
+            tower's input rows (the processor's patch order, stave.video.packing) of each row its blocks see;
+            the same for every temporal patch of a video.
     """
 
     name: str
@@ -33,6 +37,7 @@ class VisionFamily:
     width: Callable[[object], int]
     make_norm: Callable[[nn.Module, int], nn.Module]
     vision_linears: tuple[str, ...]
+    token_order: Callable[[nn.Module, int, int], torch.Tensor]
 
     @property
     def class_names(self) -> list[str]:

@@ -1,8 +1,10 @@
 """Where STA goes in Qwen2-VL: every Qwen2VLVisionBlock of Qwen2VisionTransformerPretrainedModel, with a
-LayerNorm as norm3. The tower's tokens are item-contiguous and frame-contiguous (see stave.temporal.layout)."""
+LayerNorm as norm3. The tower's tokens are item-contiguous and frame-contiguous (see stave.temporal.layout), and
+its blocks see them in the processor's order."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from transformers.models.qwen2_vl import modeling_qwen2_vl as qwen2_vl
 
@@ -23,4 +25,5 @@ QWEN2_VL = VisionFamily(
     width=lambda config: config.embed_dim,
     make_norm=lambda block, dim: nn.LayerNorm(dim, eps=block.norm1.eps),
     vision_linears=("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
+    token_order=lambda tower, h, w: torch.arange(h * w),
 )

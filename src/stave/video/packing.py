@@ -66,6 +66,13 @@ def pack_frames(frames: torch.Tensor, spec: PatchSpec = PatchSpec()) -> tuple[to
     return pixels.view(t * h * w, channels * tp * p * p), (t, h, w)
 
 
+def patch_positions(h: int, w: int, merge_size: int) -> torch.Tensor:
+    """(h*w,) long: the image position (row * w + column, in patches) of each patch of one temporal patch,
+    in pack_frames' order (merge_size x merge_size blocks in raster order, then raster order within a block)."""
+    raster = torch.arange(h * w).view(h // merge_size, merge_size, w // merge_size, merge_size)
+    return raster.permute(0, 2, 1, 3).flatten()
+
+
 def seconds_per_grid(sampled_fps: Sequence[float], spec: PatchSpec = PatchSpec()) -> torch.Tensor:
     """Qwen2.5-VL's `second_per_grid_ts`: seconds of source video per temporal patch, one value per video.
 
