@@ -71,7 +71,11 @@ def _fake_run(root: Path, regime: str, seed: int, arm: str, correct: list[bool])
     """An evaluation folder and its data set, as run_experiment leaves them, with chosen answers."""
     data = root / regime / f"seed-{seed}" / "data"
     data.mkdir(parents=True, exist_ok=True)
-    questions = [{"video": f"videos/{i:05d}.mp4", "task": "left_right"} for i in range(len(correct))]
+    questions = [
+        {"video": f"videos/{i:05d}.mp4", "task": "left_right", "question": "Which?", "candidates": ["right", "left"]}
+        | {"answer": "right" if i % 2 == 0 else "left"}
+        for i in range(len(correct))
+    ]
     (data / "mvbench_validation.json").write_text(json.dumps(questions))
     clips = [{"id": f"{i:05d}", "group": f"left_right-{i // 2}", "reversed": bool(i % 2)} for i in range(len(correct))]
     (data / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))

@@ -87,7 +87,8 @@ def evaluate_arm(name: str, model: Path, data: Path, out: Path, *, batch_size: i
 
 
 def scored_rows(evaluation: Path, data: Path) -> list[dict[str, Any]]:
-    """The evaluation's predictions, each with its clip's group, task and whether it is the reversed member."""
+    """The evaluation's predictions, each with its clip's group, whether it is the reversed member, and the
+    question, options and true answer as the data set states them."""
     questions = json.loads((data / "mvbench_validation.json").read_text())
     clips = {}
     for line in (data / "clips.jsonl").read_text().splitlines():
@@ -98,7 +99,16 @@ def scored_rows(evaluation: Path, data: Path) -> list[dict[str, Any]]:
         row = json.loads(line)
         question = questions[int(row["qid"].split("/")[1])]
         clip = clips[Path(question.get("video") or question["image"]).stem]  # media are named by clip id
-        rows.append({**row, "group": clip["group"], "reversed": clip["reversed"]})
+        rows.append(
+            {
+                **row,
+                "group": clip["group"],
+                "reversed": clip["reversed"],
+                "question": question["question"],
+                "options": question["candidates"],
+                "truth": question["answer"],
+            }
+        )
     return rows
 
 

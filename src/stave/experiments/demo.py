@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.items import LETTERS
 from .arms import ARMS, ArmResult, arm_metrics, evaluate_arm, item_difference, scored_rows, train_arm
 from .stats import Estimate, verdict
 
@@ -212,26 +213,13 @@ def _samples(rows: dict[str, list[dict[str, Any]]], count: int) -> list[dict[str
             chosen.append(row)
     samples = []
     for row in chosen[:count]:
-        options = _options(row["prompt"])
         answers = {}
         for name in names:
-            other = by_qid[name][row["qid"]]
-            scores = other.get("option_scores") or []
-            answers[name] = (
-                options[max(range(len(scores)), key=scores.__getitem__)] if scores and options else other["raw"]
-            )
-        truth = options["ABCDEFGHIJ".index(row["answer"])] if options and len(row["answer"]) == 1 else row["answer"]
-        question = row["prompt"].split(" Answer with")[0]
+            parsed = by_qid[name][row["qid"]]["parsed"]  # the option letter chosen (None: unparseable)
+            answers[name] = row["options"][LETTERS.index(parsed)] if parsed else "?"
         clip = row["group"] + (" (reversed)" if row.get("reversed") else "")
-        samples.append({"clip": clip, "question": question, "truth": truth, "answers": answers})
+        samples.append({"clip": clip, "question": row["question"], "truth": row["truth"], "answers": answers})
     return samples
-
-
-def _options(prompt: str) -> list[str]:
-    marker = "Answer with one of: "
-    if marker not in prompt:
-        return []
-    return [option.strip() for option in prompt.split(marker, 1)[1].rstrip(".").split(",")]
 
 
 def _plain(value: Any) -> Any:
