@@ -5,11 +5,12 @@ lora.llm=false, temporal.head_scale=1.0). For each (regime, seed): a data set dr
 trained (stave.experiments.arms.train_arm: same recipe, data stream and budget) and evaluated on its held-out
 split. Results per seed go to <out>/<regime>/seed-<s>/{data,train,eval}; finished evaluations are reused on
 rerun, so an interrupted experiment continues where it stopped. `baseline_from: REGIME` reuses another regime's
-baseline runs when the regime only changes STA (temporal.* overrides), which the baseline does not have.
+baseline runs when the regime differs from it only in STA (temporal.* overrides), which the baseline does not have.
 
 The table (<out>/results.md, results.json): per regime, each arm's mean pair accuracy over seeds, the mean paired
 difference (staveq2 - baseline, per seed) with its 95% Student-t interval, the verdict computed from it, the same
-for reversal consistency and static accuracy, and the wall time.
+for reversal consistency and static accuracy, and the wall time; for a regime with `baseline_from`, also its STA
+arm against the source regime's STA arm, paired by seed (what the ablation itself changed).
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ def load_experiment(path: str | Path) -> Experiment:
                 )
             if source.hold != regime.hold:
                 raise ExperimentError(f"{path}: regimes.{regime.name}.baseline_from: {source.name} reads other data")
-            if any(not o.startswith("temporal.") for o in regime.overrides):
+            shared = sorted(o for o in regime.overrides if not o.startswith("temporal."))
+            if shared != sorted(o for o in source.overrides if not o.startswith("temporal.")):
                 raise ExperimentError(
-                    f"{path}: regimes.{regime.name}.baseline_from: only temporal.* overrides keep the baseline"
+                    f"{path}: regimes.{regime.name}.baseline_from: only temporal.* overrides may differ from "
+                    f"{source.name}'s (the baseline has no STA); other overrides must be the same"
                 )
     if not regimes:
         raise ExperimentError(f"{path}: regimes: at least one regime is needed")
@@ -180,6 +183,23 @@ def summarise(experiment: Experiment) -> dict[str, Any]:
         }
         entry["seconds"] = sum(v["seconds"] for v in per_seed.values())
         summary["regimes"][name] = entry
+    for name, entry in summary["regimes"].items():
+        # a regime that reuses another's baseline changes only STA: compare its STA arm with that regime's, by seed
+        source = experiment.regimes[name].baseline_from
+        if source is None or source not in summary["regimes"]:
+            continue
+        theirs = dict(
+            zip(summary["regimes"][source]["seeds"], summary["regimes"][source]["pair_accuracy"][STA], strict=True)
+        )
+        ours = dict(zip(entry["seeds"], entry["pair_accuracy"][STA], strict=True))
+        seeds = [s for s in ours if s in theirs]
+        difference = paired_difference([theirs[s] for s in seeds], [ours[s] for s in seeds])
+        entry["against_source"] = {
+            "source": source,
+            "seeds": seeds,
+            "difference": asdict(difference),
+            "verdict": verdict(difference, name, source, f"{STA} pair accuracy"),
+        }
     return summary
 
 
@@ -204,6 +224,23 @@ def summary_table(summary: dict[str, Any]) -> str:
             Estimate(**entry["static_accuracy"]["difference"]).percent(signed=True),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    variants = {
+        name: entry["against_source"] for name, entry in summary["regimes"].items() if "against_source" in entry
+    }
+    if variants:
+        lines += [
+            "",
+            f"{STA} arm of a variant against the {STA} arm of the regime it derives from (paired by seed):",
+            "",
+        ]
+        lines += [
+            f"| variant | against | seeds | {STA} pair acc. difference [95% CI] | verdict |",
+            "|---|---|---|---|---|",
+        ]
+        for name, against in variants.items():
+            difference = Estimate(**against["difference"])
+            cells = [name, against["source"], str(len(against["seeds"])), difference.percent(signed=True)]
+            lines.append("| " + " | ".join([*cells, _short(difference, name)]) + " |")
     lines.append("")
     lines.append("Pair accuracy per seed and task:")
     lines.append("")
@@ -216,11 +253,11 @@ def summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _short(difference: Estimate) -> str:
+def _short(difference: Estimate, name: str = STA) -> str:
     if difference.low is None:
         return "too few seeds"
     if difference.low > 0:
-        return f"{STA} better"
+        return f"{name} better"
     if difference.high < 0:
-        return f"{STA} worse"
+        return f"{name} worse"
     return "no significant difference"
