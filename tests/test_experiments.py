@@ -108,9 +108,8 @@ def test_experiment_summary_pairs_seeds_and_reuses_a_baseline(tmp_path):
     assert heads["baseline"] == stock["baseline"]  # the stock baseline, reused
     assert Estimate(**heads["difference"]).value == pytest.approx((-0.25 + 0.25 + 0.0) / 3)
     assert "no significant difference" in heads["verdict"]
-    against = summary["regimes"]["heads"][
-        "against_source"
-    ]  # the variant's STA against stock's STA: 1/4 - 4/4, 2/4 - 3/4, 2/4 - 4/4
+    # the variant's STA against stock's STA: 1/4 - 4/4, 2/4 - 3/4, 2/4 - 4/4
+    against = summary["regimes"]["heads"]["against_source"]
     assert against["source"] == "stock" and against["seeds"] == [0, 1, 2]
     assert Estimate(**against["difference"]).value == pytest.approx((-0.75 - 0.25 - 0.5) / 3)
     assert "against_source" not in summary["regimes"]["stock"]
@@ -125,7 +124,7 @@ def test_experiment_summary_pairs_seeds_and_reuses_a_baseline(tmp_path):
         ("seeds: [0]\nregimes: {a: {colour: red}}\n", r"regimes\.a: unknown key"),
         ("seeds: [0]\nregimes: {a: {baseline_from: b}}\n", r"baseline_from: no regime 'b'"),
         ("seeds: [0]\nregimes: {a: {}, b: {overrides: [lora.r=4], baseline_from: a}}\n", r"only temporal"),
-        ("seeds: [0]\nregimes: {a: {overrides: [lora.r=4]}, b: {baseline_from: a}}\n", r"only temporal"),
+        ("seeds: [0]\nregimes: {a: {}, b: {baseline_from: a}, c: {baseline_from: b}}\n", r"c\.baseline_from: b reuses"),
         ("seeds: [0]\nregimes: {a: {}, b: {hold: true, baseline_from: a}}\n", r"reads other data"),
         ("seeds: []\nregimes: {a: {}}\n", r"seeds"),
         ("seed: [0]\nregimes: {a: {}}\n", r"unknown key"),
@@ -142,10 +141,11 @@ def test_a_derived_regime_keeps_its_sources_other_overrides(tmp_path):
     spec = tmp_path / "e.yaml"
     spec.write_text(
         "seeds: [0]\nregimes:\n  a: {hold: true, overrides: [model.temporal_pooling=mean]}\n"
-        "  b: {hold: true, overrides: [model.temporal_pooling=mean, temporal.head_scale=1.0], baseline_from: a}\n"
+        "  b: {overrides: [temporal.head_scale=1.0], baseline_from: a}\n"
     )
     derived = load_experiment(spec).regimes["b"]
-    assert derived.baseline_from == "a" and "temporal.head_scale=1.0" in derived.overrides
+    assert derived.baseline_from == "a" and derived.hold
+    assert derived.overrides == ["model.temporal_pooling=mean", "temporal.head_scale=1.0"]
 
 
 def test_shipped_experiment_file_is_valid():

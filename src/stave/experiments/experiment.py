@@ -4,8 +4,8 @@ A regime is a data option (`hold`) plus recipe overrides for both arms (e.g. mod
 lora.llm=false, temporal.head_scale=1.0). For each (regime, seed): a data set drawn with that seed, both arms
 trained (stave.experiments.arms.train_arm: same recipe, data stream and budget) and evaluated on its held-out
 split. Results per seed go to <out>/<regime>/seed-<s>/{data,train,eval}; finished evaluations are reused on
-rerun, so an interrupted experiment continues where it stopped. `baseline_from: REGIME` reuses another regime's
-baseline runs when the regime differs from it only in STA (temporal.* overrides), which the baseline does not have.
+rerun, so an interrupted experiment continues where it stopped. `baseline_from: REGIME` makes a regime that
+regime plus temporal.* overrides (same data, same other overrides) and reuses its baseline runs, which have no STA.
 
 The table (<out>/results.md, results.json): per regime, each arm's mean pair accuracy over seeds, the mean paired
 difference (staveq2 - baseline, per seed) with its 95% Student-t interval, the verdict computed from it, the same
@@ -69,21 +69,24 @@ def load_experiment(path: str | Path) -> Experiment:
                 f"{path}: regimes.{name}: unknown key(s) {bad}; known: hold, overrides, baseline_from"
             )
         regimes[name] = Regime(name, **values)
-    for regime in regimes.values():
-        if regime.baseline_from is not None:
-            source = regimes.get(regime.baseline_from)
-            if source is None:
-                raise ExperimentError(
-                    f"{path}: regimes.{regime.name}.baseline_from: no regime {regime.baseline_from!r}"
-                )
-            if source.hold != regime.hold:
-                raise ExperimentError(f"{path}: regimes.{regime.name}.baseline_from: {source.name} reads other data")
-            shared = sorted(o for o in regime.overrides if not o.startswith("temporal."))
-            if shared != sorted(o for o in source.overrides if not o.startswith("temporal.")):
-                raise ExperimentError(
-                    f"{path}: regimes.{regime.name}.baseline_from: only temporal.* overrides may differ from "
-                    f"{source.name}'s (the baseline has no STA); other overrides must be the same"
-                )
+    for name, values in (raw.get("regimes") or {}).items():
+        # a regime with baseline_from is its source plus temporal.* overrides: it inherits the source's data
+        # (hold) and its other overrides, so the reused baseline is exactly the one it would have trained
+        regime = regimes[name]
+        if regime.baseline_from is None:
+            continue
+        where = f"{path}: regimes.{name}.baseline_from"
+        source = regimes.get(regime.baseline_from)
+        if source is None:
+            raise ExperimentError(f"{where}: no regime {regime.baseline_from!r}")
+        if source.baseline_from is not None:
+            raise ExperimentError(f"{where}: {source.name} reuses another regime's baseline itself; name that one")
+        if "hold" in (values or {}) and source.hold != regime.hold:
+            raise ExperimentError(f"{where}: {source.name} reads other data (hold)")
+        if any(not o.startswith("temporal.") for o in regime.overrides):
+            raise ExperimentError(f"{where}: only temporal.* overrides keep {source.name}'s baseline (it has no STA)")
+        regime.hold = source.hold
+        regime.overrides = [*source.overrides, *regime.overrides]
     if not regimes:
         raise ExperimentError(f"{path}: regimes: at least one regime is needed")
     seeds = raw.get("seeds") or []
