@@ -593,3 +593,32 @@ def test_stave_train_reads_a_llamafactory_dataset_of_synth_clips(tmp_path):
     assert not (out / "stage1/skipped.jsonl").exists()
     state = json.loads((out / "stage1/checkpoint-2/trainer_state.json").read_text())
     assert [row["step"] for row in state["log_history"] if "loss" in row] == [1, 2]
+
+
+def test_two_ranks_stop_together_when_too_many_samples_were_skipped(data, tmp_path):
+    """Rank 0 draws the even records (their videos are missing), rank 1 the odd ones (all good): each rank's own
+    share (100%, 0%) says something different, the summed one (50%) is over 0.4 — so both ranks stop, at the
+    same step, with the same counts, and neither is left waiting for the other."""
+    lines = data.read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    for i in range(0, 8, 2):
+        rows[i] = rows[i] | {"video": f"videos/missing-{i}.mp4"}
+    path = tmp_path / "half.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    recipe = tiny_recipe(path, tmp_path / "ddp") | {"stages": ["stage1"]}
+    recipe["data"]["datasets"][0]["root"] = str(data.parent)
+    recipe["data"]["max_skipped_fraction"] = 0.4
+    recipe["training"] |= {"max_steps": 12, "per_device_train_batch_size": 1, "save_steps": 100}
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+        "--master-port", str(_free_port()), "-m", "stave.cli", "train", str(config), "training.ddp_backend=gloo",
+        "training.use_cpu=true",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode != 0
+    # 8 steps x 2 ranks: the 16th sample is seen at step 8 by both ranks at once
+    assert result.stderr.count("stage stage1: 8 of the 16 samples seen were skipped (50%") == 2, result.stderr[-4000:]
+    assert not (tmp_path / "ddp/stage1/model").exists()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..conversations import DEFAULT_LAYOUT, ConversationError, RecordLayout, to_messages
-from ..processing import NEEDS_MM_TOKEN_TYPES, VideoChatProcessor
+from ..processing import IGNORE_INDEX, NEEDS_MM_TOKEN_TYPES, VideoChatProcessor
 from ..ssv2 import ssv2_class, subset_classes, t10_split
 from ..video import VideoError, VideoOptions
 from .recipe import DatasetSpec, RecipeError
@@ -227,7 +227,7 @@ class TrainingSet(torch.utils.data.Dataset):
 
 class Collator:
     """Right-padded training batches; failed samples are dropped (they are already logged). A batch whose
-    samples all failed becomes an EMPTY batch (one padding token, no labels, EMPTY_BATCH set): the trainer
+    samples all failed becomes an EMPTY batch (one padding token, its label ignored, EMPTY_BATCH set): the trainer
     runs it with zero loss so that every rank still takes its step (stave.training.run.StaveTrainer)."""
 
     def __init__(self, processor: VideoChatProcessor) -> None:
@@ -239,6 +239,9 @@ class Collator:
         if not good:
             pad = torch.tensor([[self.processor.tokenizer.pad_token_id]])
             batch = {"input_ids": pad, "attention_mask": torch.ones_like(pad), EMPTY_BATCH: len(items)}
+            # labels (all ignored) as every other batch has: the Trainer counts labelled tokens over the ranks
+            # (a gather) only for batches with labels, and a rank without them would leave the others waiting
+            batch["labels"] = torch.full_like(pad, IGNORE_INDEX)
             if NEEDS_MM_TOKEN_TYPES:
                 batch["mm_token_type_ids"] = torch.zeros_like(pad)
         else:

@@ -76,6 +76,7 @@ class StaveTrainer(Trainer):
         if counts is not None and self.skip_budget is not None and model.training:
             self.skip_budget.add(counts["seen"], counts["skipped"], counts["reasons"], reduce=self._sum_over_ranks)
         if inputs.pop(EMPTY_BATCH, None):  # every sample of this batch failed and was skipped
+            inputs.pop("labels", None)  # all ignored: the model's own loss would be 0/0
             outputs = model(**inputs)
             loss = outputs.logits.float().sum() * 0.0 + vision_participation(model)
             return (loss, outputs) if kwargs.get("return_outputs") else loss
