@@ -127,8 +127,7 @@ class RecordLayout:
             raise ConversationError(f"{where}.formatting: must be alpaca, sharegpt or openai, got {formatting!r}")
         columns = _string_map(entry.get("columns", {}), f"{where}.columns", COLUMNS, COLUMNS_REFUSED)
         tags = _string_map(entry.get("tags", {}), f"{where}.tags", TAGS, {})
-        one = (lambda key: (columns[key],) if key in columns else ())  # noqa: E731
-        media = {"videos": one("videos"), "images": one("images"), "system": one("system")}
+        media = {key: (columns[key],) if key in columns else () for key in ("videos", "images", "system")}
         if formatting == "alpaca":
             return cls(
                 formatting="alpaca",
