@@ -144,10 +144,11 @@ def test_images_are_supported(processor, tokenizer):
         ({"video": "a.mp4"}, r"expected 'messages' or 'conversations'"),
         ({"video": "a.mp4", "conversations": []}, r"conversations: must be a non-empty list"),
         ({"video": "a.mp4", "conversations": [{"from": "robot", "value": "hi"}]}, r"conversations\[0\]\.from"),
-        ({"video": "a.mp4", "conversations": [{"value": "hi"}]}, r"conversations\[0\]: needs 'from' and 'value'"),
+        ({"video": "a.mp4", "conversations": [{"value": "hi"}]},
+         r"conversations\[0\]: a message needs 'from' and 'value'"),
         ({"video": ["a.mp4", "b.mp4"], "conversations": [{"from": "human", "value": "<video> x"}]},
-         r"video: 2 given but 1 placeholder"),
-        ({"conversations": [{"from": "human", "value": "<video> x"}]}, r"more <video> placeholders"),
+         r"sample: 1 <video> placeholder\(s\) in the text but 2 video\(s\) in 'video'"),
+        ({"conversations": [{"from": "human", "value": "<video> x"}]}, r"1 <video> placeholder\(s\) .* but 0 video"),
         ([{"role": "user"}], r"sample\[0\]: a message needs 'role' and 'content'"),
         ([{"role": "user", "content": [{"type": "audio"}]}], r"sample\[0\]\.content\[0\]"),
     ],
@@ -258,3 +259,263 @@ def test_fractional_second_per_grid_ts_is_used_as_is_on_transformers_5_and_trunc
         assert len(steps) == 1  # int(2/3) == 0: every temporal patch at one position
     else:
         assert [s - steps[0] for s in steps] == [int(k * interval) for k in range(3)]
+
+
+# -- the published formats, one placeholder rule ----------------------------------------------------------------
+
+QUESTION = "what is happening?"
+ANSWER = "moving left"
+# Each record below is the shape a framework documents, with this test's question, answer and videos.
+PUBLISHED = {
+    # LLaMA-Factory data/mllm_video_demo.json (and data/README.md, "OpenAI Format" + "Multimodal Video Dataset")
+    "llamafactory-openai": {
+        "messages": [{"content": f"<video>{QUESTION}", "role": "user"}, {"content": ANSWER, "role": "assistant"}],
+        "videos": ["a.mp4"],
+    },
+    # LLaMA-Factory data/README.md, "Sharegpt Format" / "Multimodal Video Dataset"
+    "llamafactory-sharegpt": {
+        "conversations": [{"from": "human", "value": f"<video>{QUESTION}"}, {"from": "gpt", "value": ANSWER}],
+        "videos": ["a.mp4"],
+    },
+    # LLaMA-Factory data/README.md, "Alpaca Format" (+ a videos column)
+    "llamafactory-alpaca": {"instruction": f"<video>{QUESTION}", "input": "", "output": ANSWER, "videos": ["a.mp4"]},
+    # ms-swift docs/source_en/Customization/Custom-dataset.md, "Multimodal" (videos may also be "video")
+    "ms-swift": {
+        "messages": [{"role": "user", "content": f"<video>{QUESTION}"}, {"role": "assistant", "content": ANSWER}],
+        "videos": ["a.mp4"],
+    },
+    # Qwen qwen-vl-finetune/README.md (Qwen3-VL repository), "Video Example"
+    "qwen-vl-finetune": {
+        "video": "a.mp4",
+        "conversations": [{"from": "human", "value": f"<video>\n{QUESTION}"}, {"from": "gpt", "value": ANSWER}],
+    },
+    # Qwen messages with typed content (qwen-vl-utils)
+    "qwen-messages": [
+        {"role": "user", "content": [{"type": "video", "video": "a.mp4"}, {"type": "text", "text": QUESTION}]},
+        {"role": "assistant", "content": ANSWER},
+    ],
+}
+
+
+@pytest.mark.parametrize("shape", list(PUBLISHED))
+def test_every_published_format_gives_the_same_inputs(processor, shape):
+    reference = processor.encode(PUBLISHED["qwen-messages"], train=True)
+    encoded = processor.encode(PUBLISHED[shape], train=True)
+    assert encoded["video_grid_thw"].tolist() == reference["video_grid_thw"].tolist() == [[2, 4, 6]]
+    for key in ("input_ids", "labels", "mm_token_type_ids", "pixel_values_videos"):
+        assert torch.equal(encoded[key], reference[key]), key
+
+
+def test_the_llamafactory_demo_record_keeps_its_video_and_no_placeholder_text(processor, tokenizer):
+    """The record of issue #23: once read as text only, '<video>' trained on and the video dropped."""
+    messages_ = to_messages(PUBLISHED["llamafactory-openai"])
+    assert messages_[0]["content"] == [{"type": "video", "video": "a.mp4"}, {"type": "text", "text": QUESTION}]
+    encoded = processor.encode(PUBLISHED["llamafactory-openai"], train=True)
+    assert (encoded["mm_token_type_ids"] == 2).sum() == 2 * 4 * 6 // 4
+    assert "<video>" not in tokenizer.convert_ids_to_tokens(encoded["input_ids"].tolist())
+
+
+def test_system_prompt_multi_turn_and_media_in_placeholder_order():
+    record = {  # ms-swift's "Multimodal" SFT example: system, an image and a video in one turn, then more turns
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "<image>what is this, <video>what is in the video?"},
+            {"role": "assistant", "content": "red"},
+            {"role": "user", "content": "<video>and here?"},
+            {"role": "assistant", "content": "blue"},
+        ],
+        "images": ["x.png"],
+        "videos": ["a.mp4", "b.mp4"],
+    }
+    out = to_messages(record)
+    assert [m["role"] for m in out] == ["system", "user", "assistant", "user", "assistant"]
+    assert out[1]["content"] == [
+        {"type": "image", "image": "x.png"},
+        {"type": "text", "text": "what is this,"},
+        {"type": "video", "video": "a.mp4"},
+        {"type": "text", "text": "what is in the video?"},
+    ]
+    assert out[3]["content"][0] == {"type": "video", "video": "b.mp4"}
+    sharegpt = {  # LLaMA-Factory's sharegpt "system" column; alpaca's history pairs
+        "conversations": [{"from": "human", "value": "<video>q"}, {"from": "gpt", "value": "a"}],
+        "system": "be brief",
+        "videos": ["a.mp4"],
+    }
+    assert to_messages(sharegpt)[0] == {"role": "system", "content": [{"type": "text", "text": "be brief"}]}
+    alpaca = {"instruction": "<video>q2", "input": "why", "output": "a2", "history": [["q1", "a1"]], "video": "a.mp4"}
+    assert [(m["role"], [i.get("text", i.get("video")) for i in m["content"]]) for m in to_messages(alpaca)] == [
+        ("user", ["q1"]), ("assistant", ["a1"]), ("user", ["a.mp4", "q2\nwhy"]), ("assistant", ["a2"])
+    ]  # fmt: skip
+
+
+def _turns(question, answer="left"):
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        # a placeholder without media: the issue's record without its "videos" list
+        ({"messages": _turns("<video>what?")}, r"1 <video> placeholder\(s\) in the text but 0 video\(s\) given"),
+        # media without a placeholder
+        ({"messages": _turns("what?"), "videos": ["a.mp4"]}, r"0 <video> placeholder\(s\) .* 1 video\(s\) in 'videos'"),
+        ({"video": "a.mp4", "conversations": [{"from": "human", "value": "what?"}, {"from": "gpt", "value": "x"}]},
+         r"0 <video> placeholder\(s\) in the text but 1 video\(s\) in 'video'; put a <video>"),
+        # more placeholders than media, per kind
+        ({"messages": _turns("<video><video>what?"), "videos": ["a.mp4"]}, r"2 <video> placeholder\(s\) .* 1 video"),
+        ({"messages": _turns("<video><image>what?"), "videos": ["a.mp4"]}, r"1 <image> placeholder\(s\) .* 0 image"),
+        # frames given as if they were videos
+        ({"messages": _turns("<video>what?"), "videos": ["f0.png", "f1.png"]}, r"a list inside the list"),
+        # a placeholder string where the format gives media as items
+        ([{"role": "user", "content": [{"type": "video", "video": "a.mp4"}, {"type": "text", "text": "<video>q"}]},
+          {"role": "assistant", "content": "x"}], r"sample\[0\]\.content\[1\]\.text: holds <video>"),
+        ({"messages": _turns("<audio>what?")}, r"messages\[0\]\.content: holds <audio>; audio is not supported"),
+        ({"video": "a.mp4", "videos": ["a.mp4"], "messages": _turns("<video>q")}, r"both 'videos' and 'video'"),
+    ],
+)  # fmt: skip
+def test_placeholders_must_match_the_media_in_every_format(record, message):
+    with pytest.raises(ConversationError, match=message):
+        to_messages(record)
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"video": "a.mp4", "conversations": [{"from": "human", "value": "<video>q"}, {"from": "gpt", "value": 123}]},
+         r"f\.jsonl:line 3\.conversations\[1\]\.value: must be a string, got int 123"),
+        ({"video": "a.mp4", "conversations": [{"from": "human", "value": "<video>q"},
+                                              {"from": "gpt", "value": ["left", "right"]}]},
+         r"conversations\[1\]\.value: must be a string, got list"),
+        ({"video": "a.mp4", "conversations": [{"from": "human", "value": None}, {"from": "gpt", "value": "x"}]},
+         r"conversations\[0\]\.value: must be a string, got NoneType None"),
+        ({"video": "a.mp4", "conversations": [{"from": "human", "value": "<video>q"}, {"from": "gpt", "value": ""}]},
+         r"conversations\[1\]\.value: an empty answer"),
+        ({"messages": _turns("q", [{"type": "text", "text": " "}])}, r"messages\[1\]\.content: an answer must hold"),
+        ({"messages": _turns("q", "a") + [{"role": "system", "content": "late"}]}, r"system prompt must come first"),
+        ({"messages": _turns("q", "a"), "system": 7}, r"f\.jsonl:line 3\.system: a system prompt is a string"),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss": False}]},
+         r"messages\[1\]\.loss: per-turn loss switches \(ms-swift\) are not supported"),
+        ({"messages": [{"role": "tool", "content": "q"}]}, r"messages\[0\]\.role: tool-use turns \('tool'\)"),
+        ({"messages": _turns("q"), "tools": "[...]"}, r"f\.jsonl:line 3\.tools: tool descriptions"),
+        ({"instruction": "q", "output": 5}, r"f\.jsonl:line 3\.output: must be a string"),
+        ({"messages": _turns("<video>q"), "videos": [7]}, r"videos\[0\]: a video is a path or a list of frame"),
+        ({"messages": _turns("<image>q"), "images": [["x.png"]]}, r"images\[0\]: an image is a path, got a list"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_named_never_coerced_to_text(record, message):
+    with pytest.raises(ConversationError, match=message):
+        to_messages(record, "f.jsonl:line 3")
+
+
+def _video_item(**settings):
+    return [
+        {"role": "user", "content": [{"type": "video", "video": "a.mp4", **settings}, {"type": "text", "text": "q"}]},
+        {"role": "assistant", "content": "x"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (_video_item(nframes="many"), r"f:line 1\[0\]\.content\[0\]: VideoOptions\.nframes must be a positive int"),
+        (_video_item(nframes=0), r"\[0\]\.content\[0\]: VideoOptions\.nframes must be a positive int, got 0"),
+        (_video_item(fps="fast"), r"VideoOptions\.fps must be a positive number, got 'fast'"),
+        (_video_item(source_fps="fast"), r"\[0\]\.content\[0\]\.source_fps: must be a positive number"),
+        (_video_item(video_start=3, video_end=1), r"start \(3\) must be before end \(1\)"),
+        (_video_item(min_frames=12), r"min_frames \(12\) > max_frames \(8\)"),  # against the run's max_frames=8
+        (_video_item(resized_height=56), r"\.resized_height: not supported; give min_pixels/max_pixels"),
+        (_video_item(fsp=2), r"\.fsp: unknown key of a video item"),
+        ({"messages": _turns("<video>q"), "videos": ["a.mp4"], "chat_template_kwargs": {"nframes": "many"}},
+         r"messages\[0\]\.content\[0\]: VideoOptions\.nframes"),
+        ({"messages": _turns("<video>q"), "videos": ["a.mp4"], "chat_template_kwargs": {"enable_thinking": False}},
+         r"chat_template_kwargs\.enable_thinking: not read by stave"),
+    ],
+)  # fmt: skip
+def test_video_settings_of_a_record_are_checked_where_they_are_written(record, message):
+    with pytest.raises(ConversationError, match=message):
+        to_messages(record, "f:line 1", video_options=VideoOptions(max_frames=8))
+
+
+def test_ms_swift_chat_template_kwargs_set_the_records_video_settings(processor):
+    record = dict(PUBLISHED["ms-swift"], chat_template_kwargs={"nframes": 2})
+    assert processor.encode(record, train=True)["video_grid_thw"].tolist() == [[1, 4, 6]]  # 2 frames, not 4
+    assert processor.encode(PUBLISHED["ms-swift"], train=True)["video_grid_thw"].tolist() == [[2, 4, 6]]
+    with pytest.raises(ConversationError, match=r"sample\.messages\[0\]\.content\[0\]: VideoOptions\.nframes"):
+        processor.encode(dict(PUBLISHED["ms-swift"], chat_template_kwargs={"nframes": -1}), train=True)
+
+
+def test_a_video_given_as_frame_paths_reads_like_its_frames(processor, data_root):
+    from PIL import Image
+
+    frames = np.random.default_rng(1).integers(0, 255, (4, 56, 84, 3), dtype=np.uint8)
+    (data_root / "frames").mkdir(exist_ok=True)
+    names = []
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(data_root / "frames" / f"{i}.png")
+        names.append(f"frames/{i}.png")
+    listed = {"messages": _turns("<video>what?", "left"), "videos": [names]}  # LLaMA-Factory / ms-swift frames
+    video = {"type": "video", "video": names, "source_fps": 2}  # qwen-vl-utils: a video as a list of frames
+    item = [{"role": "user", "content": [video, {"type": "text", "text": "what?"}]}, _turns("", "left")[1]]
+    folder = processor.encode(
+        [{"role": "user", "content": [{"type": "video", "video": "frames"}, {"type": "text", "text": "what?"}]},
+         {"role": "assistant", "content": "left"}], train=True)  # fmt: skip
+    for sample in (listed, item):
+        encoded = processor.encode(sample, train=True)
+        assert torch.equal(encoded["pixel_values_videos"], folder["pixel_values_videos"])
+        assert torch.equal(encoded["input_ids"], folder["input_ids"])
+    assert processor.encode(item, train=True)["clips"][0].source_fps == 2
+    from stave.video import VideoNotFoundError
+
+    with pytest.raises(VideoNotFoundError, match=r"frames/9\.png: no such frame file \(frame 1 of 2\)"):
+        processor.encode({"messages": _turns("<video>q"), "videos": [[names[0], "frames/9.png"]]}, train=True)
+
+
+def test_image_items_take_their_own_pixel_bounds(processor):
+    image = np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    sample = [
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "red?"}]},
+        {"role": "assistant", "content": "blue"},
+    ]
+    assert processor.encode(sample, train=True)["image_grid_thw"].tolist() == [[1, 8, 8]]
+    sample[0]["content"][0]["max_pixels"] = 56 * 56
+    assert processor.encode(sample, train=True)["image_grid_thw"].tolist() == [[1, 4, 4]]
+
+
+def test_llamafactory_dataset_info_columns_and_tags_rename_the_keys():
+    from stave.conversations import RecordLayout
+
+    # LLaMA-Factory data/README.md: "columns" and "tags" of a sharegpt entry, here all renamed
+    entry = {
+        "file_name": "d.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "dialog", "videos": "clips", "system": "preamble"},
+        "tags": {"role_tag": "speaker", "content_tag": "text", "user_tag": "USER", "assistant_tag": "BOT"},
+    }
+    layout = RecordLayout.from_dataset_info(entry, "info['x']")
+    record = {
+        "dialog": [{"speaker": "USER", "text": "<video>q"}, {"speaker": "BOT", "text": "a"}],
+        "clips": ["a.mp4"],
+        "preamble": "be brief",
+        "videos": ["ignored: not a mapped column"],
+    }
+    out = to_messages(record, layout=layout)
+    assert [m["role"] for m in out] == ["system", "user", "assistant"]
+    assert out[1]["content"][0] == {"type": "video", "video": "a.mp4"}
+    with pytest.raises(ConversationError, match=r"dialog\[0\]\.speaker: unknown speaker 'human'; expected one of"):
+        to_messages({"dialog": [{"speaker": "human", "text": "q"}]}, layout=layout)
+    # no "formatting": LLaMA-Factory's default, alpaca, with its default columns
+    alpaca = RecordLayout.from_dataset_info({"file_name": "d.json", "columns": {"videos": "videos"}}, "e")
+    out = to_messages({"instruction": "<video>q", "output": "a", "videos": ["a.mp4"]}, layout=alpaca)
+    assert [m["role"] for m in out] == ["user", "assistant"] and out[0]["content"][0]["video"] == "a.mp4"
+    for bad, message in [
+        ({"hf_hub_url": "x/y"}, r"info\['x'\]\.hf_hub_url: stave reads local files"),
+        ({"ranking": True}, r"ranking: preference data"),
+        ({"columns": {"tools": "tools"}}, r"columns\.tools: tool descriptions"),
+        ({"columns": {"audios": "audios"}}, r"columns\.audios: audio is not supported"),
+        ({"video_fps": 2}, r"video_fps: a run setting: data\.video\.fps"),
+        ({"num_samples": 10}, r"num_samples: draw a share of the file with the dataset's `ratio`"),
+        ({"formatting": "chatml"}, r"formatting: must be alpaca, sharegpt or openai"),
+        ({"tags": {"role": "from"}}, r"tags\.role: unknown"),
+    ]:
+        with pytest.raises(ConversationError, match=message):
+            RecordLayout.from_dataset_info({"file_name": "d.json", **bad}, "info['x']")

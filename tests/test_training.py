@@ -432,3 +432,193 @@ def test_ssv2_t10_training_split_never_overlaps_the_ssv2_t10_benchmark(tmp_path)
     train_ids = {r.sample["video"].removesuffix(".webm") for r in train}
     assert len(test_ids) == 10 and not train_ids & test_ids
     assert train_ids | test_ids == {r.sample["video"].removesuffix(".webm") for r in everything}
+
+
+# --- bad records, skipped shares, published formats -------------------------------------------------------
+
+
+def _with_record(data: Path, tmp_path: Path, record) -> Path:
+    """A copy of `data`'s first record, then `record` (line 2), media relative to data's folder."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(data.read_text().splitlines()[0] + "\n" + json.dumps(record) + "\n")
+    return path
+
+
+def _video_turns(answer="right", **settings):
+    video = {"type": "video", "video": "videos/000.mp4", **settings}
+    return [
+        {"role": "user", "content": [video, {"type": "text", "text": "which way does the square move ?"}]},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def _llava(answer="right", question="<video>\nwhich way does the square move ?"):
+    return {
+        "video": "videos/000.mp4",
+        "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (_llava(answer=123), r"bad\.jsonl:line 2\.conversations\[1\]\.value: must be a string, got int 123"),
+        (_llava(answer=["left", "right"]), r"bad\.jsonl:line 2\.conversations\[1\]\.value: must be a string"),
+        (_llava(question=None), r"bad\.jsonl:line 2\.conversations\[0\]\.value: must be a string, got NoneType"),
+        (_llava(answer=""), r"bad\.jsonl:line 2\.conversations\[1\]\.value: an empty answer"),
+        (_video_turns(nframes="many"), r"bad\.jsonl:line 2\[0\]\.content\[0\]: VideoOptions\.nframes"),
+        (_video_turns(nframes=0), r"bad\.jsonl:line 2\[0\]\.content\[0\]: VideoOptions\.nframes .* got 0"),
+        (_video_turns(source_fps="fast"), r"bad\.jsonl:line 2\[0\]\.content\[0\]\.source_fps"),
+        (_video_turns(fps=2.0, min_pixels=4000), r"line 2\[0\]\.content\[0\]: VideoOptions: min_pixels \(4000\) >"),
+        ({"messages": _llava()["conversations"][:0] + [{"role": "user", "content": "<video>which way ?"},
+                                                       {"role": "assistant", "content": "right"}]},
+         r"bad\.jsonl:line 2: 1 <video> placeholder\(s\) in the text but 0 video\(s\) given"),
+    ],
+)  # fmt: skip
+def test_bad_records_fail_before_training_naming_file_line_and_field(data, tmp_path, record, message):
+    """Wrong types, empty answers, placeholders without media and bad per-video settings (checked over the
+    run's own data.video: min_pixels 4000 > the recipe's max_pixels 3136) all fail at read time."""
+    bad = _with_record(data, tmp_path, record)
+    recipe = tiny_recipe(bad, tmp_path / "out")
+    recipe["data"]["datasets"][0]["root"] = str(data.parent)
+    with pytest.raises(RecipeError, match=message):
+        train(load_recipe(recipe))
+    assert not (tmp_path / "out").exists()
+
+
+def test_late_video_failures_of_a_records_own_settings_are_skipped_and_listed(data, tmp_path, caplog):
+    """What only decoding can tell (a video's own nframes beyond its frames; a missing frame of a frame list)
+    is skipped under on_error=skip, counted and listed with the record, and named under raise."""
+    lines = data.read_text().splitlines()
+    late = [
+        {"messages": _video_turns(nframes=64)},  # line 5: the clip has 4 frames
+        {"messages": [{"role": "user", "content": "<video>which way ?"}, {"role": "assistant", "content": "right"}],
+         "videos": [["videos/none-0.png", "videos/none-1.png"]]},  # line 6: LLaMA-Factory frames, missing
+    ]  # fmt: skip
+    path = tmp_path / "late.jsonl"
+    path.write_text("\n".join([*lines[2:6], *map(json.dumps, late)]) + "\n")
+    recipe = tiny_recipe(path, tmp_path / "out")
+    recipe["data"]["datasets"][0]["root"] = str(data.parent)
+    recipe["training"] |= {"max_steps": 3, "per_device_train_batch_size": 2}
+    train(load_recipe(recipe))
+    skipped = [json.loads(x) for x in (tmp_path / "out/stage1/skipped.jsonl").read_text().splitlines()]
+    assert [row["sample"].rsplit(":", 1)[1] for row in skipped] == ["line 5", "line 6"]
+    assert "000.mp4" in skipped[0]["reason"] and "64" in skipped[0]["reason"]
+    assert "none-0.png" in skipped[1]["reason"]
+    assert json.loads((tmp_path / "out/stage1/model/stave-run.json").read_text())["skipped_samples"] == 2
+
+    recipe["output_dir"] = str(tmp_path / "out-raise")
+    with pytest.raises(DataError, match=r"late\.jsonl:line 5"):
+        train(load_recipe(recipe, ["data.on_error=raise"]))
+
+
+def test_a_run_whose_samples_fail_stops_with_the_counts_and_first_reasons(data, tmp_path):
+    """data.video.nframes=100000: every video sample fails to decode (sample 1 of 8 is text-only). The run stops
+    once 16 samples were seen, over the share of data.max_skipped_fraction; a shorter run at the end of its
+    stage; no model is saved."""
+    recipe = tiny_recipe(data, tmp_path / "out")
+    recipe["training"] |= {"max_steps": 12, "per_device_train_batch_size": 2}
+    with pytest.raises(DataError, match=r"stage stage1: 14 of the 16 samples seen were skipped \(88%; "
+                       r"data\.max_skipped_fraction is 0\.5\); first reasons: .*train\.jsonl:line 1: "
+                       r"VideoSamplingError: .*all listed in .*skipped\.jsonl"):  # fmt: skip
+        train(load_recipe(recipe, ["data.video.nframes=100000"]))
+    assert not (tmp_path / "out/stage1/model").exists()
+    recipe["output_dir"] = str(tmp_path / "short")
+    recipe["training"] |= {"max_steps": 2}  # 4 samples: below the in-run check, caught at the stage's end
+    with pytest.raises(DataError, match=r"stage stage1: 3 of the 4 samples seen were skipped \(75%"):
+        train(load_recipe(recipe, ["data.video.nframes=100000", "data.max_skipped_fraction=0.7"]))
+    assert not (tmp_path / "short/stage1/model").exists()
+    recipe["output_dir"] = str(tmp_path / "allowed")
+    train(load_recipe(recipe, ["data.video.nframes=100000", "data.max_skipped_fraction=0.8"]))
+    assert (tmp_path / "allowed/stage1/model").is_dir()
+
+
+def test_every_sample_failing_fails_the_stage_whatever_the_allowed_share(data, tmp_path):
+    only_videos = tmp_path / "videos.jsonl"
+    only_videos.write_text("\n".join(x for i, x in enumerate(data.read_text().splitlines()) if i != 1) + "\n")
+    recipe = tiny_recipe(only_videos, tmp_path / "out")
+    recipe["data"]["datasets"][0]["root"] = str(data.parent)
+    recipe["training"] |= {"max_steps": 2}
+    with pytest.raises(DataError, match=r"2 of the 2 samples seen were skipped"):
+        train(load_recipe(recipe, ["data.video.nframes=100000", "data.max_skipped_fraction=1.0"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.max_skipped_fraction=1.5", r"data\.max_skipped_fraction: must be in \[0, 1\]"),
+        ("data.datasets.0.dataset=mllm", r"data\.datasets\[0\]\.dataset: names an entry .* dataset_info is missing"),
+        ("data.datasets.0.dataset_info=/no/info.json", r"data\.datasets\[0\]: give path or dataset_info"),
+    ],
+)
+def test_bad_data_settings_fail_before_training(data, tmp_path, override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(tiny_recipe(data, tmp_path / "out"), [override])
+
+
+def test_stave_train_reads_a_llamafactory_dataset_of_synth_clips(tmp_path):
+    """2 steps of `stave train` on `stave synth` clips written as LLaMA-Factory's mllm_video_demo.json
+    (data/README.md there: a dataset_info.json entry with formatting sharegpt, columns messages/videos and
+    role/content tags; media relative to the dataset_info folder)."""
+    from stave.cli import main
+    from stave.synthetic import generate
+
+    synth = generate(tmp_path / "synth", n=4, seed=0, tasks=("left_right",)).out
+    records = []
+    for line in (synth / "train.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        question, answer = (turn["value"] for turn in row["conversations"])
+        records.append({
+            "messages": [{"content": question, "role": "user"}, {"content": answer, "role": "assistant"}],
+            "videos": [row["video"]],
+        })  # fmt: skip
+    assert records and all(r["messages"][0]["content"].startswith("<video>") for r in records)
+    (synth / "synth_video.json").write_text(json.dumps(records))
+    entry = {
+        "file_name": "synth_video.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages", "videos": "videos"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+    }
+    (synth / "dataset_info.json").write_text(json.dumps({"synth_video": entry}))
+    out = tmp_path / "run"
+    code = main([
+        "train", str(ROOT / "configs/tiny.yaml"), f"output_dir={out}", "data.datasets.0.path=null",
+        f"data.datasets.0.dataset_info={synth / 'dataset_info.json'}", "data.datasets.0.dataset=synth_video",
+        "stages=[stage1]", "training.max_steps=2", "training.save_steps=2",
+    ])  # fmt: skip
+    assert code == 0
+    run = json.loads((out / "stage1/model/stave-run.json").read_text())
+    assert run["steps"] == 2 and run["skipped_samples"] == 0
+    assert not (out / "stage1/skipped.jsonl").exists()
+    state = json.loads((out / "stage1/checkpoint-2/trainer_state.json").read_text())
+    assert [row["step"] for row in state["log_history"] if "loss" in row] == [1, 2]
+
+
+def test_two_ranks_stop_together_when_too_many_samples_were_skipped(data, tmp_path):
+    """Rank 0 draws the even records (their videos are missing), rank 1 the odd ones (all good): each rank's own
+    share (100%, 0%) says something different, the summed one (50%) is over 0.4 — so both ranks stop, at the
+    same step, with the same counts, and neither is left waiting for the other."""
+    lines = data.read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    for i in range(0, 8, 2):
+        rows[i] = rows[i] | {"video": f"videos/missing-{i}.mp4"}
+    path = tmp_path / "half.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    recipe = tiny_recipe(path, tmp_path / "ddp") | {"stages": ["stage1"]}
+    recipe["data"]["datasets"][0]["root"] = str(data.parent)
+    recipe["data"]["max_skipped_fraction"] = 0.4
+    recipe["training"] |= {"max_steps": 12, "per_device_train_batch_size": 1, "save_steps": 100}
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+        "--master-port", str(_free_port()), "-m", "stave.cli", "train", str(config), "training.ddp_backend=gloo",
+        "training.use_cpu=true",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode != 0
+    # 8 steps x 2 ranks: the 16th sample is seen at step 8 by both ranks at once
+    assert result.stderr.count("stage stage1: 8 of the 16 samples seen were skipped (50%") == 2, result.stderr[-4000:]
+    assert not (tmp_path / "ddp/stage1/model").exists()

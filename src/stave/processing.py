@@ -1,12 +1,10 @@
 """Conversations with videos -> model inputs: the chat template, video tokens, labels, and batching.
 
-Two public conversation formats are accepted:
-  - Qwen "messages": [{"role": "user", "content": [{"type": "video", "video": PATH}, {"type": "text",
-    "text": ...}]}, {"role": "assistant", "content": ...}] (or {"messages": [...]});
-  - LLaVA / Qwen-finetune: {"video": PATH, "conversations": [{"from": "human", "value": "<video>\\n..."},
-    {"from": "gpt", "value": ...}]} ("image"/"<image>" likewise; "system" turns allowed).
-A video content item may carry its own settings, as with qwen-vl-utils: fps, nframes, min/max_frames,
-min/max/total_pixels, video_start/video_end (seconds), and source_fps for frame folders.
+Samples may be in any format stave.conversations reads (Qwen messages; LLaMA-Factory's and ms-swift's
+ShareGPT/OpenAI style with "videos"/"images" lists; Qwen's qwen-vl-finetune / LLaVA; alpaca), checked and
+normalised there. A video content item may carry its own settings, as with qwen-vl-utils: fps, nframes,
+min/max_frames, min/max/total_pixels, video_start/video_end (seconds), and source_fps for frame folders and
+frame lists; an image item its own min/max_pixels.
 Each video placeholder becomes <|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>, or
 x (h*w / merge^2) for a model that pools video tokens over time (stave.modeling.set_temporal_pooling).
 For training, labels are -100 everywhere except the tokens of assistant answers.
@@ -14,7 +12,6 @@ For training, labels are -100 everywhere except the tokens of assistant answers.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,138 +22,18 @@ import torch
 import transformers
 
 from .config import TEMPORAL_POOLING_MODES
+from .conversations import ConversationError, item_video_options, to_messages
 from .modeling import POOLING_KEY, temporal_pooling
 from .video import PatchSpec, VideoOptions, pack_frames, read_video, seconds_per_grid
 from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
 
 IGNORE_INDEX = -100
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 # transformers 5.x's Qwen2-VL forward needs mm_token_type_ids next to input_ids; 4.57's rejects it.
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 NEEDS_MM_TOKEN_TYPES = TRANSFORMERS_MAJOR >= 5
 # Model families (config.model_type) whose forward takes `second_per_grid_ts`: Qwen2.5-VL aligns the temporal
 # rotary positions of video tokens with seconds of source time; Qwen2-VL counts temporal patches.
 MODEL_TYPES = {"qwen2_vl": False, "qwen2_5_vl": True}
-
-
-class ConversationError(ValueError):
-    """A sample that is not a valid conversation; names the sample and the field."""
-
-
-def to_messages(sample: Any, name: str = "sample") -> list[dict[str, Any]]:
-    """Normalise a sample in either public format to Qwen messages with list content."""
-    if isinstance(sample, dict) and "messages" in sample:
-        sample = sample["messages"]
-    if isinstance(sample, list):
-        return [_check_message(m, f"{name}[{i}]") for i, m in enumerate(sample)]
-    if isinstance(sample, dict) and "conversations" in sample:
-        return _from_llava(sample, name)
-    raise ConversationError(f"{name}: expected 'messages' or 'conversations', got {_describe(sample)}")
-
-
-def _describe(value: Any) -> str:
-    return f"keys {sorted(value)}" if isinstance(value, dict) else type(value).__name__
-
-
-def _check_message(message: Any, name: str) -> dict[str, Any]:
-    if not isinstance(message, dict) or "role" not in message or "content" not in message:
-        raise ConversationError(f"{name}: a message needs 'role' and 'content', got {_describe(message)}")
-    if message["role"] not in ("system", "user", "assistant"):
-        raise ConversationError(f"{name}.role: must be system, user or assistant, got {message['role']!r}")
-    content = message["content"]
-    if isinstance(content, str):
-        content = [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        raise ConversationError(f"{name}.content: must be a string or a list, got {type(content).__name__}")
-    for j, item in enumerate(content):
-        kind = item.get("type") if isinstance(item, dict) else None
-        if kind not in ("text", "video", "image") or kind not in item:
-            raise ConversationError(
-                f"{name}.content[{j}]: expected {{'type': 'text'|'video'|'image', ...}}, got {item!r}"
-            )
-    return {"role": message["role"], "content": content}
-
-
-def _from_llava(sample: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    media: dict[str, list[Any]] = {}
-    for kind in ("video", "image"):
-        value = sample.get(kind)
-        media[kind] = [] if value is None else list(value) if isinstance(value, list) else [value]
-    turns = sample["conversations"]
-    if not isinstance(turns, list) or not turns:
-        raise ConversationError(f"{name}.conversations: must be a non-empty list")
-    placeholders = {
-        kind: sum(str(t.get("value", "")).count(f"<{kind}>") for t in turns if isinstance(t, dict)) for kind in media
-    }
-    messages = []
-    used = {"video": 0, "image": 0}
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-            raise ConversationError(f"{name}.conversations[{i}]: needs 'from' and 'value', got {_describe(turn)}")
-        role = ROLES.get(turn["from"])
-        if role is None:
-            raise ConversationError(f"{name}.conversations[{i}].from: unknown speaker {turn['from']!r}")
-        text = str(turn["value"])
-        content: list[dict[str, Any]] = []
-        if role == "user" and not any(placeholders.values()) and not messages[-1:] and any(media.values()):
-            # no placeholder anywhere: the media go before the first question, as LLaVA does
-            for kind in ("image", "video"):
-                content += [{"type": kind, kind: item} for item in media[kind]]
-                used[kind] = len(media[kind])
-        for piece in _split_placeholders(text):
-            if piece in ("<video>", "<image>"):
-                kind = piece[1:-1]
-                if used[kind] >= len(media[kind]):
-                    raise ConversationError(f"{name}: more {piece} placeholders than entries in '{kind}'")
-                content.append({"type": kind, kind: media[kind][used[kind]]})
-                used[kind] += 1
-            elif piece.strip():
-                content.append({"type": "text", "text": piece.strip()})
-        messages.append({"role": role, "content": content})
-    for kind in media:
-        if used[kind] != len(media[kind]):
-            raise ConversationError(f"{name}.{kind}: {len(media[kind])} given but {used[kind]} placeholder(s) used")
-    return messages
-
-
-def _split_placeholders(text: str) -> list[str]:
-    pieces, rest = [], text
-    while rest:
-        positions = [(rest.find(p), p) for p in ("<video>", "<image>") if p in rest]
-        if not positions:
-            pieces.append(rest)
-            break
-        index, placeholder = min(positions)
-        pieces += [rest[:index], placeholder]
-        rest = rest[index + len(placeholder) :]
-    return pieces
-
-
-# Per-video settings a message's content item may carry (the qwen-vl-utils convention), over the run's options.
-ITEM_VIDEO_KEYS = {
-    "fps": "fps",
-    "nframes": "nframes",
-    "min_frames": "min_frames",
-    "max_frames": "max_frames",
-    "min_pixels": "min_pixels",
-    "max_pixels": "max_pixels",
-    "total_pixels": "total_pixels",
-    "video_start": "start",
-    "video_end": "end",
-}
-
-
-def item_video_options(item: dict[str, Any], options: VideoOptions) -> VideoOptions:
-    """The options for one video content item: `options`, with the item's own fps/nframes/pixels/start/end.
-    (fps and nframes exclude each other: an item giving one clears the other.)"""
-    values = {ITEM_VIDEO_KEYS[key]: item[key] for key in ITEM_VIDEO_KEYS if item.get(key) is not None}
-    if not values:
-        return options
-    if "fps" in values:
-        values.setdefault("nframes", None)
-    if "nframes" in values:
-        values.setdefault("fps", None)
-    return dataclasses.replace(options, **values)
 
 
 @dataclass
@@ -225,7 +102,7 @@ class VideoChatProcessor:
         With train=True the conversation must end with an assistant answer and labels are returned;
         otherwise a generation prompt is appended and there are no labels.
         """
-        messages = to_messages(sample, name)
+        messages = to_messages(sample, name, video_options=self.video_options)
         if train and messages[-1]["role"] != "assistant":
             raise ConversationError(f"{name}: a training conversation must end with an assistant answer")
         videos, images, clips = [], [], []
@@ -236,7 +113,7 @@ class VideoChatProcessor:
                     clips.append(clip)
                     videos.append(pack_frames(clip.frames, self.spec))
                 elif item["type"] == "image":
-                    images.append(pack_frames(self._load_image(item["image"]), self.spec))
+                    images.append(pack_frames(self._load_image(item), self.spec))
 
         ids, labels = self._tokenize(messages, train, name)
         merge = self.spec.merge_size**2
@@ -336,7 +213,7 @@ class VideoChatProcessor:
         """One video content item, with its own settings over the run's (item_video_options)."""
         source = self._resolve(item["video"])
         options = item_video_options(item, self.video_options)
-        source_fps = float(item.get("source_fps", 1.0))
+        source_fps = float(item.get("source_fps") or 1.0)
         reader = self.cache.read if self.cache is not None else read_video
         return reader(source, options, factor=self.spec.factor, source_fps=source_fps)
 
@@ -353,16 +230,22 @@ class VideoChatProcessor:
         return values
 
     def _resolve(self, path: Any) -> Any:
+        """A media path (or a list of frame paths) relative to data_root; media in memory as they are."""
+        if isinstance(path, (list, tuple)) and path and all(isinstance(p, (str, Path)) for p in path):
+            return [self._resolve(p) for p in path]
         if isinstance(path, (str, Path)) and self.data_root is not None and not Path(path).is_absolute():
             return self.data_root / path
         return path
 
-    def _load_image(self, source: Any) -> torch.Tensor:
+    def _load_image(self, item: dict[str, Any]) -> torch.Tensor:
+        """One image content item, resized within its own min/max_pixels or the processor's."""
         from PIL import Image
 
         from .video import VideoShapeError, resize_frames, smart_resize, to_rgb_chw
 
-        source = self._resolve(source)
+        source = self._resolve(item["image"])
+        min_pixels = item.get("min_pixels") or self.image_min_pixels
+        max_pixels = item.get("max_pixels") or self.image_max_pixels
         if isinstance(source, (str, Path)):
             with Image.open(source) as image:
                 frame = to_rgb_chw(image, source)
@@ -370,7 +253,7 @@ class VideoChatProcessor:
             frame = to_rgb_chw(source, "<image>")
         try:
             height, width = smart_resize(
-                frame.shape[1], frame.shape[2], self.spec.factor, self.image_min_pixels, self.image_max_pixels
+                frame.shape[1], frame.shape[2], self.spec.factor, min_pixels, max_pixels
             )
         except ValueError as error:
             raise VideoShapeError(source, str(error)) from None

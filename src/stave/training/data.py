@@ -1,10 +1,12 @@
 """Training data: conversation files (JSON or JSONL) and SSv2-style classification turned into QA, mixed by
 per-dataset ratios, encoded lazily, with an explicit policy for samples that fail.
 
-Every record is checked when the file is read (structure, fields, types); media are decoded when a sample is
+Every record is checked when the file is read (structure, fields, types, placeholders against media, each
+video's own settings over the run's VideoOptions: stave.conversations); media are decoded when a sample is
 used. A sample that fails then is never replaced by another one: with `on_error="raise"` training stops with
 the file, the record and the reason; with `on_error="skip"` the sample leaves its batch, is counted, and is
-written to `skipped.jsonl` (reported at the end of the stage).
+written to `skipped.jsonl` (reported at the end of the stage); more than `max_skipped_fraction` of the samples
+seen skipped stops the run (SkipBudget).
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from typing import Any
 
 import torch
 
-from ..processing import NEEDS_MM_TOKEN_TYPES, ConversationError, VideoChatProcessor, to_messages
+from ..conversations import DEFAULT_LAYOUT, ConversationError, RecordLayout, to_messages
+from ..processing import IGNORE_INDEX, NEEDS_MM_TOKEN_TYPES, VideoChatProcessor
 from ..ssv2 import ssv2_class, subset_classes, t10_split
-from ..video import VideoError
+from ..video import VideoError, VideoOptions
 from .recipe import DatasetSpec, RecipeError
 
 SKIPPED_FILE = "skipped.jsonl"
 EMPTY_BATCH = "stave_failed_samples"
+SAMPLE_COUNTS = "stave_sample_counts"  # every batch: samples drawn, samples skipped, their reasons
+SKIP_CHECK_AFTER = 16  # samples seen (over all ranks) before the skipped share is checked during a stage
 
 
 class DataError(ValueError):
@@ -35,24 +40,29 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One training sample: the conversation, where it came from, and the folder its media paths start in."""
+    """One training sample: the record as read, its conversation as Qwen messages (stave.conversations),
+    where it came from, and the folder its media paths start in."""
 
     sample: Any
     source: str  # "file:index"
     root: Path
+    messages: list[dict[str, Any]]
 
 
-def read_records(spec: DatasetSpec) -> list[Record]:
-    """All records of one dataset, validated; DataError names the file and record index."""
-    path = Path(spec.path)
-    root = Path(spec.root) if spec.root is not None else path.parent
+def read_records(spec: DatasetSpec, video: VideoOptions | None = None) -> list[Record]:
+    """All records of one dataset, validated, each video's own settings over the run's options `video`;
+    DataError names the file, the record and the field."""
+    path, root, layout = dataset_source(spec)
     rows = _read_rows(path)
     records, ssv2_ids = [], []
     for i, row in enumerate(rows):
         where = f"{path}:{i}" if path.suffix != ".jsonl" else f"{path}:line {i + 1}"
-        form = spec.format if spec.format != "auto" else _detect(row)
+        form = "conversations" if layout is not None else spec.format if spec.format != "auto" else _detect(row)
         if form is None:
-            raise DataError(f"{where}: neither a conversation ('conversations'/'messages') nor an SSv2 record")
+            raise DataError(
+                f"{where}: neither a conversation ('messages'/'conversations', or alpaca's 'instruction'/"
+                f"'output') nor an SSv2 record ('id'/'template'); got {_keys(row)}"
+            )
         if form == "ssv2":
             sample = _ssv2_sample(row, spec, where)
             if sample is None:
@@ -60,17 +70,17 @@ def read_records(spec: DatasetSpec) -> list[Record]:
             ssv2_ids.append(row["id"])
         else:
             sample = row
-            try:
-                to_messages(sample, where)
-            except ConversationError as error:
-                raise DataError(str(error)) from None
-            if spec.tasks is not None:
-                task = row.get("task") if isinstance(row, dict) else None
-                if not isinstance(task, str):
-                    raise DataError(f"{where}.task: missing or not a string (the dataset keeps tasks {spec.tasks})")
-                if task not in spec.tasks:
-                    continue
-        records.append(Record(sample, where, root))
+        try:
+            messages = to_messages(sample, where, layout=layout or DEFAULT_LAYOUT, video_options=video)
+        except ConversationError as error:
+            raise DataError(str(error)) from None
+        if form != "ssv2" and spec.tasks is not None:
+            task = row.get("task") if isinstance(row, dict) else None
+            if not isinstance(task, str):
+                raise DataError(f"{where}.task: missing or not a string (the dataset keeps tasks {spec.tasks})")
+            if task not in spec.tasks:
+                continue
+        records.append(Record(sample, where, root, messages))
     if spec.split != "all":  # the seeded SSv2-T10 split over record ids, exactly as the ssv2-t10 benchmark
         train, test = t10_split(ssv2_ids, spec.split_seed)
         keep = set(train if spec.split == "train" else test)
@@ -80,6 +90,39 @@ def read_records(spec: DatasetSpec) -> list[Record]:
         chosen = f" of tasks {spec.tasks}" if spec.tasks is not None else chosen
         raise DataError(f"{path}: no usable records{chosen}")
     return records
+
+
+def dataset_source(spec: DatasetSpec) -> tuple[Path, Path, RecordLayout | None]:
+    """(data file, media root, record layout) of a dataset: its path, or its LLaMA-Factory dataset_info.json
+    entry (file_name, formatting, columns, tags; media relative to dataset_info's folder, LLaMA-Factory's
+    media_dir default). The layout is None for a plain file (every format detected by its keys)."""
+    if spec.dataset_info is None:
+        path = Path(spec.path)
+        return path, Path(spec.root) if spec.root is not None else path.parent, None
+    info_path = Path(spec.dataset_info)
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{info_path}: not valid JSON: {error.msg} (line {error.lineno})") from None
+    if not isinstance(info, dict) or spec.dataset not in info:
+        known = sorted(info) if isinstance(info, dict) else []
+        raise DataError(f"{info_path}: no entry {spec.dataset!r}; entries: {known}")
+    where = f"{info_path}[{spec.dataset!r}]"
+    entry = info[spec.dataset]
+    try:
+        layout = RecordLayout.from_dataset_info(entry, where)
+    except ConversationError as error:
+        raise DataError(str(error)) from None
+    if not isinstance(entry.get("file_name"), str):
+        raise DataError(f"{where}.file_name: missing (the data file, relative to {info_path.parent})")
+    path = info_path.parent / entry["file_name"]
+    if not path.is_file():
+        raise DataError(f"{where}.file_name: data file not found: {path}")
+    return path, Path(spec.root) if spec.root is not None else info_path.parent, layout
+
+
+def _keys(row: Any) -> str:
+    return f"keys {sorted(row)}" if isinstance(row, dict) else type(row).__name__
 
 
 def _read_rows(path: Path) -> list[Any]:
@@ -103,7 +146,9 @@ def _read_rows(path: Path) -> list[Any]:
 
 
 def _detect(row: Any) -> str | None:
-    if isinstance(row, list) or isinstance(row, dict) and ("conversations" in row or "messages" in row):
+    if isinstance(row, list) or isinstance(row, dict) and any(
+        key in row for key in (*DEFAULT_LAYOUT.messages, DEFAULT_LAYOUT.response)
+    ):
         return "conversations"
     if isinstance(row, dict) and "template" in row and "id" in row:
         return "ssv2"
@@ -159,7 +204,7 @@ class TrainingSet(torch.utils.data.Dataset):
         record = self.records[index]
         self.processor.data_root = record.root
         try:
-            encoded = self.processor.encode(record.sample, train=True, name=record.source)
+            encoded = self.processor.encode(record.messages, train=True, name=record.source)
         except (VideoError, ConversationError, OSError) as error:
             if self.on_error == "raise":
                 raise DataError(f"{record.source}: {error}") from error
@@ -182,7 +227,7 @@ class TrainingSet(torch.utils.data.Dataset):
 
 class Collator:
     """Right-padded training batches; failed samples are dropped (they are already logged). A batch whose
-    samples all failed becomes an EMPTY batch (one padding token, no labels, EMPTY_BATCH set): the trainer
+    samples all failed becomes an EMPTY batch (one padding token, its label ignored, EMPTY_BATCH set): the trainer
     runs it with zero loss so that every rank still takes its step (stave.training.run.StaveTrainer)."""
 
     def __init__(self, processor: VideoChatProcessor) -> None:
@@ -190,13 +235,61 @@ class Collator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         good = [item for item in items if "failed" not in item]
+        failed = [f"{item['failed']}: {item['reason']}" for item in items if "failed" in item]
         if not good:
             pad = torch.tensor([[self.processor.tokenizer.pad_token_id]])
             batch = {"input_ids": pad, "attention_mask": torch.ones_like(pad), EMPTY_BATCH: len(items)}
+            # labels (all ignored) as every other batch has: the Trainer counts labelled tokens over the ranks
+            # (a gather) only for batches with labels, and a rank without them would leave the others waiting
+            batch["labels"] = torch.full_like(pad, IGNORE_INDEX)
             if NEEDS_MM_TOKEN_TYPES:
                 batch["mm_token_type_ids"] = torch.zeros_like(pad)
-            return batch
-        return self.processor.collate(good, padding_side="right")
+        else:
+            batch = self.processor.collate(good, padding_side="right")
+        batch[SAMPLE_COUNTS] = {"seen": len(items), "skipped": len(failed), "reasons": failed}
+        return batch
+
+
+class SkipBudget:
+    """How many skipped samples a stage may have (data.max_skipped_fraction): a DataError with the counts and
+    the first reasons once more than `max_fraction` of the samples seen were skipped — checked after every
+    batch from SKIP_CHECK_AFTER samples on, and at the end of the stage (`check(final=True)`), where a stage
+    whose every sample failed always fails.
+
+    `add` is called once per batch on every rank; `reduce` sums [seen, skipped] over the ranks, so every rank
+    holds the same totals and stops at the same step (none is left waiting for the others)."""
+
+    def __init__(self, max_fraction: float, log_dir: Path | None = None) -> None:
+        self.max_fraction = max_fraction
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.seen = self.skipped = 0
+        self.reasons: list[str] = []  # this rank's first ones
+
+    def add(self, seen: int, skipped: int, reasons: Sequence[str] = (), reduce=None) -> None:
+        self.reasons += list(reasons[: max(0, 3 - len(self.reasons))])
+        seen, skipped = reduce([seen, skipped]) if reduce is not None else (seen, skipped)
+        self.seen += seen
+        self.skipped += skipped
+        if self.seen >= SKIP_CHECK_AFTER:
+            self.check()
+
+    def check(self, final: bool = False) -> None:
+        if not self.skipped:
+            return
+        if self.skipped / self.seen > self.max_fraction or (final and self.skipped == self.seen):
+            raise DataError(self.summary())
+
+    def summary(self) -> str:
+        reasons = self.reasons
+        listed = ""
+        if self.log_dir is not None and (self.log_dir / SKIPPED_FILE).is_file():
+            lines = (self.log_dir / SKIPPED_FILE).read_text(encoding="utf-8").splitlines()[:3]
+            reasons = [f"{row['sample']}: {row['error']}: {row['reason']}" for row in map(json.loads, lines)]
+            listed = f"; all listed in {self.log_dir / SKIPPED_FILE}"
+        return (
+            f"{self.skipped} of the {self.seen} samples seen were skipped ({self.skipped / self.seen:.0%}; "
+            f"data.max_skipped_fraction is {self.max_fraction}); first reasons: " + " | ".join(reasons) + listed
+        )
 
 
 def skipped_report(log_dir: Path) -> tuple[int, Counter]:
@@ -208,12 +301,13 @@ def skipped_report(log_dir: Path) -> tuple[int, Counter]:
     return len(rows), Counter(row["error"] for row in rows)
 
 
-def load_datasets(specs: Sequence[DatasetSpec], seed: int) -> list[Record]:
-    """Read and mix every dataset of a recipe; errors name the recipe key and the file."""
+def load_datasets(specs: Sequence[DatasetSpec], seed: int, video: VideoOptions | None = None) -> list[Record]:
+    """Read and mix every dataset of a recipe (videos' own settings checked over `video`); errors name the
+    recipe key and the file."""
     datasets = []
     for i, spec in enumerate(specs):
         try:
-            datasets.append(read_records(spec))
+            datasets.append(read_records(spec, video))
         except DataError as error:
             raise RecipeError(f"data.datasets[{i}]: {error}") from None
     return mixture(datasets, [spec.ratio for spec in specs], seed)
@@ -225,7 +319,7 @@ def words_of(records: Sequence[Record]) -> list[str]:
 
     words: dict[str, None] = {}
     for record in records:
-        for message in to_messages(record.sample, record.source):
+        for message in record.messages:
             for item in message["content"]:
                 if item["type"] == "text":
                     words.update(dict.fromkeys(split_words(item["text"])))

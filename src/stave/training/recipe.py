@@ -79,16 +79,22 @@ class LoraSection:
 @dataclass
 class DatasetSpec:
     """One training set. path: JSON or JSONL file. root: media paths are relative to it (default: the
-    file's folder). format: conversations (LLaVA/Qwen-finetune or Qwen messages), ssv2 (SSv2-style
-    {"id", "label", "template"} records turned into QA), auto (detected per file). ratio: how many samples
+    file's folder). format: conversations (any format stave.conversations reads: Qwen messages,
+    LLaMA-Factory / ms-swift ShareGPT/OpenAI style and alpaca, qwen-vl-finetune / LLaVA), ssv2 (SSv2-style
+    {"id", "label", "template"} records turned into QA), auto (detected per record). ratio: how many samples
     to draw per epoch relative to the file's size (0.5 = a seeded half, 2.0 = every sample twice).
+    LLaMA-Factory: dataset_info (its dataset_info.json) and dataset (an entry's name) instead of path: the
+    entry's file_name, formatting, columns and tags are read; root defaults to dataset_info's folder (its
+    media_dir default).
     SSv2 only: video_pattern (file name from the record id), question, and the classes kept — a named subset
     (`subset: T10`, stave.ssv2.SUBSETS) or an explicit `classes` list (default: all); `split: train` keeps
     the training part of the seeded 80/20 split that the `ssv2-t10` benchmark tests on (same split_seed)."""
 
-    path: str = MISSING
+    path: str | None = None
     root: str | None = None
     format: str = "auto"
+    dataset_info: str | None = None
+    dataset: str | None = None
     ratio: float = 1.0
     # ssv2 only
     video_pattern: str = "{id}.webm"
@@ -104,14 +110,18 @@ class DatasetSpec:
 @dataclass
 class DataSection:
     """on_error: skip (count, report at the end and in <stage>/skipped.jsonl) or raise (stop with the file
-    and reason). shuffle: shuffle samples each epoch (seeded by training.seed). cache_bytes / cache_dir:
-    decode each video once for all epochs (stave.video.VideoCache)."""
+    and reason). max_skipped_fraction: under skip, the run stops with a DataError (counts and first reasons)
+    once more than this share of the samples seen were skipped — checked after every step from
+    stave.training.data.SKIP_CHECK_AFTER samples on (counted over all ranks), and at the end of each stage,
+    where a stage whose every sample failed always fails. shuffle: shuffle samples each epoch (seeded by
+    training.seed). cache_bytes / cache_dir: decode each video once for all epochs (stave.video.VideoCache)."""
 
     datasets: list[DatasetSpec] = field(default_factory=list)
     video: VideoOptions = field(default_factory=VideoOptions)
     image_min_pixels: int = 4 * 28 * 28
     image_max_pixels: int = 16384 * 28 * 28
     on_error: str = "skip"
+    max_skipped_fraction: float = 0.5
     shuffle: bool = True
     cache_bytes: int = 0  # > 0: keep up to this many bytes of decoded videos in memory (per process)
     cache_dir: str | None = None  # keep decoded videos as safetensors files here (shared by workers)
@@ -237,7 +247,20 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
         raise RecipeError(f"{name}: data.datasets: at least one dataset is needed")
     for i, spec in enumerate(recipe.data.datasets):
         where = f"{name}: data.datasets[{i}]"
-        if not Path(spec.path).is_file():
+        if spec.dataset_info is not None:
+            if spec.path is not None:
+                raise RecipeError(f"{where}: give path or dataset_info (with dataset), not both")
+            if not Path(spec.dataset_info).is_file():
+                raise RecipeError(f"{where}.dataset_info: file not found: {spec.dataset_info}")
+            if not spec.dataset:
+                raise RecipeError(f"{where}.dataset: the name of the dataset_info.json entry to read is needed")
+            if spec.format == "ssv2":
+                raise RecipeError(f"{where}.format: a dataset_info.json entry is read as conversations")
+        elif spec.dataset is not None:
+            raise RecipeError(f"{where}.dataset: names an entry of a dataset_info file; dataset_info is missing")
+        elif spec.path is None:
+            raise RecipeError(f"{where}.path: missing (or dataset_info and dataset)")
+        elif not Path(spec.path).is_file():
             raise RecipeError(f"{where}.path: data file not found: {spec.path}")
         if spec.root is not None and not Path(spec.root).is_dir():
             raise RecipeError(f"{where}.root: media folder not found: {spec.root}")
@@ -255,6 +278,10 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
             raise RecipeError(f"{where}.ratio: must be > 0, got {spec.ratio}")
     if recipe.data.on_error not in ("skip", "raise"):
         raise RecipeError(f"{name}: data.on_error: must be 'skip' or 'raise', got {recipe.data.on_error!r}")
+    if not 0 <= recipe.data.max_skipped_fraction <= 1:
+        raise RecipeError(
+            f"{name}: data.max_skipped_fraction: must be in [0, 1], got {recipe.data.max_skipped_fraction}"
+        )
     if recipe.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise RecipeError(f"{name}: model.dtype: must be auto, float32, bfloat16 or float16")
     if recipe.model.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2"):

@@ -33,7 +33,17 @@ from ..processing import VideoChatProcessor
 from ..tokenizer import save_tokenizer
 from ..video import PatchSpec, VideoCache
 from . import checkpoints
-from .data import EMPTY_BATCH, Collator, TrainingSet, load_datasets, skipped_report, words_of
+from .data import (
+    EMPTY_BATCH,
+    SAMPLE_COUNTS,
+    Collator,
+    DataError,
+    SkipBudget,
+    TrainingSet,
+    load_datasets,
+    skipped_report,
+    words_of,
+)
 from .recipe import Recipe, RecipeError, StageSpec, load_recipe
 from .stages import merge_lora, prepare_stage, trainable_counts
 
@@ -45,11 +55,16 @@ class StaveTrainer(Trainer):
     """The Trainer, plus: every trainable parameter takes part in every step — a batch without pixels runs
     the tower on a 2x2-patch blank image, weighted 0, and a batch whose samples all failed (on_error=skip)
     runs with zero loss — so DDP/FSDP/ZeRO ranks never wait for gradients another rank does not produce;
-    and an optional sequential sampler (data.shuffle=false)."""
+    every batch's counts of drawn and skipped samples go to `skip_budget` (summed over ranks), which stops
+    the run on every rank at the same step when too many were skipped; and an optional sequential sampler
+    (data.shuffle=false)."""
 
-    def __init__(self, *args: Any, shuffle: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, shuffle: bool = True, skip_budget: SkipBudget | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.shuffle = shuffle
+        self.skip_budget = skip_budget
 
     def _get_train_sampler(self, *args: Any, **kwargs: Any):
         if self.shuffle:
@@ -57,7 +72,11 @@ class StaveTrainer(Trainer):
         return torch.utils.data.SequentialSampler(self.train_dataset)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+        counts = inputs.pop(SAMPLE_COUNTS, None)
+        if counts is not None and self.skip_budget is not None and model.training:
+            self.skip_budget.add(counts["seen"], counts["skipped"], counts["reasons"], reduce=self._sum_over_ranks)
         if inputs.pop(EMPTY_BATCH, None):  # every sample of this batch failed and was skipped
+            inputs.pop("labels", None)  # all ignored: the model's own loss would be 0/0
             outputs = model(**inputs)
             loss = outputs.logits.float().sum() * 0.0 + vision_participation(model)
             return (loss, outputs) if kwargs.get("return_outputs") else loss
@@ -68,6 +87,14 @@ class StaveTrainer(Trainer):
                 return (result[0] + touch, *result[1:])
             return result + touch
         return result
+
+    def _sum_over_ranks(self, values: list[int]) -> list[int]:
+        """Integers summed over every process of a distributed run (as they are in one process)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return values
+        total = torch.tensor(values, dtype=torch.long, device=self.accelerator.device)
+        torch.distributed.all_reduce(total)
+        return total.tolist()
 
 
 def vision_participation(model: nn.Module) -> torch.Tensor:
@@ -112,7 +139,7 @@ def train(
         recipe = load_recipe(recipe, overrides)
     _set_verbosity()
     output = Path(recipe.output_dir)
-    records = load_datasets(recipe.data.datasets, recipe.data.seed)
+    records = load_datasets(recipe.data.datasets, recipe.data.seed, recipe.data.video)
     model, tokenizer = _initial_model(recipe, records)
     if recipe.model.temporal_pooling is not None:  # saved with each stage's model, so later stages keep it
         set_temporal_pooling(model, recipe.model.temporal_pooling)
@@ -165,6 +192,7 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
     )
     dataset = TrainingSet(records, processor, on_error=recipe.data.on_error, log_dir=stage_dir)
     args = training_arguments(recipe, stage, stage_dir)
+    budget = SkipBudget(recipe.data.max_skipped_fraction, stage_dir)
     trainer = StaveTrainer(
         model=model,
         args=args,
@@ -172,13 +200,18 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
         data_collator=Collator(processor),
         callbacks=[SealCheckpoints(), *callbacks],
         shuffle=recipe.data.shuffle,
+        skip_budget=budget,
     )
     state = trainer.accelerator.state
     logger.info(
         "stage %s: %s, %d process(es), model wrapped as %s",
         stage.name, state.distributed_type, state.num_processes, type(trainer.model_wrapped).__name__,
     )  # fmt: skip
-    trainer.train(resume_from_checkpoint=_resume_point(recipe, stage_dir))
+    try:
+        trainer.train(resume_from_checkpoint=_resume_point(recipe, stage_dir))
+        budget.check(final=True)  # the same totals on every rank: all raise or none
+    except DataError as error:
+        raise DataError(f"stage {stage.name}: {error}") from error
     logger.info("stage %s: trained as %s", stage.name, type(trainer.model_wrapped).__name__)
 
     skipped, reasons = skipped_report(stage_dir)

@@ -80,11 +80,12 @@ def read_video(
     """Decode, sample and resize a video.
 
     Args:
-        source: a video file; a folder of frame images (sorted by name); a list of PIL images; or a
-            (T, H, W, C) uint8 array/tensor with C = 1 (grey), 3 (RGB) or 4 (RGBA; alpha dropped).
+        source: a video file; a folder of frame images (sorted by name); a list of frame image files (in
+            that order); a list of PIL images; or a (T, H, W, C) uint8 array/tensor with C = 1 (grey),
+            3 (RGB) or 4 (RGBA; alpha dropped).
         options: sampling and resizing settings.
         factor: frame sides become multiples of this (patch_size * merge_size; 28 for Qwen2-VL).
-        source_fps: frame rate of frame folders, image lists and arrays (files carry their own).
+        source_fps: frame rate of frame folders, frame lists and arrays (video files carry their own).
 
     Raises:
         VideoError subclasses naming the source and the reason.
@@ -93,10 +94,12 @@ def read_video(
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            return _read_frames(_FolderFrames(path), options, factor, source_fps)
+            return _read_frames(_FileFrames.folder(path), options, factor, source_fps)
         if not path.exists():
             raise VideoNotFoundError(path, "no such file or folder")
         return _read_file(path, options, factor)
+    if isinstance(source, (list, tuple)) and source and all(isinstance(f, (str, Path)) for f in source):
+        return _read_frames(_FileFrames.listed(source), options, factor, source_fps)
     return _read_frames(_MemoryFrames(source), options, factor, source_fps)
 
 
@@ -183,14 +186,28 @@ class _MemoryFrames:
         return to_rgb_chw(self.frames[index], self.name)
 
 
-class _FolderFrames:
-    """A folder of frame images (e.g. MVBench's %05d.jpg episodes), in name order."""
+class _FileFrames:
+    """Frame images on disk: a folder of them (e.g. MVBench's %05d.jpg episodes), in name order, or a list of
+    files in the given order (qwen-vl-utils', LLaMA-Factory's and ms-swift's video given as frames)."""
 
-    def __init__(self, path: Path) -> None:
-        self.name = str(path)
-        self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
-        if not self.files:
+    def __init__(self, files: list[Path], name: str) -> None:
+        self.name = name
+        self.files = files
+
+    @classmethod
+    def folder(cls, path: Path) -> _FileFrames:
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        if not files:
             raise VideoDecodeError(path, f"folder holds no frame images ({', '.join(FRAME_SUFFIXES)})")
+        return cls(files, str(path))
+
+    @classmethod
+    def listed(cls, paths: Sequence[str | Path]) -> _FileFrames:
+        files = [Path(p) for p in paths]
+        for index, file in enumerate(files):
+            if not file.is_file():
+                raise VideoNotFoundError(file, f"no such frame file (frame {index} of {len(files)})")
+        return cls(files, f"{files[0]} (+{len(files) - 1} frames)" if len(files) > 1 else str(files[0]))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -220,7 +237,7 @@ def to_rgb_chw(frame: Any, name: object) -> torch.Tensor:
     return array[..., :3].permute(2, 0, 1)
 
 
-def _read_frames(frames: _MemoryFrames | _FolderFrames, options: VideoOptions, factor: int, fps: float) -> VideoClip:
+def _read_frames(frames: _MemoryFrames | _FileFrames, options: VideoOptions, factor: int, fps: float) -> VideoClip:
     total = len(frames)
     times = [i / fps for i in range(total)]
     indices = _select(total, fps, options, frames.name, times)
