@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from launchers import UNJOINED, launch
 from training_data import tiny_recipe, write_dataset
 
 import stave
@@ -378,29 +378,6 @@ def test_merged_export_loads_without_peft_and_matches_the_unmerged_model(data, t
 # --- distributed -------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-LAUNCHERS = {
-    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"],
-    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                   str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-                   "--main_process_ip", "127.0.0.1"],
-}  # fmt: skip
-
-
-def launch(launcher: str, *command: str) -> subprocess.CompletedProcess:
-    """`command` (arguments of python) in 2 processes started by `launcher`, on 127.0.0.1 and a free port."""
-    port = ["--master-port" if launcher == "torchrun" else "--main_process_port", str(_free_port())]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [*LAUNCHERS[launcher], *port, *command], capture_output=True, text=True, env=env, timeout=240
-    )
-
-
 def ddp_recipe(data: Path, output: Path, batch: int) -> dict:
     # no LoRA dropout: its random masks would differ between the two set-ups
     recipe = tiny_recipe(data, output) | {"stages": ["stage2"], "lora": {"dropout": 0.0}}
@@ -444,15 +421,6 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
-UNJOINED = """
-import sys
-import stave.distributed
-stave.distributed.accelerator = lambda: "mps"  # an accelerator accelerate cannot join processes on
-from stave.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_launched_processes_that_do_not_form_one_run_stop_before_a_model_is_built(data, tmp_path):
     """On a machine whose accelerator accelerate cannot run several processes on (pretended here), the
     Trainer sets each launched process up alone: stave stops every rank with the error naming what it found
@@ -472,6 +440,10 @@ def test_launched_processes_that_do_not_form_one_run_stop_before_a_model_is_buil
     assert len(re.findall(message, result.stderr)) == 2, result.stderr[-4000:]
     assert not (tmp_path / "ddp").exists()
     assert "terminate called" not in result.stderr
+
+    fixed = launch("torchrun", str(script), "train", str(path), "training.use_cpu=true", "training.ddp_backend=gloo")
+    assert fixed.returncode == 0, fixed.stderr[-4000:]
+    assert fixed.stderr.count("trained as DistributedDataParallel") == 2
 
 
 def test_ssv2_t10_training_split_never_overlaps_the_ssv2_t10_benchmark(tmp_path):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("stave.distributed")
 
+
 class LaunchError(ValueError):
     """The launcher's processes did not form one run of the launcher's size; names what was found and the fix."""
 
@@ -84,7 +85,7 @@ def process_state() -> PartialState:
 
     cpu = launched_processes() > 1 and runs_on_cpu()
     state = PartialState(cpu=cpu, **({"backend": "gloo"} if cpu else {}))
-    check_joined(state, fix="accelerate launch --cpu (or ACCELERATE_USE_CPU=true) runs it on the CPUs")
+    check_joined(state, fix="accelerate launch --cpu (or ACCELERATE_USE_CPU=true) runs the evaluation on the CPUs.")
     return state
 
 
