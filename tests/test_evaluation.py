@@ -308,6 +308,94 @@ def test_data_parallel_evaluation_over_two_processes_gives_the_same_scores(tmp_p
         assert two[key] == single[key]
 
 
+@pytest.fixture(scope="module")
+def mvbench_fixture(tmp_path_factory) -> Path:
+    """An MVBench layout with 7 questions on 3 moving-square videos, in 2 tasks."""
+    from benchmark_fixtures import write_mvbench
+    from training_data import moving_square
+
+    from stave.video.encode import write_video
+
+    def clip(path: Path) -> None:
+        write_video(path, moving_square("left" if "a" in path.stem else "right", frames=8), fps=4)
+
+    def record(video: str, k: int) -> dict:
+        answer = ["left", "right"][k % 2]
+        return {"video": video, "question": f"which way {k} ?", "candidates": ["left", "right"], "answer": answer}
+
+    tasks = {
+        "action_antonym": [record(f"a{i % 2}.mp4", i) for i in range(4)],
+        "fine_grained_action": [record("b.mp4", i) for i in range(3)],
+    }
+    return write_mvbench(tmp_path_factory.mktemp("mvbench"), tasks, video_writer=clip)
+
+
+def eval_flags(model: Path, data: Path, output: Path) -> list[str]:
+    return ["eval", "--model", str(model), "--benchmark", "mvbench", "--data", str(data), "--frames", "4",
+            "--min-pixels", "3136", "--max-pixels", "3136", "--output", str(output), "--batch-size", "2",
+            "--scoring", "loglik"]  # fmt: skip
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_stave_eval_under_a_launcher_answers_each_question_once(tiny_folder, mvbench_fixture, tmp_path, launcher):
+    """`stave eval` in 2 processes with no settings: each process answers its share of the questions into its
+    own predictions file, each question once, and the scores and answers equal a 1-process run's."""
+    from launchers import launch
+
+    from stave.cli import main
+
+    assert main(eval_flags(tiny_folder[0], mvbench_fixture, tmp_path / "one")) == 0
+    result = launch(launcher, "-m", "stave.cli", *eval_flags(tiny_folder[0], mvbench_fixture, tmp_path / "two"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "terminate called" not in result.stderr
+    two = tmp_path / "two"
+    files = sorted(p.name for p in two.glob("predictions*"))
+    assert files == ["predictions.rank0.jsonl", "predictions.rank1.jsonl"]
+    shares = [[json.loads(line) for line in (two / name).read_text().splitlines()] for name in files]
+    assert sorted(len(rows) for rows in shares) == [3, 4]
+    rows = [row for share in shares for row in share]
+    one = [json.loads(line) for line in (tmp_path / "one/predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == len({row["qid"] for row in rows}) == 7
+
+    def by_qid(rows: list[dict]) -> dict:  # option scores to 1e-5: the batches differ (padding)
+        return {row["qid"]: (row["parsed"], [round(x, 5) for x in row["option_scores"]]) for row in rows}
+
+    assert by_qid(rows) == by_qid(one)
+    results = [json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two")]
+    for key in ("overall", "tasks", "groups", "counts"):
+        assert results[0][key] == results[1][key]
+
+
+def test_stave_eval_whose_processes_do_not_form_one_run_stops_naming_the_fix(
+    tiny_folder, mvbench_fixture, tmp_path
+):
+    """On a machine whose accelerator accelerate cannot run several processes on (pretended here), each
+    launched process would evaluate every question alone: stave stops every rank with the error naming
+    what it found and the fix, which works."""
+    from launchers import UNJOINED, launch
+
+    script = tmp_path / "unjoined.py"
+    script.write_text(UNJOINED)
+    flags = eval_flags(tiny_folder[0], mvbench_fixture, tmp_path / "run")
+    result = launch("torchrun", str(script), *flags)
+    assert result.returncode != 0
+    message = (
+        "stave eval: error: the launcher started 2 processes (WORLD_SIZE=2; this is RANK={rank}, LOCAL_RANK={rank}) "
+        "on a machine with accelerator mps, but accelerate set them up as DistributedType.NO with 1 process(es) "
+        "on cpu: each would run alone on the same data and write the same folder. accelerate launch --cpu (or "
+        "ACCELERATE_USE_CPU=true) runs the evaluation on the CPUs."
+    )
+    assert all(message.format(rank=rank) in result.stderr for rank in (0, 1)), result.stderr[-4000:]
+    assert not (tmp_path / "run").exists()
+
+    fixed = launch("torchrun", str(script), *flags, ACCELERATE_USE_CPU="true")
+    assert fixed.returncode == 0, fixed.stderr[-4000:]
+    assert sorted(p.name for p in (tmp_path / "run").glob("predictions*")) == [
+        "predictions.rank0.jsonl",
+        "predictions.rank1.jsonl",
+    ]
+
+
 def test_stave_eval_command_on_an_mvbench_fixture_decodes_each_video_once(tiny_folder, tmp_path, capsys):
     from benchmark_fixtures import write_mvbench
     from training_data import moving_square

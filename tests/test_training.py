@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from launchers import UNJOINED, launch
 from training_data import tiny_recipe, write_dataset
 
 import stave
@@ -378,39 +378,72 @@ def test_merged_export_loads_without_peft_and_matches_the_unmerged_model(data, t
 # --- distributed -------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(data, tmp_path):
-    """2 ranks x batch 1 (gloo on 127.0.0.1) against 1 process x batch 2; sample 1 (rank 1's first batch) has no
-    video, so rank 1 runs a step in which STA and vision LoRA see no pixels. (FSDP cannot be tried here:
-    on CPU, accelerate and the Trainer run an FSDP configuration as plain DDP.)"""
+def ddp_recipe(data: Path, output: Path, batch: int) -> dict:
     # no LoRA dropout: its random masks would differ between the two set-ups
-    recipe = tiny_recipe(data, tmp_path / "ddp") | {"stages": ["stage2"], "lora": {"dropout": 0.0}}
-    recipe["training"] |= {"max_steps": 3, "learning_rate": 1e-2, "per_device_train_batch_size": 1, "save_steps": 3}
+    recipe = tiny_recipe(data, output) | {"stages": ["stage2"], "lora": {"dropout": 0.0}}
+    recipe["training"] |= {"max_steps": 3, "learning_rate": 1e-2, "per_device_train_batch_size": batch, "save_steps": 3}
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def one_process_run(data, tmp_path_factory) -> Path:
+    """The 1-process run with the DDP runs' global batch (2 ranks x 1 = 1 x 2)."""
+    output = tmp_path_factory.mktemp("single")
+    train(load_recipe(ddp_recipe(data, output, batch=2)))
+    return output
+
+
+@pytest.mark.parametrize(
+    ("launcher", "settings"),
+    [("torchrun", ["training.ddp_backend=gloo", "training.use_cpu=true"]), ("torchrun", []), ("accelerate", [])],
+    ids=["torchrun-gloo-cpu", "torchrun", "accelerate-ddp.yaml"],
+)
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
+    data, tmp_path, one_process_run, launcher, settings
+):
+    """2 ranks x batch 1 (gloo on 127.0.0.1) against 1 process x batch 2; sample 1 (rank 1's first batch) has no
+    video, so rank 1 runs a step in which STA and vision LoRA see no pixels. With no settings on this CPU
+    machine stave itself chooses gloo on the CPUs (without, each process would train alone). Both ranks exit
+    cleanly: the process group is taken down. (FSDP cannot be tried here: on CPU, accelerate and the Trainer
+    run an FSDP configuration as plain DDP.)"""
     path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-        "--master-port", str(_free_port()), "-m", "stave.cli", "train", str(path), "training.ddp_backend=gloo",
-        "training.use_cpu=true",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    path.write_text(yaml.safe_dump(ddp_recipe(data, tmp_path / "ddp", batch=1)))
+    result = launch(launcher, "-m", "stave.cli", "train", str(path), *settings)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stderr.count("MULTI_CPU, 2 process(es)") == 2
     assert result.stderr.count("trained as DistributedDataParallel") == 2
+    assert ("training with use_cpu=True, ddp_backend=gloo" in result.stderr) == (not settings)
+    assert "terminate called" not in result.stderr
 
-    single = tiny_recipe(data, tmp_path / "single") | {"stages": ["stage2"], "lora": {"dropout": 0.0}}
-    single["training"] |= {"max_steps": 3, "learning_rate": 1e-2, "per_device_train_batch_size": 2, "save_steps": 3}
-    train(load_recipe(single))
-
-    assert losses(tmp_path / "ddp", "stage2") == pytest.approx(losses(tmp_path / "single", "stage2"), abs=2e-4)
+    assert losses(tmp_path / "ddp", "stage2") == pytest.approx(losses(one_process_run, "stage2"), abs=2e-4)
     a = stave.load_model(tmp_path / "ddp/stage2/model").state_dict()
-    b = stave.load_model(tmp_path / "single/stage2/model").state_dict()
+    b = stave.load_model(one_process_run / "stage2/model").state_dict()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_launched_processes_that_do_not_form_one_run_stop_before_a_model_is_built(data, tmp_path):
+    """On a machine whose accelerator accelerate cannot run several processes on (pretended here), the
+    Trainer sets each launched process up alone: stave stops every rank with the error naming what it found
+    and the settings that fix it, before any model is built or anything is written."""
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(ddp_recipe(data, tmp_path / "ddp", batch=1)))
+    script = tmp_path / "unjoined.py"
+    script.write_text(UNJOINED)
+    result = launch("torchrun", str(script), "train", str(path))
+    assert result.returncode != 0
+    message = (
+        r"stave train: error: the launcher started 2 processes \(WORLD_SIZE=2; this is RANK=(0|1), LOCAL_RANK=\1\) "
+        r"on a machine with accelerator mps, but accelerate set them up as DistributedType.NO with 1 process\(es\) "
+        r"on cpu: each would run alone on the same data and write the same folder. training.use_cpu=true "
+        r"training.ddp_backend=gloo trains on the CPUs."
+    )
+    assert len(re.findall(message, result.stderr)) == 2, result.stderr[-4000:]
+    assert not (tmp_path / "ddp").exists()
+    assert "terminate called" not in result.stderr
+
+    fixed = launch("torchrun", str(script), "train", str(path), "training.use_cpu=true", "training.ddp_backend=gloo")
+    assert fixed.returncode == 0, fixed.stderr[-4000:]
+    assert fixed.stderr.count("trained as DistributedDataParallel") == 2
 
 
 def test_ssv2_t10_training_split_never_overlaps_the_ssv2_t10_benchmark(tmp_path):

@@ -133,6 +133,7 @@ def _add_video_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .distributed import owned_process_group, process_state
     from .evaluation import EvalSettings, evaluate, load_answerer, load_benchmark
     from .evaluation.items import LoadReport
 
@@ -151,10 +152,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     output = args.output or f"runs/eval/{args.benchmark}-{Path(args.model).name}"
-    answerer = load_answerer(
-        args.model, video_options=options, template=args.template, max_new_tokens=args.max_new_tokens
-    )
-    results = evaluate(answerer, items, settings, output, batch_size=args.batch_size, load_report=report)
+    with owned_process_group():
+        process_state()  # under a launcher: one run of all its processes, or a LaunchError before the model loads
+        answerer = load_answerer(
+            args.model, video_options=options, template=args.template, max_new_tokens=args.max_new_tokens
+        )
+        results = evaluate(answerer, items, settings, output, batch_size=args.batch_size, load_report=report)
     if results:
         print((Path(output) / "results.md").read_text())
         print(f"predictions and results in {output}")

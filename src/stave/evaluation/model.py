@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,8 @@ def load_answerer(path: str | Path, *, dtype: torch.dtype | None = None, **kwarg
 
     path = resolve_model(path)
     model = load_model(path, **({"dtype": dtype} if dtype is not None else {}))
-    if torch.cuda.is_available():
-        model = model.to("cuda")
+    if torch.cuda.is_available():  # under a launcher, this process's GPU (LOCAL_RANK), as accelerate assigns it
+        model = model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()))
     return ModelAnswerer(model, AutoTokenizer.from_pretrained(path), **kwargs)
 
 

@@ -3,7 +3,8 @@
 Output folder of a run:
     settings.json       every setting that affects the numbers (a rerun must match them to resume)
     predictions.jsonl   one line per item: qid, task, groups, prompt, raw answer, parsed answer, correct
-                        (predictions.rank<R>.jsonl per process under accelerate / torchrun)
+                        (predictions.rank<R>.jsonl per process under accelerate launch / torchrun, each
+                        answering every num_processes-th item)
     results.json        scores overall, per task and per group, counts, unparseable rate, settings, versions
     results.md          the same as a Markdown table
 A rerun in the same folder skips the items already answered (a line cut short by a kill is dropped and
@@ -25,6 +26,7 @@ import torch
 import transformers
 
 from .. import __version__
+from ..distributed import owned_process_group, process_state
 from ..training.checkpoints import write_json_atomic
 from ..video import VideoOptions
 from .answers import exact_match, extract_choice
@@ -72,14 +74,19 @@ def evaluate(
     load_report: LoadReport | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Answer every item not yet in `output`, then score all of them; returns the results (also written)."""
-    from accelerate import PartialState
-    from tqdm.auto import tqdm
-
+    """Answer every item not yet in `output`, then score all of them; returns the results (also written).
+    Under a launcher each process answers every num_processes-th item (stave.distributed.process_state: one
+    run, or a LaunchError), and results are scored on the main process; returns {} on the others."""
     if settings.scoring not in ("generate", "loglik"):
         raise EvalError(f"scoring must be 'generate' or 'loglik', got {settings.scoring!r}")
-    output = Path(output)
-    state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs under torchrun use gloo
+    with owned_process_group():
+        return _evaluate(answerer, items, settings, Path(output), batch_size, load_report, progress)
+
+
+def _evaluate(answerer, items, settings: EvalSettings, output: Path, batch_size, load_report, progress) -> dict:
+    from tqdm.auto import tqdm
+
+    state = process_state()
     items = list(items)[: settings.limit] if settings.limit else list(items)
     _check_unique(items)
     if state.is_main_process:

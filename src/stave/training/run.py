@@ -9,7 +9,9 @@ Layout of a run (recipe.output_dir):
     <stage>/skipped.jsonl       samples that failed and were skipped (on_error=skip)
     <stage>/training_curves.png loss and learning rate per step (log_history.json: the Trainer's log, as data)
 Runs the same under `python`, `torchrun` and `accelerate launch` (DDP, FSDP, DeepSpeed): the Trainer picks
-the distributed set-up from the launcher.
+the distributed set-up from the launcher; stave.distributed makes sure the launched processes form one run
+(choosing gloo on the CPUs where there is no accelerator) before any model is built, and takes the process
+group down at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import __version__
 from ..checkpoint import load_model
+from ..distributed import check_joined, owned_process_group, training_settings
 from ..modeling import set_temporal_pooling
 from ..models import find_vision_tower
 from ..processing import VideoChatProcessor
@@ -134,11 +137,19 @@ def train(
     *,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
-    """Run every stage of a recipe; returns the folder of the last stage's model."""
+    """Run every stage of a recipe; returns the folder of the last stage's model. Under a launcher, the
+    processes form one run or a LaunchError stops them before any model is built."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     _set_verbosity()
+    with owned_process_group():
+        return _train(recipe, callbacks)
+
+
+def _train(recipe: Recipe, callbacks: Sequence[TrainerCallback]) -> Path:
     output = Path(recipe.output_dir)
+    first = recipe.stages[0]
+    training_arguments(recipe, first, output / first.name)  # joins the launcher's processes, or stops
     records = load_datasets(recipe.data.datasets, recipe.data.seed, recipe.data.video)
     model, tokenizer = _initial_model(recipe, records)
     if recipe.model.temporal_pooling is not None:  # saved with each stage's model, so later stages keep it
@@ -234,6 +245,8 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
 
 
 def training_arguments(recipe: Recipe, stage: StageSpec, stage_dir: Path) -> TrainingArguments:
+    """The stage's TrainingArguments, with the launcher's processes set up as one run (process group formed,
+    checked against WORLD_SIZE: LaunchError otherwise)."""
     values = {
         "per_device_train_batch_size": 1,
         "logging_steps": 1,
@@ -246,7 +259,10 @@ def training_arguments(recipe: Recipe, stage: StageSpec, stage_dir: Path) -> Tra
         **recipe.training_arguments(stage),
     }
     values["seed"] = values.get("seed", recipe.model.seed)
-    return TrainingArguments(output_dir=str(stage_dir), remove_unused_columns=False, **values)
+    args = TrainingArguments(output_dir=str(stage_dir), remove_unused_columns=False, **training_settings(values))
+    _ = args.device  # sets up accelerate's state and the process group, if TrainingArguments has not yet
+    check_joined(args.distributed_state, fix="training.use_cpu=true training.ddp_backend=gloo trains on the CPUs.")
+    return args
 
 
 def checkpointing_kwargs() -> str:
