@@ -147,12 +147,13 @@ def read_image(
 
 
 def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(T, 3, h, w) uint8 -> (T, 3, height, width) uint8: bicubic with antialias, done as torchvision's resize
-    does it, and so as transformers' Qwen2-VL image and video processors (their torchvision backend) and
-    qwen-vl-utils' video path hand the model its pixels: a uint8 tensor on the CPU is resized as uint8 by
-    torch's integer kernel (which rounds to uint8 between its horizontal and vertical passes); on other
-    devices the frames are resized in float32, clamped to 0..255 and rounded. Frames already of the size are
-    returned as they are."""
+    """(T, 3, h, w) uint8 -> (T, 3, height, width) uint8: bicubic with antialias, as torchvision's
+    transforms.v2 resize does it, and so as transformers' Qwen2-VL image and video processors (their
+    torchvision backend) hand the model its pixels: a uint8 tensor on the CPU is resized as uint8 by torch's
+    integer kernel; on other devices it is resized in float32, clamped to 0..255 and rounded. (qwen-vl-utils'
+    video path uses torchvision's older transforms.functional.resize, which resizes in float32 on the CPU
+    too: up to tens of levels apart on hard edges; README, "Pixels as transformers makes them".) Frames
+    already of the size are returned as they are."""
     if frames.shape[-2:] == (height, width):
         return frames
     if frames.dtype != torch.uint8:
