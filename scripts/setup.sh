@@ -15,7 +15,7 @@
 #                                       .venv/extras.unavailable, and set-up goes on; it is not tried again
 #                                       until pyproject.toml or this script change, or that file is deleted
 #                                       (STAVE_SKIP_EXTRAS=1 skips this environment altogether). First
-#                                       set-up: about 5 min and 5.5 GB on an idle machine.
+#                                       set-up: about 6 min and 5.5 GB (measured 5 min 47 s here).
 # Re-running is cheap: nothing is reinstalled unless pyproject.toml or this script changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
