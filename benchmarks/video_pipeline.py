@@ -17,6 +17,10 @@ and per-video pixel budgets; bicubic with antialias; CLIP normalisation; 2x14x14
                qwen-vl-utils' own decord path: decord reads the frame count and rate, then decodes only the
                sampled frames (get_batch on the linspace indices); the rest as ref-pyav
 Both PyAV arms decode with the same FFmpeg threading (thread_type AUTO), so only the pipelines differ.
+The reference arms resize as qwen-vl-utils does, with torchvision's transforms.functional.resize, which
+resizes uint8 frames in float32; stave resizes them as uint8, as transformers' processors do
+(transforms.v2), so their outputs differ by about 0.1 (some levels on hard edges) and the agreement check
+fails at the default --tolerance; pass --tolerance 0.1 to time them anyway (benchmarks/RESULTS.md).
 
 Table 1: seconds per video (median of --repeats interleaved rounds after a warm-up round; each round runs
 every arm once, in rotating order), videos/s, stave's speed-up, and the largest absolute difference

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the straightforward reference implementation lives there
 
 FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl"]
+# Set by scripts/test.sh in the extras environment (torchvision, torchcodec, decord2): there the tests of the
+# optional backends and the live comparisons with transformers' processors must run, so a skip is a failure.
+EXPECT_EXTRAS = os.environ.get("STAVE_EXPECT_EXTRAS") == "1"
+
+
+def skip_optional(reason: str) -> None:
+    """Skip a test that needs an optional library, naming why; a failure where STAVE_EXPECT_EXTRAS=1."""
+    if EXPECT_EXTRAS:
+        pytest.fail(f"STAVE_EXPECT_EXTRAS=1, but {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(params=FAMILIES)

@@ -138,6 +138,29 @@ def test_images_are_supported(processor, tokenizer):
     assert (encoded["mm_token_type_ids"] == 1).sum() == 4
 
 
+def test_image_pixels_are_those_of_transformers_processors(tokenizer, tmp_path):
+    """An image file in a conversation gets the pixel values transformers' torchvision image processor gave it
+    (the stored fixture; resizing on)."""
+    from fixtures.make_processor_fixture import parity_cases
+    from PIL import Image
+    from test_video import stored_processor_output
+
+    case = next(c for c in parity_cases() if c["name"] == "image_97x513")
+    Image.fromarray(case["frames"][0]).save(tmp_path / "image.png")
+    budget = case["budget"]
+    processor = VideoChatProcessor(
+        tokenizer, image_min_pixels=budget["min_pixels"], image_max_pixels=budget["max_pixels"], data_root=tmp_path
+    )
+    sample = {
+        "image": "image.png",
+        "conversations": [{"from": "human", "value": "<image> red?"}, {"from": "gpt", "value": "blue"}],
+    }
+    encoded = processor.encode(sample, train=True)
+    expected, grid = stored_processor_output(case["name"])
+    assert encoded["image_grid_thw"].tolist() == grid
+    assert (encoded["pixel_values"] - expected).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize(
     ("sample", "message"),
     [

@@ -2,7 +2,8 @@
 duration, frame count; pixels within a rounding step of colour conversion) and the same errors; a backend
 that cannot be used is named with what to install; no decoding library is imported before it is asked for.
 
-Tests of a backend skip, with the reason, where it is not installed or cannot be loaded."""
+Tests of a backend skip, with the reason, where it is not installed or cannot be loaded; where
+STAVE_EXPECT_EXTRAS=1 (scripts/test.sh's extras environment, which installs both) that is a failure."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import skip_optional
 from test_video import moving_frames  # colour gradients: chroma the YUV 4:2:0 round trip must rebuild
 
 from stave.video import (
@@ -31,9 +33,10 @@ from stave.video.encode import write_video
 
 SMALL = dict(min_pixels=28 * 28, max_pixels=56 * 84)
 OTHER_BACKENDS = ["torchcodec", "decord"]
-# YUV -> RGB conversion may round differently between libraries (seen: none on these files, with decord
-# 0.6.0, decord2 3.4.0 and torchcodec 0.17.0 against PyAV 18.1.0); a resampling or a wrong frame is far
-# above these bounds.
+# YUV -> RGB conversion may round differently between libraries and FFmpeg builds. Measured (2026-12-01, the
+# 14 files of these tests, scripts/test.sh's extras environment): identical pixels, max difference 0, with
+# decord2 3.4.0 and torchcodec 0.17.0 (on Debian's FFmpeg 5.1) against PyAV 18.1.0; a resampling or a wrong
+# frame is far above these bounds.
 MAX_PIXEL_DIFFERENCE = 3
 MEAN_PIXEL_DIFFERENCE = 0.5
 
@@ -49,7 +52,7 @@ def _fresh_backend_loading():
 def backend(request) -> str:
     reason = available_backends()[request.param]
     if reason is not None:
-        pytest.skip(f"{request.param} cannot be used here: {reason}")
+        skip_optional(f"{request.param} cannot be used here: {reason}")
     return request.param
 
 
@@ -93,6 +96,21 @@ def test_backend_gives_the_clip_pyav_gives(backend, files, file, options):
     for name in ("source_fps", "duration", "total_frames", "sampled_fps", "source"):
         assert getattr(clip, name) == getattr(reference, name), name
     assert clip.frames.shape == reference.frames.shape and clip.frames.dtype == torch.uint8
+    difference = (clip.frames.float() - reference.frames.float()).abs()
+    assert difference.max() <= MAX_PIXEL_DIFFERENCE and difference.mean() <= MEAN_PIXEL_DIFFERENCE
+
+
+@pytest.mark.parametrize("width", [16, 32, 48, 80, 96, 144, 334])
+def test_backend_decodes_every_frame_width_as_pyav_does(backend, tmp_path, width):
+    """decord2 3.4.0 pads the rows of frames of some widths (16, 32, 48, 96, 144 here; see
+    stave.video.backends.decord): the pixels must still be PyAV's."""
+    rng = np.random.default_rng(width)
+    frames = rng.integers(0, 256, (6, 64, width, 3), dtype=np.uint8)
+    path = write_video(tmp_path / f"width{width}.mp4", frames, fps=10)
+    options = VideoOptions(nframes=6, min_pixels=28 * 28, max_pixels=64 * 1024)
+    reference = read_video(path, options)
+    clip = read_video(path, dataclasses.replace(options, backend=backend))
+    assert clip.indices == reference.indices and clip.frames.shape == reference.frames.shape
     difference = (clip.frames.float() - reference.frames.float()).abs()
     assert difference.max() <= MAX_PIXEL_DIFFERENCE and difference.mean() <= MEAN_PIXEL_DIFFERENCE
 
@@ -186,6 +204,25 @@ def test_backend_that_is_installed_but_cannot_load_says_why(files, broken_torchc
         read_video(files["numbered"], VideoOptions(backend="torchcodec"))
     assert "cannot open shared object" in available_backends()["torchcodec"]
     assert available_backends()["pyav"] is None
+
+
+def test_torchcodec_without_ffmpeg_is_reported_unusable(files, monkeypatch):
+    """torchcodec 0.17 imports without FFmpeg's libraries and fails only when a video is opened; stave reports
+    it as unusable before (ffmpeg_major_version is None), and "auto" takes PyAV."""
+    import types
+
+    fake = types.ModuleType("torchcodec")
+    fake.ffmpeg_major_version = None
+    decoders = types.ModuleType("torchcodec.decoders")
+    decoders.VideoDecoder = object
+    monkeypatch.setitem(sys.modules, "torchcodec", fake)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", decoders)
+    monkeypatch.setattr(video_backends, "_installed", lambda name: True)
+    assert "FFmpeg core library" in available_backends()["torchcodec"]
+    with pytest.raises(VideoBackendError, match=r"'torchcodec' is installed but cannot be loaded \(OSError: .*FFmpeg"):
+        read_video(files["numbered"], VideoOptions(backend="torchcodec"))
+    with pytest.warns(UserWarning, match="'torchcodec' is installed but cannot be used"):
+        assert read_video(files["numbered"], VideoOptions(nframes=2, backend="auto", **SMALL)).backend == "pyav"
 
 
 def test_auto_takes_the_first_usable_backend_of_its_order(files):

@@ -119,6 +119,20 @@ def test_disk_entries_survive_a_new_cache_and_are_written_atomically(video, tmp_
     assert src.parent == dst.parent == directory and src.name.endswith(".tmp") and not src.exists()
 
 
+def test_entries_of_an_older_format_are_not_reused(video, tmp_path, monkeypatch):
+    """Entries written before the uint8 resize (format 1) hold pixels stave no longer makes: they miss."""
+    import stave.video.cache as cache_module
+
+    assert cache_module.FORMAT >= 2
+    directory = tmp_path / "cache"
+    with monkeypatch.context() as patch:
+        patch.setattr(cache_module, "FORMAT", 1)
+        VideoCache(directory).read(video, OPTIONS)
+    cache = VideoCache(directory)
+    assert_same_clip(cache.read(video, OPTIONS), read_video(video, OPTIONS))
+    assert (cache.hits, cache.misses) == (0, 1)
+
+
 @pytest.mark.parametrize("damage", ["flip a frame byte", "truncate", "garbage", "other key"])
 def test_damaged_disk_entry_is_detected_and_decoded_again(video, tmp_path, damage):
     directory = tmp_path / "cache"

@@ -24,7 +24,7 @@ import transformers
 from .config import TEMPORAL_POOLING_MODES
 from .conversations import ConversationError, item_video_options, to_messages
 from .modeling import POOLING_KEY, temporal_pooling
-from .video import PatchSpec, VideoOptions, pack_frames, read_video, seconds_per_grid
+from .video import PatchSpec, VideoOptions, pack_frames, read_image, read_video, seconds_per_grid
 from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
 
 IGNORE_INDEX = -100
@@ -239,22 +239,9 @@ class VideoChatProcessor:
 
     def _load_image(self, item: dict[str, Any]) -> torch.Tensor:
         """One image content item, resized within its own min/max_pixels or the processor's."""
-        from PIL import Image
-
-        from .video import VideoShapeError, resize_frames, smart_resize, to_rgb_chw
-
-        source = self._resolve(item["image"])
-        min_pixels = item.get("min_pixels") or self.image_min_pixels
-        max_pixels = item.get("max_pixels") or self.image_max_pixels
-        if isinstance(source, (str, Path)):
-            with Image.open(source) as image:
-                frame = to_rgb_chw(image, source)
-        else:
-            frame = to_rgb_chw(source, "<image>")
-        try:
-            height, width = smart_resize(
-                frame.shape[1], frame.shape[2], self.spec.factor, min_pixels, max_pixels
-            )
-        except ValueError as error:
-            raise VideoShapeError(source, str(error)) from None
-        return resize_frames(frame[None], height, width)
+        return read_image(
+            self._resolve(item["image"]),
+            min_pixels=item.get("min_pixels") or self.image_min_pixels,
+            max_pixels=item.get("max_pixels") or self.image_max_pixels,
+            factor=self.spec.factor,
+        )

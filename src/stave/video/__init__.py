@@ -2,7 +2,7 @@
 
 from .backends import available_backends
 from .cache import VideoCache
-from .decode import VideoClip, read_video, resize_frames, to_rgb_chw
+from .decode import VideoClip, read_image, read_video, resize_frames, to_rgb_chw
 from .errors import (
     VideoBackendError,
     VideoDecodeError,
@@ -33,6 +33,7 @@ __all__ = [
     "number_of_frames",
     "pack_batch",
     "pack_frames",
+    "read_image",
     "read_video",
     "seconds_per_grid",
     "resize_frames",

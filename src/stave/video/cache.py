@@ -31,7 +31,9 @@ from .backends import get_backend
 from .decode import FRAME_SUFFIXES, VideoClip, read_video
 from .options import IMAGE_FACTOR, VideoOptions
 
-FORMAT = 1  # version of the key and of the files on disk
+# Version of the key and of the files on disk; 2: frames resized as uint8 (resize_frames), so entries of 1, resized
+# in float32, are pixels stave no longer makes and are not reused.
+FORMAT = 2
 
 
 class VideoCache:

@@ -1,4 +1,5 @@
-"""Reading frames: from video files (PyAV, torchcodec or decord), frame folders, PIL images or uint8 arrays.
+"""Reading frames: from video files (PyAV, torchcodec or decord), frame folders, PIL images or uint8 arrays;
+and single images (read_image). Videos and images are resized by one function, resize_frames.
 
 Only the frames that will be used are decoded: the packets are demuxed first (no decoding) to learn
 every frame's timestamp and where the keyframes are (backends.frame_table), the frames are chosen from
@@ -29,8 +30,8 @@ import torch.nn.functional as F
 from .backends import get_backend
 from .backends.frame_table import Deadline, read_frame_table
 from .errors import VideoDecodeError, VideoNotFoundError, VideoSamplingError, VideoShapeError
-from .options import IMAGE_FACTOR, VideoOptions
-from .sampling import frame_indices, number_of_frames, video_frame_size
+from .options import IMAGE_FACTOR, IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS, VideoOptions
+from .sampling import frame_indices, number_of_frames, smart_resize, video_frame_size
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Decoded frames are held at source resolution up to this many bytes (194 frames of 360p, 21 of 1080p), then
@@ -103,12 +104,68 @@ def read_video(
     return _read_frames(_MemoryFrames(source), options, factor, source_fps)
 
 
+def read_image(
+    source: str | Path | Any,
+    *,
+    min_pixels: int = IMAGE_MIN_PIXELS,
+    max_pixels: int = IMAGE_MAX_PIXELS,
+    factor: int = IMAGE_FACTOR,
+) -> torch.Tensor:
+    """Read and resize one image for the model, as transformers' Qwen2-VL image processor does.
+
+    Args:
+        source: an image file, a PIL image, or an (H, W, C) uint8 array/tensor with C = 1 (grey), 3 (RGB)
+            or 4 (RGBA; alpha dropped).
+        min_pixels, max_pixels: smart_resize's bounds on the image's pixels (defaults: qwen-vl-utils' and
+            the processor's, 4 * 28 * 28 and 16384 * 28 * 28).
+        factor: the sides become multiples of this (patch_size * merge_size; 28 for Qwen2-VL).
+
+    Returns:
+        (1, 3, H, W) uint8, resized by resize_frames; pack_frames turns it into what the tower takes.
+
+    Raises:
+        VideoNotFoundError (no such file), VideoDecodeError (not a readable image), VideoShapeError (wrong
+        array shape or dtype, aspect ratio over 200), each naming the source.
+    """
+    if isinstance(source, (str, Path)):
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(source)
+        if not path.is_file():
+            raise VideoNotFoundError(path, "is a folder, not an image" if path.is_dir() else "no such file")
+        try:
+            with Image.open(path) as image:
+                frame = to_rgb_chw(image, path)
+        except (UnidentifiedImageError, OSError) as error:
+            raise VideoDecodeError(path, f"not a readable image ({error})") from None
+        name: object = path
+    else:
+        name = f"<{type(source).__name__} image>"
+        frame = to_rgb_chw(source, name)
+    try:
+        height, width = smart_resize(frame.shape[1], frame.shape[2], factor, min_pixels, max_pixels)
+    except ValueError as error:
+        raise VideoShapeError(name, str(error)) from None
+    return resize_frames(frame[None], height, width)
+
+
 def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(T, 3, h, w) uint8 -> (T, 3, height, width) uint8; bicubic with antialias, rounded and clamped."""
+    """(T, 3, h, w) uint8 -> (T, 3, height, width) uint8: bicubic with antialias, as torchvision's
+    transforms.v2 resize does it, and so as transformers' Qwen2-VL image and video processors (their
+    torchvision backend) hand the model its pixels: a uint8 tensor on the CPU is resized as uint8 by torch's
+    integer kernel; on other devices it is resized in float32, clamped to 0..255 and rounded. (qwen-vl-utils'
+    video path uses torchvision's older transforms.functional.resize, which resizes in float32 on the CPU
+    too: up to tens of levels apart on hard edges; README, "Pixels as transformers makes them".) Frames
+    already of the size are returned as they are."""
     if frames.shape[-2:] == (height, width):
         return frames
-    resized = F.interpolate(frames.float(), size=(height, width), mode="bicubic", antialias=True, align_corners=False)
-    return resized.round_().clamp_(0, 255).to(torch.uint8)
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames, got {frames.dtype}")
+    size = (height, width)
+    if frames.device.type == "cpu":
+        return F.interpolate(frames, size=size, mode="bicubic", antialias=True, align_corners=False)
+    resized = F.interpolate(frames.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
+    return resized.clamp_(0, 255).round_().to(torch.uint8)
 
 
 def _select(total: int, fps: float, options: VideoOptions, source: object, times: Sequence[float]) -> list[int]:

@@ -24,9 +24,19 @@ TOLERANCE = 1e-4  # seconds
 
 
 def load():
-    """Import torchcodec's VideoDecoder; ImportError or OSError (FFmpeg or torch mismatch) if unusable."""
+    """Import torchcodec's VideoDecoder; ImportError or OSError (FFmpeg or torch mismatch) if unusable.
+
+    torchcodec 0.17 imports without FFmpeg (its image decoders do not need it) and fails only when a video is
+    opened; `torchcodec.ffmpeg_major_version` is None then, and that is reported here as unusable."""
+    import torchcodec
     from torchcodec.decoders import VideoDecoder
 
+    if getattr(torchcodec, "ffmpeg_major_version", 0) is None:
+        raise OSError(
+            "torchcodec cannot load its FFmpeg core library: FFmpeg's shared libraries (major version 4 to 9: "
+            "libavcodec, libavformat, libavutil, libavdevice, libavfilter, libswscale, libswresample) are not "
+            "installed, or do not match"
+        )
     return VideoDecoder
 
 
