@@ -17,10 +17,12 @@ and per-video pixel budgets; bicubic with antialias; CLIP normalisation; 2x14x14
                qwen-vl-utils' own decord path: decord reads the frame count and rate, then decodes only the
                sampled frames (get_batch on the linspace indices); the rest as ref-pyav
 Both PyAV arms decode with the same FFmpeg threading (thread_type AUTO), so only the pipelines differ.
-The reference arms resize as qwen-vl-utils does, with torchvision's transforms.functional.resize, which
-resizes uint8 frames in float32; stave resizes them as uint8, as transformers' processors do
-(transforms.v2), so their outputs differ by about 0.1 (some levels on hard edges) and the agreement check
-fails at the default --tolerance; pass --tolerance 0.1 to time them anyway (benchmarks/RESULTS.md).
+The reference arms resize the uint8 frames with torchvision's transforms.v2.functional.resize, as
+transformers' Qwen2-VL processors do and as stave does (--reference-resize processor, the default), so the
+outputs must agree within --tolerance. qwen-vl-utils' own video path resizes with the older
+transforms.functional.resize, which works on uint8 frames in float32 and rounds: --reference-resize
+qwen-vl-utils times that one; its pixels then differ from the processors' (and stave's) by up to about 0.1
+after normalisation (some levels on hard edges), so pass --tolerance 0.1 with it (benchmarks/RESULTS.md).
 
 Table 1: seconds per video (median of --repeats interleaved rounds after a warm-up round; each round runs
 every arm once, in rotating order), videos/s, stave's speed-up, and the largest absolute difference
@@ -206,8 +208,9 @@ def reference_unavailable(arm: str) -> str | None:
     return None
 
 
-def reference_pipeline(arm: str, sample_fps: float) -> Callable[[Path], Output]:
+def reference_pipeline(arm: str, sample_fps: float, resize_path: str = "processor") -> Callable[[Path], Output]:
     import torchvision.transforms.functional as tvf
+    import torchvision.transforms.v2.functional as tvf2
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
     from transformers.utils import logging
 
@@ -229,7 +232,8 @@ def reference_pipeline(arm: str, sample_fps: float) -> Callable[[Path], Output]:
             video = video[torch.linspace(0, video.shape[0] - 1, n).round().long()]
         max_pixels = max(min(VIDEO_MAX_PIXELS, VIDEO_TOTAL_PIXELS / n * FRAME_FACTOR), int(VIDEO_MIN_PIXELS * 1.05))
         size = reference_smart_resize(video.shape[2], video.shape[3], VIDEO_MIN_PIXELS, max_pixels)
-        video = tvf.resize(video, list(size), interpolation=tvf.InterpolationMode.BICUBIC, antialias=True).float()
+        resize = tvf2.resize if resize_path == "processor" else tvf.resize
+        video = resize(video, list(size), interpolation=tvf.InterpolationMode.BICUBIC, antialias=True).float()
         if size not in processors:
             pixels = size[0] * size[1]
             processors[size] = Qwen2VLVideoProcessor(min_pixels=pixels, max_pixels=pixels)
@@ -239,8 +243,8 @@ def reference_pipeline(arm: str, sample_fps: float) -> Callable[[Path], Output]:
     return run
 
 
-def build_arm(arm: str, sample_fps: float) -> Callable[[Path], Output]:
-    return stave_pipeline(sample_fps) if arm == "stave" else reference_pipeline(arm, sample_fps)
+def build_arm(arm: str, sample_fps: float, resize_path: str = "processor") -> Callable[[Path], Output]:
+    return stave_pipeline(sample_fps) if arm == "stave" else reference_pipeline(arm, sample_fps, resize_path)
 
 
 # -- measuring -----------------------------------------------------------------------------------------
@@ -266,7 +270,7 @@ def interleaved(pipelines: dict[str, Callable[[Path], Output]], path: Path, repe
 
 def memory_probe(args) -> None:
     """Run in a fresh process: peak RSS of one video through one arm, over the process after its imports."""
-    run = build_arm(args.memory_probe, args.sample_fps)
+    run = build_arm(args.memory_probe, args.sample_fps, args.reference_resize)
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak-RSS mark (VmHWM) to the current RSS
     base = status_kib("VmHWM")
     pixels, _ = run(Path(args.video))
@@ -276,7 +280,7 @@ def memory_probe(args) -> None:
 
 def peak_memory(arm: str, path: Path, args) -> dict[str, float]:
     command = [sys.executable, __file__, "--memory-probe", arm, "--video", str(path)]
-    command += ["--sample-fps", str(args.sample_fps)]
+    command += ["--sample-fps", str(args.sample_fps), "--reference-resize", args.reference_resize]
     if args.torch_threads:
         command += ["--torch-threads", str(args.torch_threads)]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -313,6 +317,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tolerance", type=float, default=1e-5, help="largest allowed |stave - reference|")
     parser.add_argument(
+        "--reference-resize",
+        choices=["processor", "qwen-vl-utils"],
+        default="processor",
+        help="how the reference arms resize: torchvision v2 on uint8 (transformers' processors, stave) or "
+        "torchvision's older functional resize in float32 (qwen-vl-utils' video path; use --tolerance 0.1)",
+    )
+    parser.add_argument(
         "--torch-threads",
         type=int,
         help="torch's intra-op threads for every arm (default: torch's own choice; a DataLoader worker runs with 1)",
@@ -344,7 +355,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stave-video-bench-") as tmp:
         directory = args.clips_dir or Path(tmp)
         clips = make_clips(directory, args)
-        pipelines = {arm: build_arm(arm, args.sample_fps) for arm in arms}
+        pipelines = {arm: build_arm(arm, args.sample_fps, args.reference_resize) for arm in arms}
 
         print()
         header = "| keyframes every | frames in / taken (size) | output rows x 1176 | stave s/video | stave videos/s |"
