@@ -53,7 +53,9 @@ class ModelSection:
     installed, else sdpa). temporal_pooling: mean (each video reaches the LLM as the mean of its visual
     tokens over time: T times fewer tokens, frame order invisible to the LLM; see
     stave.modeling.set_temporal_pooling) or null (the model's own setting: a checkpoint that pools keeps
-    pooling)."""
+    pooling). seed: the model-side random choices — a tiny preset's weights, and the weights each stage adds
+    (STA, LoRA: drawn from seeds derived from this seed and the stage's index, stave.training.run.stage_seed);
+    also the default of training.seed (data order, dropout)."""
 
     path: str = MISSING
     dtype: str = "auto"
