@@ -75,12 +75,39 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
         ("stages=[{name: s, trains: [full, lora]}]", r"'full' trains every parameter"),
         ("stages=[{name: s, trains: [everything]}]", r"stages\[0\]\.trains"),
         ("data.datasets.0.tasks=7", r"tasks"),
+        # TrainingArguments' own field types, recipe-wide and per stage (YAML reads an unquoted no as False)
+        ("training.save_strategy=no", r"training\.save_strategy: expected one of 'no', .*False.*save_strategy: \"no\""),
+        ("stages.0.training.save_strategy=off", r"stages\[0\] \(stage1\): training\.save_strategy: .*got False"),
+        ("training.lr_scheduler_type=cosinus", r"training\.lr_scheduler_type: expected one of 'linear'.*got 'cosinus'"),
+        ("training.report_to=[tensorboard, 3]", r"training\.report_to: expected None \| str \| list\[str\], got"),
+        ("training.disable_tqdm=maybe", r"training\.disable_tqdm: expected bool \| None, got 'maybe'"),
     ],
 )
 def test_bad_recipe_values_fail_before_training_naming_the_key(data, tmp_path, override, message):
     with pytest.raises(RecipeError, match=message):
         train(tiny_recipe(data, tmp_path / "out"), [override])
     assert not (tmp_path / "out").exists()
+
+
+def test_every_training_arguments_type_is_checked_and_its_default_passes():
+    """The recipe check understands every field type of this transformers' TrainingArguments (a new type form
+    raises TypeError instead of passing unchecked) and accepts every default."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from stave.training.recipe import _type_hints, accepts
+
+    hints = _type_hints(TrainingArguments)
+    for f in dataclasses.fields(TrainingArguments):
+        if not f.init:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        assert accepts(hints.get(f.name, f.type), default), (f.name, default)
+    assert not accepts(hints["save_strategy"], False) and accepts(hints["save_strategy"], "no")
+    assert not accepts(hints["max_steps"], True) and accepts(hints["learning_rate"], 1)
 
 
 def test_bad_training_file_fails_before_training_naming_file_and_record(data, tmp_path):
