@@ -81,6 +81,13 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
         ("training.lr_scheduler_type=cosinus", r"training\.lr_scheduler_type: expected one of 'linear'.*got 'cosinus'"),
         ("training.report_to=[tensorboard, 3]", r"training\.report_to: expected None \| str \| list\[str\], got"),
         ("training.disable_tqdm=maybe", r"training\.disable_tqdm: expected bool \| None, got 'maybe'"),
+        # stage names are folder names under output_dir, never paths
+        ("stages=[{name: ../../x, trains: [lora]}]", r"stages\[0\]\.name: '\.\./\.\./x' is not a plain folder name"),
+        ("stages=[{name: a/b, trains: [lora]}]", r"stages\[0\]\.name: 'a/b' is not a plain folder name"),
+        ("stages=[{name: '..', trains: [lora]}]", r"stages\[0\]\.name: '\.\.' is not a plain"),
+        ("stages=[{name: .hidden, trains: [lora]}]", r"stages\[0\]\.name: '\.hidden' is not a plain"),
+        ("stages=[{name: '', trains: [lora]}]", r"stages\[0\]\.name: '' is not a plain"),
+        ("stages=[stage1, {name: 'c:\\x', trains: [lora]}]", r"stages\[1\]\.name: .* is not a plain"),
     ],
 )
 def test_bad_recipe_values_fail_before_training_naming_the_key(data, tmp_path, override, message):

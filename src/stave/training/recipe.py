@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ BUILTIN_STAGES: dict[str, list[str]] = {
     "pretrain": ["full"],
 }
 DATA_FORMATS = ("auto", "conversations", "ssv2")
+# A stage's folder under output_dir: one plain name, never a path (no '/', '..'), never hidden (save_atomic's
+# temporary folders start with '.')
+STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class RecipeError(ValueError):
@@ -227,6 +231,11 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
         raise RecipeError(f"{name}: stages: at least one stage is needed, e.g. [stage1, stage2]")
     seen = set()
     for i, stage in enumerate(recipe.stages):
+        if not STAGE_NAME.fullmatch(stage.name):
+            raise RecipeError(
+                f"{name}: stages[{i}].name: {stage.name!r} is not a plain folder name (letters, digits, '_', '-' "
+                "and '.', not starting with '.'): each stage writes to <output_dir>/<name>"
+            )
         if stage.name in seen:
             raise RecipeError(f"{name}: stages[{i}].name: {stage.name!r} appears twice")
         seen.add(stage.name)
