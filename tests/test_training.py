@@ -75,12 +75,46 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
         ("stages=[{name: s, trains: [full, lora]}]", r"'full' trains every parameter"),
         ("stages=[{name: s, trains: [everything]}]", r"stages\[0\]\.trains"),
         ("data.datasets.0.tasks=7", r"tasks"),
+        # TrainingArguments' own field types, recipe-wide and per stage (YAML reads an unquoted no as False)
+        ("training.save_strategy=no", r"training\.save_strategy: expected one of 'no', .*False.*save_strategy: \"no\""),
+        ("stages.0.training.save_strategy=off", r"stages\[0\] \(stage1\): training\.save_strategy: .*got False"),
+        ("training.lr_scheduler_type=cosinus", r"training\.lr_scheduler_type: expected one of 'linear'.*got 'cosinus'"),
+        ("training.report_to=[tensorboard, 3]", r"training\.report_to: expected None \| str \| list\[str\], got"),
+        ("training.disable_tqdm=maybe", r"training\.disable_tqdm: expected bool \| None, got 'maybe'"),
+        # stage names are folder names under output_dir, never paths
+        ("stages=[{name: ../../x, trains: [lora]}]", r"stages\[0\]\.name: '\.\./\.\./x' is not a plain folder name"),
+        ("stages=[{name: a/b, trains: [lora]}]", r"stages\[0\]\.name: 'a/b' is not a plain folder name"),
+        ("stages=[{name: '..', trains: [lora]}]", r"stages\[0\]\.name: '\.\.' is not a plain"),
+        ("stages=[{name: .hidden, trains: [lora]}]", r"stages\[0\]\.name: '\.hidden' is not a plain"),
+        ("stages=[{name: '', trains: [lora]}]", r"stages\[0\]\.name: '' is not a plain"),
+        ("stages=[stage1, {name: 'c:\\x', trains: [lora]}]", r"stages\[1\]\.name: .* is not a plain"),
     ],
 )
 def test_bad_recipe_values_fail_before_training_naming_the_key(data, tmp_path, override, message):
     with pytest.raises(RecipeError, match=message):
         train(tiny_recipe(data, tmp_path / "out"), [override])
     assert not (tmp_path / "out").exists()
+
+
+def test_every_training_arguments_type_is_checked_and_its_default_passes():
+    """The recipe check understands every field type of this transformers' TrainingArguments (a new type form
+    raises TypeError instead of passing unchecked) and accepts every default."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from stave.training.recipe import _type_hints, accepts
+
+    hints = _type_hints(TrainingArguments)
+    for f in dataclasses.fields(TrainingArguments):
+        if not f.init:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        assert accepts(hints.get(f.name, f.type), default), (f.name, default)
+    assert not accepts(hints["save_strategy"], False) and accepts(hints["save_strategy"], "no")
+    assert not accepts(hints["max_steps"], True) and accepts(hints["learning_rate"], 1)
 
 
 def test_bad_training_file_fails_before_training_naming_file_and_record(data, tmp_path):
@@ -148,6 +182,28 @@ def test_each_stage_trains_exactly_its_parameters(preset, trains):
         assert any(".language_model.layers.0.mlp." in n and "lora_A" in n for n in names)
         assert not any(".merger." in n for n in names)
     assert ("temporal" in trains) == (stave.temporal_config(model) is not None)
+
+
+def test_stage_weights_follow_the_seed_not_the_rng_state(preset):
+    """STA and LoRA weights are drawn from seeds derived from the stage's seed: whatever the RNG did before, the
+    same seed gives the same weights, and LoRA's are the same with or without STA (both arms start alike)."""
+    import copy
+
+    base = tiny_model(preset).train()
+    temporal = TemporalConfig(init="random")
+
+    def prepared(trains: list[str], seed: int) -> dict[str, torch.Tensor]:
+        torch.rand(1000)  # the global RNG moves between calls
+        stage = StageSpec(name="s", trains=trains)
+        model = prepare_stage(copy.deepcopy(base), stage, temporal, LoraSection(), seed=seed)
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    both, again, lora_only = prepared(["temporal", "lora"], 3), prepared(["temporal", "lora"], 3), prepared(["lora"], 3)
+    other = prepared(["temporal", "lora"], 4)
+    assert both.keys() == again.keys() and all(torch.equal(both[n], again[n]) for n in both)
+    lora = [n for n in both if "lora_" in n]
+    assert lora and all(torch.equal(both[n], lora_only[n]) for n in lora)
+    assert all(not torch.equal(both[n], other[n]) for n in both if "lora_A" in n or "temp_attn.qkv.weight" in n)
 
 
 def test_head_and_full_stages_train_the_output_layer_and_everything(preset):
@@ -260,6 +316,62 @@ def test_text_only_batches_give_every_trainable_parameter_a_gradient(data, tmp_p
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
     assert all(p.grad.abs().max() == 0 for n, p in model.named_parameters() if p.requires_grad and ".visual." in n)
+
+
+# --- same seed, same run -------------------------------------------------------------------------------------
+
+
+def _train_in_new_process(recipe: Path, *overrides: str) -> None:
+    command = [sys.executable, "-m", "stave.cli", "train", str(recipe), *overrides]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _stage_record(output: Path, stage: str) -> tuple[dict[str, torch.Tensor], list[tuple[float, float]]]:
+    """What a stage produced: its model's weights (and its adapter's, as adapter.*) and its (loss, grad_norm) per
+    step."""
+    from safetensors.torch import load_file
+
+    weights = dict(stave.load_model(output / stage / "model").state_dict())
+    adapter = output / stage / "adapter" / "adapter_model.safetensors"
+    if adapter.is_file():
+        weights |= {f"adapter.{k}": v for k, v in load_file(adapter).items()}
+    history = json.loads((output / stage / "log_history.json").read_text())
+    return weights, [(row["loss"], row["grad_norm"]) for row in history if "loss" in row]
+
+
+def test_same_seed_same_run_across_processes_from_a_model_folder(data, tmp_path):
+    """A model loaded from a folder (the shipped base, a checkpoint) gains random STA and LoRA weights; the recipe's
+    seed decides them, so two processes train bit-identical weights with identical losses — and stage 2 started
+    in a later process from the saved stage-1 model equals stage 2 run straight after stage 1."""
+    from stave.tokenizer import build_word_tokenizer
+    from stave.training.data import load_datasets, words_of
+
+    recipe = load_recipe(tiny_recipe(data, tmp_path / "unused"))
+    tokenizer = build_word_tokenizer(words_of(load_datasets(recipe.data.datasets, 0)))
+    tiny_model(tokenizer=tokenizer).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    path = tmp_path / "recipe.yaml"
+    values = tiny_recipe(data, tmp_path / "a") | {"stages": ["stage1", "stage2"], "lora": {"dropout": 0.3}}
+    values["model"]["path"] = str(tmp_path / "base")
+    values["temporal"] = {"init": "random"}  # every STA weight random, not only qkv
+    values["data"] |= {"shuffle": True}
+    values["data"]["datasets"][0]["ratio"] = 1.5  # a seeded half on top of the whole set
+    values["training"] |= {"max_steps": 3, "per_device_train_batch_size": 2, "save_strategy": "no"}
+    path.write_text(yaml.safe_dump(values))
+
+    _train_in_new_process(path)  # both stages in one process
+    _train_in_new_process(path, f"output_dir={tmp_path / 'b'}", "stages=[stage1]")
+    _train_in_new_process(path, f"output_dir={tmp_path / 'b'}", "resume=latest")  # stage 2 from the saved stage 1
+    for stage in ("stage1", "stage2"):
+        weights_a, curve_a = _stage_record(tmp_path / "a", stage)
+        weights_b, curve_b = _stage_record(tmp_path / "b", stage)
+        assert len(curve_a) == 3 and curve_a == curve_b, stage
+        assert weights_a.keys() == weights_b.keys()
+        differ = [k for k in weights_a if not torch.equal(weights_a[k], weights_b[k])]
+        assert not differ, (stage, differ[:5])
+    assert any(k.startswith("adapter.") and "lora_A" in k for k in weights_a)
 
 
 # --- checkpoints: kill, resume, refuse -----------------------------------------------------------------------

@@ -18,7 +18,9 @@ stage's output model.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ BUILTIN_STAGES: dict[str, list[str]] = {
     "pretrain": ["full"],
 }
 DATA_FORMATS = ("auto", "conversations", "ssv2")
+# A stage's folder under output_dir: one plain name, never a path (no '/', '..'), never hidden (save_atomic's
+# temporary folders start with '.')
+STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class RecipeError(ValueError):
@@ -53,7 +58,9 @@ class ModelSection:
     installed, else sdpa). temporal_pooling: mean (each video reaches the LLM as the mean of its visual
     tokens over time: T times fewer tokens, frame order invisible to the LLM; see
     stave.modeling.set_temporal_pooling) or null (the model's own setting: a checkpoint that pools keeps
-    pooling)."""
+    pooling). seed: the model-side random choices — a tiny preset's weights, and the weights each stage adds
+    (STA, LoRA: drawn from seeds derived from this seed and the stage's index, stave.training.run.stage_seed);
+    also the default of training.seed (data order, dropout)."""
 
     path: str = MISSING
     dtype: str = "auto"
@@ -234,6 +241,11 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
         raise RecipeError(f"{name}: stages: at least one stage is needed, e.g. [stage1, stage2]")
     seen = set()
     for i, stage in enumerate(recipe.stages):
+        if not STAGE_NAME.fullmatch(stage.name):
+            raise RecipeError(
+                f"{name}: stages[{i}].name: {stage.name!r} is not a plain folder name (letters, digits, '_', '-' "
+                "and '.', not starting with '.'): each stage writes to <output_dir>/<name>"
+            )
         if stage.name in seen:
             raise RecipeError(f"{name}: stages[{i}].name: {stage.name!r} appears twice")
         seen.add(stage.name)
@@ -302,11 +314,15 @@ _RESERVED = {
 
 
 def check_training_arguments(values: dict[str, Any], where: str) -> None:
-    """Unknown or mistyped TrainingArguments values, named; nothing is constructed here. Numbers written as
-    strings (YAML reads `1e-4` as a string) are converted in place when the option expects a number."""
+    """Unknown or mistyped TrainingArguments values, named with the value and the type the option takes (read from
+    TrainingArguments' own field types: unions, Optional, Literal, enums, list[...] and dict[...]); nothing is
+    constructed here (building TrainingArguments sets up accelerate's process state and checks the hardware).
+    Numbers written as strings (YAML reads `1e-4` as a string) are converted in place when the option takes a
+    number and no string."""
     from transformers import TrainingArguments
 
     fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+    hints = _type_hints(TrainingArguments)
     if "warmup_ratio" in values and "warmup_ratio" not in fields:
         # transformers 5.x folded warmup_ratio into warmup_steps (a float below 1 is a ratio): recipes keep
         # the name both versions understand
@@ -325,14 +341,92 @@ def check_training_arguments(values: dict[str, Any], where: str) -> None:
             raise RecipeError(f"{where}: training.{key}: {_RESERVED[key]}")
         if key not in fields:
             raise RecipeError(f"{where}: training.{key}: not an option of transformers.TrainingArguments")
-        expected = fields[key].type
-        expected = expected if isinstance(expected, str) else getattr(expected, "__name__", str(expected))
-        if expected in ("float", "int") and isinstance(value, str):
-            try:
-                value = values[key] = float(value) if expected == "float" else int(value)
-            except ValueError:
-                pass
-        plain = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(expected)
-        if plain is not None and value is not None:
-            if not isinstance(value, plain) or (expected != "bool" and isinstance(value, bool)):
-                raise RecipeError(f"{where}: training.{key}: expected {expected}, got {value!r}")
+        expected = hints.get(key, fields[key].type)
+        if isinstance(value, str) and not accepts(expected, value):
+            for number in (int, float):
+                try:
+                    converted = number(value)
+                except ValueError:
+                    continue
+                if accepts(expected, converted):
+                    value = values[key] = converted
+                    break
+        if not accepts(expected, value):
+            hint = ""
+            if isinstance(value, bool):  # YAML 1.1 reads these words, unquoted, as booleans
+                words = ("yes", "on", "true") if value else ("no", "off", "false")
+                meant = [word for word in words if accepts(expected, word)]
+                if meant:
+                    spelled = f"{words[0]}, {words[1]} or {words[2]}"
+                    hint = f' (YAML reads an unquoted {spelled} as a boolean: quote it, {key}: "{meant[0]}")'
+            raise RecipeError(f"{where}: training.{key}: expected {type_name(expected)}, got {value!r}{hint}")
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a dataclass (string annotations evaluated where they can be)."""
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved here: the raw field types are used
+        return {}
+
+
+def accepts(expected: Any, value: Any) -> bool:
+    """Whether `value` (as read from YAML: None, bool, int, float, str, list, dict) is of type `expected`.
+
+    An enum, or an enum alongside `str` in a union (TrainingArguments' `SaveStrategy | str`), takes its members'
+    values only; a float takes an int; bool is not taken as a number. A type form this does not know raises
+    TypeError (a new form in a new transformers release is reported, never silently passed)."""
+    import enum
+    import types
+    import typing
+
+    if expected is Any:
+        return True
+    if expected is None or expected is type(None):
+        return value is None
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and isinstance(value, str):  # `Strategy | str`: the string names a member
+            return any(value in [m.value for m in e] for e in enums)
+        return any(accepts(arg, value) for arg in args)
+    if origin is typing.Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin in (list, tuple, set, frozenset, collections.abc.Sequence):
+        return isinstance(value, list) and all(accepts(args[0] if args else Any, v) for v in value)
+    if origin in (dict, collections.abc.Mapping):
+        key_type, item_type = args if args else (Any, Any)
+        return isinstance(value, dict) and all(accepts(key_type, k) and accepts(item_type, v) for k, v in value.items())
+    if origin is None and isinstance(expected, type):
+        if issubclass(expected, enum.Enum):
+            return isinstance(value, expected) or any(value == m.value for m in expected)
+        if expected is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if expected is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, expected)
+    raise TypeError(f"cannot check a value against the type {expected!r}")
+
+
+def type_name(expected: Any) -> str:
+    """A type as a recipe writer reads it: `int`, `float | None`, "one of 'no', 'steps', 'epoch', 'best'"."""
+    import enum
+    import types
+    import typing
+
+    if expected is None or expected is type(None):
+        return "None"
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        shown = [a for a in args if not (enums and a is str)]
+        return " | ".join(type_name(a) for a in shown)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if isinstance(expected, type) and issubclass(expected, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in expected)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    return getattr(expected, "__name__", str(expected))

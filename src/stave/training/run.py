@@ -48,7 +48,7 @@ from .data import (
     words_of,
 )
 from .recipe import Recipe, RecipeError, StageSpec, load_recipe
-from .stages import merge_lora, prepare_stage, trainable_counts
+from .stages import merge_lora, part_seed, prepare_stage, trainable_counts
 
 logger = logging.getLogger("stave.train")
 RUN_FILE = "stave-run.json"
@@ -182,8 +182,15 @@ def _train(recipe: Recipe, callbacks: Sequence[TrainerCallback]) -> Path:
 
 
 def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=()) -> Path:
+    """Train one stage of `recipe` from `model`; returns the folder of the stage's saved model.
+
+    Seeds: the stage's new weights (STA, LoRA) follow from model.seed and the stage's index in the recipe
+    (stage_seed); data order and dropout from the stage's training.seed (default model.seed), which the Trainer
+    sets when it is built. Each stage after the first starts from the previous stage's saved model, so a stage
+    run in a later process (resume) equals one run straight after the previous stage.
+    """
     stage_dir = Path(recipe.output_dir) / stage.name
-    model = prepare_stage(model, stage, recipe.temporal, recipe.lora)
+    model = prepare_stage(model, stage, recipe.temporal, recipe.lora, seed=stage_seed(recipe, stage))
     counts = trainable_counts(model)
     if counts["other"] and "full" not in stage.trains:
         raise RuntimeError(f"stage {stage.name}: {counts['other']} parameters outside STA/LoRA would train")
@@ -242,6 +249,12 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
     trainer.accelerator.wait_for_everyone()
     logger.info("stage %s: model saved to %s", stage.name, target)
     return target
+
+
+def stage_seed(recipe: Recipe, stage: StageSpec) -> int:
+    """The seed of the weights `stage` creates: model.seed with the stage's index in the recipe."""
+    index = [s.name for s in recipe.stages].index(stage.name)
+    return part_seed(recipe.model.seed, "stage", index)
 
 
 def training_arguments(recipe: Recipe, stage: StageSpec, stage_dir: Path) -> TrainingArguments:

@@ -5,10 +5,15 @@ LoRA goes on the vision blocks' attention/MLP linears (named per family in stave
 vision SwiGLU is told from the LLM's MLP by its `visual.blocks.N.` prefix) and on the LLM's attention/MLP
 linears; never on the STA layers, which train in full through peft's `modules_to_save` (so peft checkpoints
 hold them too), as does the head when a LoRA stage trains it.
+
+The weights a stage creates (STA, LoRA) are random draws, each part from its own seed derived from the stage's
+seed (`part_seed`): the same recipe seed gives the same weights in every process, whatever ran before in it,
+and a stage adds the same LoRA weights with or without STA (the two arms of an ablation start alike).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -55,15 +60,29 @@ def lora_config(model: nn.Module, lora: LoraSection, *, with_temporal: bool, wit
     )
 
 
-def prepare_stage(model: nn.Module, stage: StageSpec, temporal: TemporalConfig, lora: LoraSection) -> nn.Module:
+def part_seed(seed: int, *keys: object) -> int:
+    """A seed in [0, 2**32) derived from `seed` and `keys` (e.g. the stage index and "lora"): the same arguments
+    give the same seed in every process; different keys give unrelated streams."""
+    digest = hashlib.sha256("/".join(str(part) for part in (seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def prepare_stage(
+    model: nn.Module, stage: StageSpec, temporal: TemporalConfig, lora: LoraSection, *, seed: int = 0
+) -> nn.Module:
     """Make `model` train what `stage` trains; returns the model to train (a peft model for LoRA stages).
 
     STA is added (zero-initialised, from `temporal`) when the stage trains it and the model has none yet.
     Everything else is frozen (a `full` stage trains every parameter, STA included when the model has it).
+    The new weights follow from `seed`: STA is drawn after seeding every RNG (python, numpy, torch) with
+    part_seed(seed, "temporal"), LoRA after seeding with part_seed(seed, "lora").
     """
+    from transformers import set_seed
+
     trains_temporal = "temporal" in stage.trains
     trains_head = "head" in stage.trains
     if trains_temporal and temporal_config(model) is None:
+        set_seed(part_seed(seed, "temporal"))
         add_temporal_attention(model, temporal)
     full = "full" in stage.trains
     for parameter in model.parameters():
@@ -78,6 +97,7 @@ def prepare_stage(model: nn.Module, stage: StageSpec, temporal: TemporalConfig, 
         from peft import get_peft_model
 
         config = lora_config(model, lora, with_temporal=trains_temporal, with_head=trains_head)
+        set_seed(part_seed(seed, "lora"))
         model = get_peft_model(model, config)
         if config.modules_to_save:
             # peft trains its copies of temp_attn/norm3/lm_head (modules_to_save); the originals stay frozen
