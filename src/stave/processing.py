@@ -25,6 +25,7 @@ import torch
 import transformers
 
 from .config import TEMPORAL_POOLING_MODES
+from .errors import StaveError
 from .modeling import POOLING_KEY, temporal_pooling
 from .video import PatchSpec, VideoOptions, pack_frames, read_video, seconds_per_grid
 from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
@@ -39,7 +40,7 @@ NEEDS_MM_TOKEN_TYPES = TRANSFORMERS_MAJOR >= 5
 MODEL_TYPES = {"qwen2_vl": False, "qwen2_5_vl": True}
 
 
-class ConversationError(ValueError):
+class ConversationError(StaveError, ValueError):
     """A sample that is not a valid conversation; names the sample and the field."""
 
 

@@ -25,6 +25,7 @@ import torch
 import transformers
 
 from .. import __version__
+from ..errors import StaveError
 from ..training.checkpoints import write_json_atomic
 from ..video import VideoOptions
 from .answers import exact_match, extract_choice
@@ -32,7 +33,7 @@ from .items import LETTERS, EvalItem, LoadReport
 from .prompts import DEFAULT_TEMPLATE, prompt_text
 
 
-class EvalError(ValueError):
+class EvalError(StaveError, ValueError):
     """An evaluation that cannot run or resume as asked; names the file or setting."""
 
 

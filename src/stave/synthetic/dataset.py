@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import StaveError
 from ..ssv2 import ssv2_class
 from ..video.encode import write_video
 from .scene import BACKGROUND, COLOURS, PATCH, SHAPES, TEMPORAL_PATCH, Clip, poses_per_clip, render_clip
@@ -65,7 +66,7 @@ MIN_SIZE, MAX_SIZE = 84, 448
 MIN_FRAMES, MAX_FRAMES = 8, 64
 
 
-class SynthError(ValueError):
+class SynthError(StaveError, ValueError):
     """Options that cannot make a data set, or an output folder that must not be written to."""
 
 

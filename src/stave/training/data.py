@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..errors import StaveError
 from ..processing import NEEDS_MM_TOKEN_TYPES, ConversationError, VideoChatProcessor, to_messages
 from ..ssv2 import ssv2_class, subset_classes, t10_split
 from ..video import VideoError
@@ -29,7 +30,7 @@ SKIPPED_FILE = "skipped.jsonl"
 EMPTY_BATCH = "stave_failed_samples"
 
 
-class DataError(ValueError):
+class DataError(StaveError, ValueError):
     """A training file or record that cannot be used; names the file, the record and the reason."""
 
 

@@ -28,6 +28,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..config import TEMPORAL_POOLING_MODES, TemporalConfig
+from ..errors import StaveError
 from ..ssv2 import SUBSETS
 from ..video import VideoOptions
 
@@ -41,7 +42,7 @@ BUILTIN_STAGES: dict[str, list[str]] = {
 DATA_FORMATS = ("auto", "conversations", "ssv2")
 
 
-class RecipeError(ValueError):
+class RecipeError(StaveError, ValueError):
     """A recipe that cannot run; the message names the file and the key (or data file) at fault."""
 
 
