@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..processing import IGNORE_INDEX, VideoChatProcessor
-from ..video import VideoCache, VideoOptions
+from ..video import VideoCache, VideoOptions, check_video
 from .items import EvalItem
 from .prompts import DEFAULT_TEMPLATE, messages
 
@@ -130,7 +130,12 @@ def ask(
     video_options: VideoOptions | None = None,
     max_new_tokens: int = 64,
 ) -> str:
-    """Ask one question about one video; returns the model's answer."""
+    """Ask one question about one video; returns the model's answer ("" if it generated no text).
+
+    Given a model path, the video is checked first (stave.video.check_video: it exists, is a video, its frames
+    can be taken), so a bad video is reported in a moment, not after the model has loaded."""
+    if not isinstance(model, ModelAnswerer):
+        check_video(video, video_options)
     answerer = model if isinstance(model, ModelAnswerer) else load_answerer(model, max_new_tokens=max_new_tokens)
     if video_options is not None:
         answerer.processor.video_options = video_options
