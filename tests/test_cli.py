@@ -10,13 +10,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import generated_text
 
 import stave
 from stave import cli
 from stave.cli import main, sta_cost
 from stave.config import TemporalConfig
 from stave.errors import StaveError
-from stave.video import VideoError
+from stave.video import VideoError, VideoOptions
 
 
 def test_info_prints_the_papers_figures_for_qwen2_vl_7b(capsys):
@@ -91,7 +92,11 @@ def test_ask_explain_and_compare_from_the_command_line(tmp_path, capsys):
     flags = ["--model", str(tmp_path / "model"), "--video", str(video), "--frames", "4", "--max-pixels", "3136",
              "--min-pixels", "3136"]  # fmt: skip
     assert main(["ask", *flags, "which way ?", "--max-new-tokens", "3"]) == 0
-    assert capsys.readouterr().out == _generated(model, tokenizer, video, "which way ?", 3) + "\n"
+    question = [
+        {"role": "user", "content": [{"type": "video", "video": str(video)}, {"type": "text", "text": "which way ?"}]}
+    ]
+    options = VideoOptions(nframes=4, min_pixels=3136, max_pixels=3136)  # what the flags ask for
+    assert capsys.readouterr().out == generated_text(model, tokenizer, question, options, max_new_tokens=3) + "\n"
     assert main(["explain", *flags, "--out", str(tmp_path / "map.png")]) == 0
     assert "grid t,h,w = (2, 4, 4)" in capsys.readouterr().out and (tmp_path / "map.png").stat().st_size > 2000
 
@@ -106,25 +111,6 @@ def test_ask_explain_and_compare_from_the_command_line(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--chart", str(tmp_path / "c.png")]) == 0
     assert "| overall | 50.00 (n=4) | 75.00 (n=4) | +25.00 |" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "a")]) == 2
-
-
-def _generated(model, tokenizer, video, question: str, max_new_tokens: int) -> str:
-    """The model's own greedy generate on the processor's inputs for 4 frames of 56 x 56 (what the flags ask)."""
-    import torch
-
-    from stave.processing import VideoChatProcessor
-    from stave.video import VideoOptions
-
-    options = VideoOptions(nframes=4, min_pixels=3136, max_pixels=3136)
-    processor = VideoChatProcessor.for_model(tokenizer, model, options)
-    content = [{"type": "video", "video": str(video)}, {"type": "text", "text": question}]
-    encoded = processor.encode([{"role": "user", "content": content}], train=False)
-    batch = processor.collate([encoded])
-    with torch.no_grad():
-        out = model.eval().generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-    new = out[0, len(encoded["input_ids"]) :]
-    assert len(new) == max_new_tokens and tokenizer.eos_token_id not in new.tolist()  # a real answer to compare
-    return tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
 def _stave_error_classes() -> list[type[StaveError]]:
@@ -156,8 +142,10 @@ def test_every_stave_error_is_one_line_with_exit_status_2_and_the_traceback_only
     private = [cls for cls in classes if cls.__name__.startswith("_")]  # raised and caught inside one module
     assert [cls for cls in classes if not issubclass(cls, StaveError) and cls not in private] == []
     for cls in [cls for cls in classes if cls not in private]:
-        error = cls("clip.mp4", "the reason,\nin two lines") if issubclass(cls, VideoError) else cls(
-            "clip.mp4: the reason,\nin two lines"
+        error = (
+            cls("clip.mp4", "the reason,\nin two lines")
+            if issubclass(cls, VideoError)
+            else cls("clip.mp4: the reason,\nin two lines")
         )
 
         def fail(args, error=error):
