@@ -21,7 +21,8 @@ A reduced --depth keeps CPU runs short; the per-block ratios do not depend on it
     python benchmarks/sta_overhead.py --quick          # 16 frames at 224, batch 1 and 4, 1 block, 3 repeats
     python benchmarks/sta_overhead.py                  # 8/16/32 frames, 448 and 224, batch 1 and 4, 5 repeats
 
---quick takes a few minutes on 2 CPU cores (measured: benchmarks/RESULTS.md); any flag given with it wins.
+--quick is sized for about 4 minutes on 2 idle CPU cores (an estimate from the per-call times in
+benchmarks/RESULTS.md; see there); any flag given with it wins.
 """
 
 from __future__ import annotations

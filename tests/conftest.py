@@ -43,8 +43,8 @@ def randomize_temporal(model, std: float = 0.3, seed: int = 1) -> None:
 
 def generated_text(model, tokenizer, messages, video_options, max_new_tokens: int) -> str:
     """What `model.generate` itself answers (greedy) to the processor's inputs for `messages`, decoded as stave's
-    answerer decodes; asserts that it generated `max_new_tokens` tokens and some text, so that a comparison
-    with it compares real text."""
+    answerer decodes; asserts that it generated some text, so that a comparison with it compares real text.
+    (Tiny random models differ between transformers versions: their weights are drawn by each version's init.)"""
     from stave.processing import VideoChatProcessor
 
     processor = VideoChatProcessor.for_model(tokenizer, model, video_options)
@@ -56,5 +56,5 @@ def generated_text(model, tokenizer, messages, video_options, max_new_tokens: in
         )  # fmt: skip
     new = out[0, len(encoded["input_ids"]) :].tolist()
     text = tokenizer.decode(new, skip_special_tokens=True).strip()
-    assert len(new) == max_new_tokens and text, new
+    assert text, new
     return text
