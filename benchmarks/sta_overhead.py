@@ -8,15 +8,21 @@ Arms, all with the same random weights:
 
 Tables:
   1. blocks forward (timed from the first block's input to the last block's output) and tower
-     forward+backward, with b/a next to the ratio predicted from the multiply-adds of the shapes, and c/b;
+     forward+backward, with b/a next to the ratio predicted from the multiply-adds of the shapes ("predicted"),
+     STA's measured overhead relative to its predicted overhead ("overhead / predicted overhead" =
+     (b/a - 1) / (predicted - 1): 1.00 when STA costs what its multiply-adds predict, 2.00 when twice that),
+     and c/b;
   2. the temporal layer alone, forward+backward, stave vs naive;
   3. peak memory of tower forward+backward with gradient checkpointing, plain vs stave.
 
 CPU (float32) by default; on a GPU pass --device cuda --dtype bfloat16 [--attn flash_attention_2].
 A reduced --depth keeps CPU runs short; the per-block ratios do not depend on it.
 
-    python benchmarks/sta_overhead.py --quick          # 16 frames, 448 and 224, batch 1 and 4 (CPU minutes)
-    python benchmarks/sta_overhead.py                  # 8/16/32 frames, 448 and 224, batch 1 and 4
+    python benchmarks/sta_overhead.py --quick          # 16 frames at 224, batch 1 and 4, 1 block, 3 repeats
+    python benchmarks/sta_overhead.py                  # 8/16/32 frames, 448 and 224, batch 1 and 4, 5 repeats
+
+--quick is sized for about 4 minutes on 2 idle CPU cores (an estimate from the per-call times in
+benchmarks/RESULTS.md; see there); any flag given with it wins.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ from stave.temporal import TemporalAttention, TemporalLayout
 from stave.testing import random_pixels
 
 Grid = tuple[int, int, int]
+# What a run covers unless a flag says otherwise; depth (blocks): the preset's on a GPU, DEPTH on a CPU.
+FULL = {"frames": [8, 16, 32], "sizes": [448, 224], "batches": [1, 4], "repeats": 5}
+QUICK = {"frames": [16], "sizes": [224], "batches": [1, 4], "repeats": 3}
+CPU_DEPTH = {"full": 2, "quick": 1}
 
 
 class NaiveTemporalAttention(TemporalAttention):
@@ -247,26 +257,30 @@ def cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="qwen2-vl-7b")
-    parser.add_argument("--depth", type=int, default=None, help="blocks (default: 2 on CPU, the preset's on GPU)")
-    parser.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[448, 224])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--depth", type=int, help="blocks (default: 2 on CPU, 1 with --quick; 32 on GPU)")
+    parser.add_argument("--frames", type=int, nargs="+", help="default: 8 16 32")
+    parser.add_argument("--sizes", type=int, nargs="+", help="default: 448 224")
+    parser.add_argument("--batches", type=int, nargs="+", help="default: 1 4")
+    parser.add_argument("--repeats", type=int, help="timed rounds after the warm-up (default: 5)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on GPU")
     parser.add_argument("--attn", default="sdpa", help="spatial attention: sdpa, eager, flash_attention_2")
     parser.add_argument("--no-backward", action="store_true", help="skip forward+backward timings")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
-    parser.add_argument("--quick", action="store_true", help="16 frames only")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few CPU minutes: 16 frames, size 224, 1 block, 3 repeats (flags win)"
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     on_gpu = args.device.startswith("cuda")
     args.dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
-    args.depth = args.depth or (None if on_gpu else 2)
+    defaults = QUICK if args.quick else FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.depth = args.depth or (None if on_gpu else CPU_DEPTH["quick" if args.quick else "full"])
     if args.depth is None:
         args.depth = 32
-    if args.quick:
-        args.frames = [16]
     if args.memory_probe:
         memory_probe(args)
         return
@@ -281,8 +295,8 @@ def main() -> None:
 
     print()
     print(
-        "| frames | size | batch | tokens | blocks fwd a / b / c (s) | b/a | predicted | b/a ÷ pred | c/b "
-        "| tower fwd+bwd a / b / c (s) | b/a | predicted | c/b |"
+        "| frames | size | batch | tokens | blocks fwd a / b / c (s) | b/a | predicted "
+        "| overhead / predicted overhead | c/b | tower fwd+bwd a / b / c (s) | b/a | predicted | c/b |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     layer_rows = []

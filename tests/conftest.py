@@ -50,3 +50,22 @@ def randomize_temporal(model, std: float = 0.3, seed: int = 1) -> None:
     with torch.no_grad():
         for _, param in stave.temporal_parameters(model):
             param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def generated_text(model, tokenizer, messages, video_options, max_new_tokens: int) -> str:
+    """What `model.generate` itself answers (greedy) to the processor's inputs for `messages`, decoded as stave's
+    answerer decodes; asserts that it generated some text, so that a comparison with it compares real text.
+    (Tiny random models differ between transformers versions: their weights are drawn by each version's init.)"""
+    from stave.processing import VideoChatProcessor
+
+    processor = VideoChatProcessor.for_model(tokenizer, model, video_options)
+    encoded = processor.encode(messages, train=False)
+    with torch.no_grad():
+        out = model.eval().generate(
+            **processor.collate([encoded]), max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+    new = out[0, len(encoded["input_ids"]) :].tolist()
+    text = tokenizer.decode(new, skip_special_tokens=True).strip()
+    assert text, new
+    return text

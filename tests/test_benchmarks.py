@@ -6,6 +6,7 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
@@ -19,6 +20,29 @@ def test_sta_overhead_prints_all_three_tables():
     lines = result.stdout.splitlines()
     assert sum(line.startswith("| 4 | 56 |") for line in lines) == 6  # 2 batches x (timing, layer, memory)
     assert "Temporal layer alone" in result.stdout and "Peak memory" in result.stdout
+    header = next(line for line in lines if line.startswith("| frames | size | batch | tokens |")).split(" | ")
+    assert header[5:9] == ["b/a", "predicted", "overhead / predicted overhead", "c/b"]
+    for row in [line.split(" | ") for line in lines if line.startswith("| 4 | 56 |")][:2]:
+        ratio, predicted, relative = float(row[5]), float(row[6]), float(row[7])
+        assert relative == pytest.approx((ratio - 1) / (predicted - 1), abs=0.006 / (predicted - 1) + 0.005)
+
+
+def test_sta_overhead_quick_is_one_block_at_224_and_flags_win():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import sta_overhead
+
+    assert sta_overhead.QUICK == {"frames": [16], "sizes": [224], "batches": [1, 4], "repeats": 3}
+    assert sta_overhead.CPU_DEPTH == {"full": 2, "quick": 1}
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "sta_overhead.py"), "--quick", "--frames", "4", "--sizes", "56",
+        "--batches", "1", "--repeats", "1", "--no-backward", "--no-memory",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "depth 1, float32" in result.stdout and "median of 1 after a warm-up" in result.stdout
+    assert [line.split(" | ")[:3] for line in result.stdout.splitlines() if line.startswith("| 4 |")] == [
+        ["| 4", "56", "1"], ["| 4", "56", "1"]
+    ]  # fmt: skip
 
 
 def test_train_step_prints_both_arms_with_their_flop_ratio():

@@ -1,12 +1,22 @@
-"""The `stave` command line: figures of `stave info` and the tiny end-to-end forward."""
+"""The `stave` command line: figures of `stave info`, the tiny end-to-end forward, the commands on tiny models,
+and how errors reach the user (one line, exit status 2; the traceback with --debug)."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 
+import pytest
+from conftest import generated_text
+
+import stave
+from stave import cli
 from stave.cli import main, sta_cost
 from stave.config import TemporalConfig
+from stave.errors import StaveError
+from stave.video import VideoError, VideoOptions
 
 
 def test_info_prints_the_papers_figures_for_qwen2_vl_7b(capsys):
@@ -81,7 +91,11 @@ def test_ask_explain_and_compare_from_the_command_line(tmp_path, capsys):
     flags = ["--model", str(tmp_path / "model"), "--video", str(video), "--frames", "4", "--max-pixels", "3136",
              "--min-pixels", "3136"]  # fmt: skip
     assert main(["ask", *flags, "which way ?", "--max-new-tokens", "3"]) == 0
-    assert capsys.readouterr().out.strip() != ""
+    question = [
+        {"role": "user", "content": [{"type": "video", "video": str(video)}, {"type": "text", "text": "which way ?"}]}
+    ]
+    options = VideoOptions(nframes=4, min_pixels=3136, max_pixels=3136)  # what the flags ask for
+    assert capsys.readouterr().out == generated_text(model, tokenizer, question, options, max_new_tokens=3) + "\n"
     assert main(["explain", *flags, "--out", str(tmp_path / "map.png")]) == 0
     assert "grid t,h,w = (2, 4, 4)" in capsys.readouterr().out and (tmp_path / "map.png").stat().st_size > 2000
 
@@ -96,3 +110,102 @@ def test_ask_explain_and_compare_from_the_command_line(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--chart", str(tmp_path / "c.png")]) == 0
     assert "| overall | 50.00 (n=4) | 75.00 (n=4) | +25.00 |" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "a")]) == 2
+
+
+def _stave_error_classes() -> list[type[StaveError]]:
+    """Every exception class defined in stave's modules (all imported; those needing an uninstalled extra skipped)."""
+    for module in pkgutil.walk_packages(stave.__path__, "stave."):
+        try:
+            importlib.import_module(module.name)
+        except ImportError:  # stave.integrations.lmms_eval without lmms-eval
+            continue
+    defined = []
+    for name, module in list(sys.modules.items()):
+        if name == "stave" or name.startswith("stave."):
+            defined += [
+                value
+                for value in vars(module).values()
+                if isinstance(value, type) and issubclass(value, BaseException) and value.__module__ == name
+            ]
+    return sorted(set(defined), key=lambda cls: cls.__name__)
+
+
+def test_every_stave_error_is_one_line_with_exit_status_2_and_the_traceback_only_with_debug(monkeypatch, capsys):
+    classes = _stave_error_classes()
+    names = {cls.__name__ for cls in classes}
+    assert {
+        "VideoDecodeError", "VideoTimeoutError", "VideoBackendError", "VideoNotFoundError", "ConversationError",
+        "RecipeError", "DataError", "BenchmarkFormatError", "CheckpointError", "SynthError", "EvalError",
+        "ExperimentError", "MissingExtraError",
+    } <= names  # fmt: skip
+    private = [cls for cls in classes if cls.__name__.startswith("_")]  # raised and caught inside one module
+    assert [cls for cls in classes if not issubclass(cls, StaveError) and cls not in private] == []
+    for cls in [cls for cls in classes if cls not in private]:
+        error = (
+            cls("clip.mp4", "the reason,\nin two lines")
+            if issubclass(cls, VideoError)
+            else cls("clip.mp4: the reason,\nin two lines")
+        )
+
+        def fail(args, error=error):
+            raise error
+
+        monkeypatch.setattr(cli, "cmd_info", fail)
+        assert main(["info"]) == 2, cls
+        assert capsys.readouterr().err == "stave info: error: clip.mp4: the reason, in two lines\n", cls
+        for flags in (["--debug", "info"], ["info", "--debug"]):
+            with pytest.raises(cls):
+                main(flags)
+
+    def bug(args):
+        raise KeyError("a bug keeps its traceback")
+
+    monkeypatch.setattr(cli, "cmd_info", bug)
+    with pytest.raises(KeyError):
+        main(["info"])
+
+
+def test_ask_refuses_a_bad_video_in_one_line_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    from training_data import moving_square
+
+    import stave.checkpoint
+    import stave.evaluation.model
+    from stave.video.encode import write_video
+
+    def load_answerer(*args, **kwargs):
+        raise AssertionError("the model was loaded before the video was checked")
+
+    monkeypatch.setattr(stave.evaluation.model, "load_answerer", load_answerer)
+    (tmp_path / "text.mp4").write_text("not a video")
+    clip = write_video(tmp_path / "clip.mp4", moving_square("left", frames=8), fps=4)
+    for video, flags, reason in (
+        (tmp_path / "text.mp4", [], "not a readable video"),
+        (tmp_path / "missing.mp4", [], "no such file or folder"),
+        (clip, ["--frames", "16"], "nframes=16 asks for 16 frames but the clip has 8"),
+    ):
+        command = ["ask", "--model", str(tmp_path / "no-model"), "--video", str(video), "which way ?", *flags]
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"stave ask: error: {video}: {reason}") and err.count("\n") == 1, err
+    monkeypatch.setattr(stave.checkpoint, "load_model", load_answerer)  # stave explain checks first too
+    assert main(["explain", "--model", str(tmp_path / "no-model"), "--video", str(tmp_path / "text.mp4")]) == 2
+    assert capsys.readouterr().err.startswith(f"stave explain: error: {tmp_path / 'text.mp4'}: not a readable video")
+
+
+def test_ask_says_so_when_the_model_produces_no_text(tmp_path, capsys):
+    """The shipped base, asked what it was never trained on, ends its answer at once (greedy, so always)."""
+    from stave.base import FRAME_SIZE, TINY_BASE, VIDEO_OPTIONS
+    from stave.evaluation import ask
+    from stave.synthetic import generate
+
+    generate(tmp_path / "synth", n=2, seed=0, tasks="still")
+    video, question = tmp_path / "synth" / "videos" / "00000.mp4", "What is happening in this video?"
+    assert ask(TINY_BASE, video, question, video_options=VIDEO_OPTIONS) == ""  # the library's answer: nothing
+    pixels = str(FRAME_SIZE**2)
+    flags = ["--frames", "8", "--min-pixels", pixels, "--max-pixels", pixels]
+    assert main(["ask", "--model", "stave/tiny-base", "--video", str(video), question, *flags]) == 0
+    assert capsys.readouterr().out == "(the model produced no text)\n"
+    question = "Where is the object vertically? Answer with one of: top, middle, bottom."  # as the base was trained
+    answer = ask(TINY_BASE, video, question, video_options=VIDEO_OPTIONS)
+    assert main(["ask", "--model", "stave/tiny-base", "--video", str(video), question, *flags]) == 0
+    assert capsys.readouterr().out == answer + "\n" and answer in ("top", "middle", "bottom")

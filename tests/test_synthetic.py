@@ -247,6 +247,9 @@ def test_bad_options_are_clear_errors(tmp_path, options, message):
 
 
 def test_output_folder_is_never_mixed_with_other_files(tmp_path, monkeypatch):
+    # a folder named like a leftover of stave synth, but not made by the runs below: they must not touch it
+    (tmp_path / ".data.partial").mkdir()
+    (tmp_path / ".data.partial" / "keep.txt").write_text("not stave's")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(SynthError, match="not empty"):
@@ -265,6 +268,8 @@ def test_output_folder_is_never_mixed_with_other_files(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         generate(tmp_path / "data", n=4, tasks="still", overwrite=True)
     assert files_of(tmp_path / "data") == before  # a failed run leaves the folder as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".data.partial", "busy", "data"]  # and nothing next to it
+    assert (tmp_path / ".data.partial" / "keep.txt").read_text() == "not stave's"
 
 
 def test_synth_command_writes_a_data_set_and_reports_bad_arguments(tmp_path, capsys):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import merged_tokens, randomize_temporal
+from conftest import generated_text, merged_tokens, randomize_temporal
 from training_data import tiny_recipe, write_dataset
 
 import stave
@@ -147,9 +147,23 @@ def test_generate_works_pooled_and_agrees_with_the_forward_pass(preset):
     inputs = model_inputs(model, videos=[(4, 4, 4)], images=[(1, 4, 4)])
     assert _count(inputs, model.config.video_token_id) == 4
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=2)
-    assert out.shape == (1, inputs["input_ids"].shape[1] + 3)
-    assert out[0, inputs["input_ids"].shape[1]] == _logits(model, inputs)[0, -1].argmax()
+        out = model.generate(
+            **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=2, output_logits=True,
+            return_dict_in_generate=True,
+        )  # fmt: skip
+    prompt, tokens = inputs["input_ids"].shape[1], out.sequences
+    assert tokens.shape == (1, prompt + 3)
+    for k in range(3):  # each step's logits (cached decoding, pooled positions) are a full forward pass's (no cache)
+        grown = {
+            **inputs,
+            "input_ids": tokens[:, : prompt + k],
+            "attention_mask": torch.ones_like(tokens[:, : prompt + k]),
+        }
+        if "mm_token_type_ids" in inputs:
+            grown["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], tokens[:, prompt : prompt + k] * 0], 1)
+        full = _logits(model, grown)[0, -1]
+        torch.testing.assert_close(out.logits[k][0], full, atol=1e-5, rtol=1e-4)
+        assert tokens[0, prompt + k] == full.argmax(), k
 
 
 def test_training_step_through_peft_lora_gives_gradients(preset):
@@ -186,7 +200,7 @@ def _video_question():
 
 def test_processor_and_evaluation_read_pooling_from_the_model(tmp_path):
     tokenizer = build_word_tokenizer(WORDS)
-    model = stave.set_temporal_pooling(tiny_model(tokenizer=tokenizer), "mean")
+    model = stave.set_temporal_pooling(tiny_model(tokenizer=tokenizer, seed=4), "mean")  # answers in words (4.57, 5.x)
     pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
 
     processor = VideoChatProcessor.for_model(tokenizer, model, SMALL_VIDEO)
@@ -202,7 +216,8 @@ def test_processor_and_evaluation_read_pooling_from_the_model(tmp_path):
     assert answerer.processor.temporal_pooling == "mean"
     encoded = answerer.processor.encode(_video_question(), train=False)
     assert (encoded["input_ids"] == pad).sum() == 4
-    assert isinstance(answerer.generate_encoded([encoded, encoded])[0], str)
+    expected = generated_text(model, tokenizer, _video_question(), SMALL_VIDEO, max_new_tokens=2)
+    assert answerer.generate_encoded([encoded, encoded]) == [expected, expected]
 
 
 @pytest.fixture(scope="module")

@@ -295,6 +295,67 @@ def test_decode_has_a_timeout(clip_path):
         read_video(clip_path, VideoOptions(nframes=30, timeout=1e-9, **SMALL))
 
 
+FIFO_SCRIPT = """
+import sys, time
+from pathlib import Path
+from stave.video import VideoError, VideoOptions, check_video, read_video
+from stave.video.backends.frame_table import open_container
+
+fifo = Path(sys.argv[1])
+for call in (lambda: read_video(fifo, VideoOptions(timeout=2.0)), lambda: check_video(fifo, VideoOptions(timeout=2.0)),
+             lambda: open_container(fifo, 0.5)):
+    start = time.monotonic()
+    try:
+        call()
+    except VideoError as error:
+        print(f"{type(error).__name__}|{error}|{time.monotonic() - start:.2f}", flush=True)
+"""
+
+
+def test_a_fifo_is_refused_and_opening_one_stops_at_the_timeout(tmp_path):
+    """A FIFO without a writer blocks open(2) for good, whatever PyAV's timeout: read_video and check_video
+    refuse it up front, and the opening itself (reached for regular files only) gives up at its timeout.
+    Run in a child process, so that a regression fails by the child's timeout instead of hanging the suite."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [sys.executable, "-c", FIFO_SCRIPT, str(fifo)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    refused = f"VideoDecodeError|{fifo}: not a regular file but a FIFO (named pipe); stave reads video files"
+    read, checked, opened = result.stdout.splitlines()
+    assert read.startswith(refused) and checked.startswith(refused)
+    name, message, seconds = opened.split("|")
+    assert name == "VideoTimeoutError" and message == f"{fifo}: opening took longer than the timeout of 0.5s"
+    assert 0.5 <= float(seconds) < 10
+
+
+def test_a_device_is_not_read_as_a_video():
+    with pytest.raises(VideoDecodeError, match=r"^/dev/null: not a regular file but a character device"):
+        read_video("/dev/null")
+
+
+def test_check_video_finds_what_read_video_would_refuse_without_decoding(clip_path, tmp_path, monkeypatch):
+    from stave.video import check_video
+    from stave.video.backends import pyav
+
+    monkeypatch.setattr(pyav, "decode", None)  # nothing may be decoded
+    check_video(clip_path, VideoOptions(nframes=30))
+    with pytest.raises(VideoNotFoundError, match="missing.mp4: no such file"):
+        check_video(tmp_path / "missing.mp4")
+    (tmp_path / "text.mp4").write_text("not a video")
+    with pytest.raises(VideoDecodeError, match=r"text\.mp4: not a readable video"):
+        check_video(tmp_path / "text.mp4")
+    with pytest.raises(VideoSamplingError, match="nframes=32 asks for 32 frames but the clip has 30"):
+        check_video(clip_path, VideoOptions(nframes=32))
+    with pytest.raises(VideoSamplingError, match="start=5.0s is beyond"):
+        check_video(clip_path, VideoOptions(start=5.0))
+
+
 def moving_frames(count: int, height: int = 72, width: int = 112) -> np.ndarray:
     """Moving colour gradients: x264 codes most of them as B-frames, many of which nothing references."""
     y, x = np.mgrid[0:height, 0:width]
@@ -551,7 +612,7 @@ def test_slow_decoding_stops_at_the_deadline(clip_path, monkeypatch):
     """A decoder that keeps running past the timeout is stopped between frames."""
     import stave.video.backends.frame_table as frame_table
 
-    clock = iter(range(0, 10**6, 7))  # every reading of the clock is 7 s later than the last
+    clock = iter(range(0, 10**6, 3))  # every reading of the clock is 3 s later: the second frame comes too late
     monkeypatch.setattr(frame_table.time, "monotonic", lambda: next(clock))
     with pytest.raises(VideoTimeoutError, match=r"numbered\.mp4: decoding took longer than the timeout of 10.0s"):
         read_video(clip_path, VideoOptions(nframes=30, timeout=10.0, **SMALL))

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from .config import TemporalConfig
+from .errors import StaveError
 from .modeling import add_temporal_attention, temporal_parameters
 from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower
-from .training.checkpoints import CheckpointError
 
 
 def linear_macs_per_token(module: nn.Module) -> int:
@@ -173,18 +173,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_TEXT = "(the model produced no text)"
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     from .evaluation import ask
 
-    print(
-        ask(
-            args.model,
-            args.video,
-            args.question,
-            video_options=_video_options(args),
-            max_new_tokens=args.max_new_tokens,
-        )
-    )
+    options = _video_options(args)
+    answer = ask(args.model, args.video, args.question, video_options=options, max_new_tokens=args.max_new_tokens)
+    print(answer or NO_TEXT)
     return 0
 
 
@@ -195,10 +192,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .explain import save_map, temporal_attention_map
     from .processing import VideoChatProcessor
+    from .video import check_video
 
+    options = _video_options(args)
+    check_video(args.video, options)  # before the model loads
     path = resolve_model(args.model)
     model = load_model(path)
-    processor = VideoChatProcessor.for_model(AutoTokenizer.from_pretrained(path), model, _video_options(args))
+    processor = VideoChatProcessor.for_model(AutoTokenizer.from_pretrained(path), model, options)
     result = temporal_attention_map(model, processor, args.video, block=args.block)
     out = args.out or f"{Path(args.video).stem}-sta-block{result.block}.png"
     print(f"temporal attention map (grid t,h,w = {result.grid}): {save_map(result, out, title=Path(args.video).name)}")
@@ -394,15 +394,29 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--val-fraction", type=float, default=0.2, help="share of each task held out")
     synth.add_argument("--overwrite", action="store_true", help="replace a synthetic data set already in --out")
     synth.set_defaults(func=cmd_synth)
+
+    debug = "show the traceback of an error (without it, an error is reported in one line, exit status 2)"
+    parser.add_argument("--debug", action="store_true", help=debug)
+    for command in sub.choices.values():  # also after the command; SUPPRESS keeps a flag given before it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
     return parser
+
+
+# Reported in one line (exit status 2) instead of a traceback: stave's own errors, which name the file, record or
+# field and the reason, and the built-in kinds of bad input (values checked by TemporalConfig, VideoOptions and
+# argparse types; files that cannot be read or written). Anything else is a bug and keeps its traceback.
+REPORTED_ERRORS = (StaveError, ValueError, TypeError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as error:
-        print(f"stave {args.command}: error: {error}", file=sys.stderr)
+    except REPORTED_ERRORS as error:
+        if args.debug:
+            raise
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"stave {args.command}: error: {message or type(error).__name__}", file=sys.stderr)
         return 2
 
 

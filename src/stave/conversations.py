@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import StaveError
 from .video import VideoOptions
 
 
-class ConversationError(ValueError):
+class ConversationError(StaveError, ValueError):
     """A sample that is not a valid conversation; names the sample and the field."""
 
 

@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .errors import StaveError
+
 if TYPE_CHECKING:
     from accelerate import PartialState
 
 logger = logging.getLogger("stave.distributed")
 
 
-class LaunchError(ValueError):
+class LaunchError(StaveError, ValueError):
     """The launcher's processes did not form one run of the launcher's size; names what was found and the fix."""
 
 

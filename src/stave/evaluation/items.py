@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import StaveError
+
 LETTERS = "ABCDEFGHIJ"
 
 
-class BenchmarkFormatError(ValueError):
+class BenchmarkFormatError(StaveError, ValueError):
     """A benchmark file or record that does not follow the published format; names file, record, field."""
 
 

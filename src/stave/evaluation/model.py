@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..processing import IGNORE_INDEX, VideoChatProcessor
-from ..video import VideoCache, VideoOptions
+from ..video import VideoCache, VideoOptions, check_video
 from .items import EvalItem
 from .prompts import DEFAULT_TEMPLATE, messages
 
@@ -129,14 +129,24 @@ def ask(
     question: str,
     *,
     video_options: VideoOptions | None = None,
-    max_new_tokens: int = 64,
+    max_new_tokens: int | None = None,
 ) -> str:
-    """Ask one question about one video; returns the model's answer."""
-    answerer = model if isinstance(model, ModelAnswerer) else load_answerer(model, max_new_tokens=max_new_tokens)
+    """Ask one question about one video; returns the model's answer ("" if it generated no text).
+
+    `model` is a model folder (or shipped name) or a ModelAnswerer; `max_new_tokens` None means the
+    answerer's own setting (64 for a folder). Given a folder, the video is checked first (stave.video.check_video:
+    it exists, is a video, its frames can be taken), so a bad video is reported at once, not after the model
+    has loaded."""
+    if isinstance(model, ModelAnswerer):
+        answerer = model
+    else:
+        check_video(video, video_options)
+        answerer = load_answerer(model, max_new_tokens=max_new_tokens or 64)
     if video_options is not None:
         answerer.processor.video_options = video_options
     conversation = [
         {"role": "user", "content": [{"type": "video", "video": str(video)}, {"type": "text", "text": question}]}
     ]
     encoded = answerer.processor.encode(conversation, train=False, name=str(video))
-    return answerer.generate_encoded([encoded])[0]
+    generation = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+    return answerer.generate_encoded([encoded], **generation)[0]

@@ -27,6 +27,7 @@ import transformers
 
 from .. import __version__
 from ..distributed import owned_process_group, process_state
+from ..errors import StaveError
 from ..training.checkpoints import write_json_atomic
 from ..video import VideoOptions
 from .answers import exact_match, extract_choice
@@ -34,7 +35,7 @@ from .items import LETTERS, EvalItem, LoadReport
 from .prompts import DEFAULT_TEMPLATE, prompt_text
 
 
-class EvalError(ValueError):
+class EvalError(StaveError, ValueError):
     """An evaluation that cannot run or resume as asked; names the file or setting."""
 
 

@@ -24,13 +24,14 @@ from typing import Any
 
 import yaml
 
+from ..errors import StaveError
 from .arms import ARMS, arm_metrics, evaluate_arm, scored_rows, train_arm
 from .stats import Estimate, paired_difference, verdict
 
 BASELINE, STA = list(ARMS)
 
 
-class ExperimentError(ValueError):
+class ExperimentError(StaveError, ValueError):
     """An experiment file that cannot run; names the file and the key."""
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import StaveError
 from ..ssv2 import ssv2_class
 from ..video.encode import write_video
 from .scene import BACKGROUND, COLOURS, PATCH, SHAPES, TEMPORAL_PATCH, Clip, poses_per_clip, render_clip
@@ -65,7 +67,7 @@ MIN_SIZE, MAX_SIZE = 84, 448
 MIN_FRAMES, MAX_FRAMES = 8, 64
 
 
-class SynthError(ValueError):
+class SynthError(StaveError, ValueError):
     """Options that cannot make a data set, or an output folder that must not be written to."""
 
 
@@ -232,7 +234,8 @@ def generate(out: str | Path, *, overwrite: bool = False, progress: bool = False
 
     `out` must be empty or absent; with overwrite=True a previous synthetic data set there (a folder with
     synth.json) is replaced, file by file (other files in it are left alone). Everything is written to a
-    hidden folder next to `out` first and moved in at the end, so a run that fails leaves `out` as it was.
+    hidden folder of its own next to `out` first (`.{name}.XXXX.partial`, removed if the run fails) and moved
+    in at the end, so a run that fails leaves `out` as it was.
     Raises SynthError for bad options or an output folder it must not touch. `progress` shows a progress bar.
     """
     import time
@@ -243,22 +246,26 @@ def generate(out: str | Path, *, overwrite: bool = False, progress: bool = False
     out = Path(out)
     _check_output(out, overwrite)
     start = time.perf_counter()
-    partial = out.parent / f".{out.name}.partial"
-    if partial.exists():  # left by a run that failed
-        shutil.rmtree(partial)
-    (partial / VIDEO_FOLDER).mkdir(parents=True)
-    samples = plan(settings)
-    for sample in tqdm(samples, desc="synthetic clips", disable=not progress):
-        frames = render_clip(sample.member.clip, settings.frames, hold=settings.hold)
-        write_video(partial / sample.video, frames, fps=settings.fps, crf=settings.crf)
-        if _has_image(sample, settings):
-            from PIL import Image
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a folder of this run's own (a unique name), removed if the run fails; nothing else is touched
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        (partial / VIDEO_FOLDER).mkdir()
+        samples = plan(settings)
+        for sample in tqdm(samples, desc="synthetic clips", disable=not progress):
+            frames = render_clip(sample.member.clip, settings.frames, hold=settings.hold)
+            write_video(partial / sample.video, frames, fps=settings.fps, crf=settings.crf)
+            if _has_image(sample, settings):
+                from PIL import Image
 
-            (partial / IMAGE_FOLDER).mkdir(exist_ok=True)
-            Image.fromarray(frames[0]).save(partial / sample.image)
-    counts = _counts(samples)
-    written = _write_annotations(partial, samples, settings, counts)
-    _move_in(partial, out)
+                (partial / IMAGE_FOLDER).mkdir(exist_ok=True)
+                Image.fromarray(frames[0]).save(partial / sample.image)
+        counts = _counts(samples)
+        written = _write_annotations(partial, samples, settings, counts)
+        _move_in(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return SynthResult(out, samples, counts, time.perf_counter() - start, written)
 
 

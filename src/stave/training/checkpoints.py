@@ -16,11 +16,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import StaveError
+
 SEAL = "stave-checkpoint.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StaveError, RuntimeError):
     """A checkpoint that must not be resumed from (incomplete, altered or corrupt); names the folder."""
 
 

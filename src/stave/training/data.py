@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..conversations import DEFAULT_LAYOUT, ConversationError, RecordLayout, to_messages
+from ..errors import StaveError
 from ..processing import IGNORE_INDEX, NEEDS_MM_TOKEN_TYPES, VideoChatProcessor
 from ..ssv2 import ssv2_class, subset_classes, t10_split
 from ..video import VideoError, VideoOptions
@@ -34,7 +35,7 @@ SAMPLE_COUNTS = "stave_sample_counts"  # every batch: samples drawn, samples ski
 SKIP_CHECK_AFTER = 16  # samples seen (over all ranks) before the skipped share is checked during a stage
 
 
-class DataError(ValueError):
+class DataError(StaveError, ValueError):
     """A training file or record that cannot be used; names the file, the record and the reason."""
 
 

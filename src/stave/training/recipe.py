@@ -30,6 +30,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..config import TEMPORAL_POOLING_MODES, TemporalConfig
+from ..errors import StaveError
 from ..ssv2 import SUBSETS
 from ..video import VideoOptions
 
@@ -46,7 +47,7 @@ DATA_FORMATS = ("auto", "conversations", "ssv2")
 STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
-class RecipeError(ValueError):
+class RecipeError(StaveError, ValueError):
     """A recipe that cannot run; the message names the file and the key (or data file) at fault."""
 
 

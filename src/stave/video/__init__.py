@@ -2,7 +2,7 @@
 
 from .backends import available_backends
 from .cache import VideoCache
-from .decode import VideoClip, read_image, read_video, resize_frames, to_rgb_chw
+from .decode import VideoClip, check_video, read_image, read_video, resize_frames, to_rgb_chw
 from .errors import (
     VideoBackendError,
     VideoDecodeError,
@@ -29,6 +29,7 @@ __all__ = [
     "VideoShapeError",
     "VideoTimeoutError",
     "available_backends",
+    "check_video",
     "frame_indices",
     "number_of_frames",
     "pack_batch",

@@ -18,6 +18,7 @@ pool does on any overloaded machine, where fewer torch threads serve better (ben
 from __future__ import annotations
 
 import bisect
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,13 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Decoded frames are held at source resolution up to this many bytes (194 frames of 360p, 21 of 1080p), then
 # resized together: memory stays bounded whatever the source resolution and the number of frames taken.
 DECODED_BYTES = 128 * 2**20
+# What a path that is neither a regular file nor a folder is, for the error message.
+NON_REGULAR_KINDS = (
+    (stat.S_ISFIFO, "FIFO (named pipe)"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
 # Held frames are resized this many at a time (fewer, larger ops; the same result bit for bit).
 RESIZE_BATCH = 8
 
@@ -96,8 +104,7 @@ def read_video(
         path = Path(source)
         if path.is_dir():
             return _read_frames(_FileFrames.folder(path), options, factor, source_fps)
-        if not path.exists():
-            raise VideoNotFoundError(path, "no such file or folder")
+        _check_regular_file(path)
         return _read_file(path, options, factor)
     if isinstance(source, (list, tuple)) and source and all(isinstance(f, (str, Path)) for f in source):
         return _read_frames(_FileFrames.listed(source), options, factor, source_fps)
@@ -147,6 +154,38 @@ def read_image(
     except ValueError as error:
         raise VideoShapeError(name, str(error)) from None
     return resize_frames(frame[None], height, width)
+
+
+def check_video(source: str | Path, options: VideoOptions | None = None, *, source_fps: float = 1.0) -> None:
+    """Raise the VideoError that read_video(source, options) would raise for a missing path, a path that is no
+    regular file or folder, a file that is not a video, a missing decoder or frames the options cannot take
+    (too few, start/end outside the clip) — without decoding a frame: a file's packets are read, a folder is
+    listed. Frame sizes are not checked (they depend on the model's patch size). Cheap: for a command to
+    refuse a bad video before it loads a model."""
+    options = options or VideoOptions()
+    path = Path(source)
+    if path.is_dir():
+        frames = _FileFrames.folder(path)
+        _select(len(frames), source_fps, options, frames.name, [i / source_fps for i in range(len(frames))])
+        return
+    _check_regular_file(path)
+    get_backend(options.backend, path)
+    table = read_frame_table(path, options.timeout)
+    _select(len(table), table.fps, options, path, table.times)
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse a missing path (VideoNotFoundError) and anything but a regular file (VideoDecodeError) before a
+    decoder opens it: a FIFO without a writer would block the opening for good, a device may never end."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise VideoNotFoundError(path, "no such file or folder") from None
+    except OSError as error:
+        raise VideoDecodeError(path, f"cannot be read ({error.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in NON_REGULAR_KINDS if test(mode)), "special file")
+        raise VideoDecodeError(path, f"not a regular file but a {kind}; stave reads video files and frame folders")
 
 
 def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

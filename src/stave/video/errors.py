@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import StaveError
 
-class VideoError(Exception):
+
+class VideoError(StaveError):
     """A video (or image sequence) could not be turned into model input.
 
     Attributes:

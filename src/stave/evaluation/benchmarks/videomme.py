@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...errors import MissingExtraError
 from ..items import LETTERS, BenchmarkFormatError, EvalItem, LoadReport, VideoRef
 from .reading import OnMissing, check_on_missing, field, finish, videos_present
 
@@ -145,8 +146,8 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError(
-            "reading Video-MME's parquet annotations needs pyarrow: pip install 'stave[videomme]'"
+        raise MissingExtraError(
+            f"{path}: reading Video-MME's parquet annotations needs pyarrow: pip install 'stave[videomme]'"
         ) from None
     try:
         return pq.read_table(path).to_pylist()

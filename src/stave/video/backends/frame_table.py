@@ -7,12 +7,18 @@ never depend on the decoding library, only its pixels may (by a rounding step of
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import VideoDecodeError, VideoNotFoundError, VideoTimeoutError
+
+if TYPE_CHECKING:
+    import av
 
 
 class Deadline:
@@ -24,8 +30,54 @@ class Deadline:
         self.end = time.monotonic() + timeout
 
     def check(self) -> None:
-        if time.monotonic() > self.end:
+        self.remaining()
+
+    def remaining(self) -> float:
+        """Seconds left; raises VideoTimeoutError if none are."""
+        left = self.end - time.monotonic()
+        if left < 0:
             raise VideoTimeoutError(self.source, f"decoding took longer than the timeout of {self.timeout}s")
+        return left
+
+
+def open_container(path: Path, timeout: float) -> av.container.InputContainer:
+    """av.open(path), given at most `timeout` seconds, the opening itself included.
+
+    PyAV's own `timeout` interrupts FFmpeg while it waits for data, but not the open(2) of a file, which can
+    block for good (a FIFO without a writer, a hung network mount). So the opening runs in a daemon thread:
+    if it has not returned in time, VideoTimeoutError is raised and the thread is left behind (it closes the
+    file, should it ever open it).
+
+    Raises:
+        VideoNotFoundError, VideoTimeoutError, VideoDecodeError (not a readable video).
+    """
+    import av
+
+    opened: Future[av.container.InputContainer] = Future()
+
+    def run() -> None:
+        try:
+            opened.set_result(av.open(str(path), timeout=timeout))
+        except BaseException as error:  # handed to the waiting thread
+            opened.set_exception(error)
+
+    threading.Thread(target=run, name=f"stave-open {path}", daemon=True).start()
+    try:
+        return opened.result(timeout)
+    except av.error.FileNotFoundError:
+        raise VideoNotFoundError(path, "no such file") from None
+    except av.error.ExitError:  # FFmpeg's interrupt: PyAV's timeout passed while it read
+        raise VideoTimeoutError(path, f"opening took longer than the timeout of {timeout}s") from None
+    except (av.error.FFmpegError, UnicodeDecodeError) as error:
+        raise VideoDecodeError(path, f"not a readable video ({error})") from None
+    except TimeoutError:  # the opening has not returned (FFmpeg's errors were caught above)
+        opened.add_done_callback(_close_late)
+        raise VideoTimeoutError(path, f"opening took longer than the timeout of {timeout}s") from None
+
+
+def _close_late(opened: Future) -> None:
+    if opened.exception() is None:
+        opened.result().close()
 
 
 @dataclass(frozen=True)
@@ -68,15 +120,7 @@ def read_frame_table(path: Path, timeout: float) -> FrameTable:
     """
     import av
 
-    try:
-        container = av.open(str(path), timeout=timeout)
-    except av.error.FileNotFoundError:
-        raise VideoNotFoundError(path, "no such file") from None
-    except av.error.ExitError:
-        raise VideoTimeoutError(path, f"opening took longer than the timeout of {timeout}s") from None
-    except (av.error.FFmpegError, UnicodeDecodeError) as error:
-        raise VideoDecodeError(path, f"not a readable video ({error})") from None
-    with container:
+    with open_container(path, timeout) as container:
         if not container.streams.video:
             raise VideoDecodeError(path, "no video stream")
         stream = container.streams.video[0]

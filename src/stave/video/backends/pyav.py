@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import VideoDecodeError
-from .frame_table import Deadline, FrameTable
+from .frame_table import Deadline, FrameTable, open_container
 
 if TYPE_CHECKING:
     import av
@@ -39,11 +39,7 @@ def decode(path: Path, table: FrameTable, indices: Sequence[int], deadline: Dead
     """Yield the frames at `indices` (ascending) as (1, 3, H, W) uint8 RGB tensors, in order."""
     import av
 
-    try:
-        container = av.open(str(path), timeout=deadline.timeout)
-    except av.error.FFmpegError as error:
-        raise VideoDecodeError(path, f"not a readable video ({error})") from None
-    with container:
+    with open_container(path, deadline.remaining()) as container:
         stream = _Stream(container, table, {table.pts[i] for i in indices}, deadline)
         taken = 0
         try:
