@@ -4,7 +4,8 @@
 #                                       transformers 5.x
 #   .venv/compat/transformers-4.57      transformers 4.57 and its own dependencies, put in front of the
 #                                       main environment with PYTHONPATH to test the older API
-#   .venv/extras                        a second environment for what cannot live beside the main torch:
+#   .venv/extras                        only with --extras (scripts/test.sh passes it; the main job needs
+#                                       none of it): a second environment for what cannot live beside the main torch:
 #                                       torch 2.14.1 (a CUDA build, run on the CPU) with torchvision,
 #                                       torchcodec and decord2, transformers as in .venv, stave from this
 #                                       checkout; scripts/test.sh runs the optional backends' tests and the
@@ -19,6 +20,12 @@
 # Re-running is cheap: nothing is reinstalled unless pyproject.toml or this script changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+with_extras=0
+case "${1:-}" in
+  --extras) with_extras=1 ;;
+  "") ;;
+  *) echo "setup: usage: bash scripts/setup.sh [--extras]" >&2; exit 2 ;;
+esac
 
 python_bin=${PYTHON:-}
 if [ -z "$python_bin" ]; then
@@ -45,6 +52,7 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/pyth
 fi
 
 # -- .venv/extras: torchvision, torchcodec and decord2 beside torch 2.14.1 (see the top of this file) ----------
+[ "$with_extras" = 1 ] || exit 0
 extras=.venv/extras
 unavailable=.venv/extras.unavailable
 extras_stamp=$extras/.stave-setup

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), lint, and run the test suite on transformers 5.x and on transformers 4.57; then,
+# Set up (scripts/setup.sh --extras), lint, and run the test suite on transformers 5.x and on transformers 4.57; then,
 # in .venv/extras (torch 2.14.1 with torchvision, torchcodec and decord2), the optional backends' tests and the
 # live comparison with transformers' torchvision processors, on both transformers versions, where a test that
 # skips is a failure (STAVE_EXPECT_EXTRAS=1). Where .venv/extras could not be set up, the reason is printed.
 # Arguments go to the main runs only; with arguments the extras run is left out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --extras
 .venv/bin/python -m ruff check src tests benchmarks
 echo "== tests, transformers $(.venv/bin/python -c 'import transformers; print(transformers.__version__)')"
 STAVE_EXPECT_TRANSFORMERS=5. .venv/bin/python -m pytest -q "$@"
