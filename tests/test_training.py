@@ -88,6 +88,10 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
         ("stages=[{name: .hidden, trains: [lora]}]", r"stages\[0\]\.name: '\.hidden' is not a plain"),
         ("stages=[{name: '', trains: [lora]}]", r"stages\[0\]\.name: '' is not a plain"),
         ("stages=[stage1, {name: 'c:\\x', trains: [lora]}]", r"stages\[1\]\.name: .* is not a plain"),
+        # data settings
+        ("data.max_skipped_fraction=1.5", r"data\.max_skipped_fraction: must be in \[0, 1\]"),
+        ("data.datasets.0.dataset=mllm", r"data\.datasets\[0\]\.dataset: names an entry .* dataset_info is missing"),
+        ("data.datasets.0.dataset_info=/no/info.json", r"data\.datasets\[0\]: give path or dataset_info"),
     ],
 )
 def test_bad_recipe_values_fail_before_training_naming_the_key(data, tmp_path, override, message):
@@ -686,19 +690,6 @@ def test_every_sample_failing_fails_the_stage_whatever_the_allowed_share(data, t
     recipe["training"] |= {"max_steps": 2}
     with pytest.raises(DataError, match=r"2 of the 2 samples seen were skipped"):
         train(load_recipe(recipe, ["data.video.nframes=100000", "data.max_skipped_fraction=1.0"]))
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("data.max_skipped_fraction=1.5", r"data\.max_skipped_fraction: must be in \[0, 1\]"),
-        ("data.datasets.0.dataset=mllm", r"data\.datasets\[0\]\.dataset: names an entry .* dataset_info is missing"),
-        ("data.datasets.0.dataset_info=/no/info.json", r"data\.datasets\[0\]: give path or dataset_info"),
-    ],
-)
-def test_bad_data_settings_fail_before_training(data, tmp_path, override, message):
-    with pytest.raises(RecipeError, match=message):
-        load_recipe(tiny_recipe(data, tmp_path / "out"), [override])
 
 
 def test_stave_train_reads_a_llamafactory_dataset_of_synth_clips(tmp_path):
