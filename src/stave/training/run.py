@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import __version__
 from ..checkpoint import load_model
-from ..distributed import check_joined, owned_process_group, training_settings
+from ..distributed import check_joined, owned_process_group, shard_on_cpus, training_settings
 from ..modeling import set_temporal_pooling
-from ..models import find_vision_tower
+from ..models import find_vision_tower, shard_units
 from ..processing import VideoChatProcessor
 from ..tokenizer import save_tokenizer
 from ..video import PatchSpec, VideoCache
@@ -68,6 +69,27 @@ class StaveTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.shuffle = shuffle
         self.skip_budget = skip_budget
+        if self.is_fsdp_enabled:
+            self._shard_by_family_units()
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if shard_on_cpus(self.accelerator.state, self.args.fsdp_plugin_args):
+            self.is_fsdp_enabled = True
+
+    def _shard_by_family_units(self) -> None:
+        """FSDP shards the model by its family's vision blocks and LLM decoder layers (stave.models.shard_units),
+        whatever class names a configuration lists."""
+        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+        plugin = self.accelerator.state.fsdp_plugin
+        units = shard_units(self.model)
+        given = plugin.transformer_cls_names_to_wrap
+        if given is not None and sorted(given) != units:
+            logger.warning("FSDP: sharding by %s (the model's family), not by the configured %s", units, given)
+        plugin.auto_wrap_policy = transformer_auto_wrap_policy
+        plugin.transformer_cls_names_to_wrap = units
+        logger.info("FSDP%s shards by %s", plugin.fsdp_version, ", ".join(units))
 
     def _get_train_sampler(self, *args: Any, **kwargs: Any):
         if self.shuffle:
@@ -78,18 +100,17 @@ class StaveTrainer(Trainer):
         counts = inputs.pop(SAMPLE_COUNTS, None)
         if counts is not None and self.skip_budget is not None and model.training:
             self.skip_budget.add(counts["seen"], counts["skipped"], counts["reasons"], reduce=self._sum_over_ranks)
-        if inputs.pop(EMPTY_BATCH, None):  # every sample of this batch failed and was skipped
-            inputs.pop("labels", None)  # all ignored: the model's own loss would be 0/0
+        without_pixels = inputs.get("pixel_values") is None and inputs.get("pixel_values_videos") is None
+        if not (model.training and without_pixels):
+            return super().compute_loss(model, inputs, *args, **kwargs)
+        with vision_participation(model):
+            if not inputs.pop(EMPTY_BATCH, None):
+                return super().compute_loss(model, inputs, *args, **kwargs)
+            # every sample of this batch failed and was skipped: all labels ignored, the model's loss would be 0/0
+            inputs.pop("labels", None)
             outputs = model(**inputs)
-            loss = outputs.logits.float().sum() * 0.0 + vision_participation(model)
-            return (loss, outputs) if kwargs.get("return_outputs") else loss
-        result = super().compute_loss(model, inputs, *args, **kwargs)
-        if model.training and inputs.get("pixel_values") is None and inputs.get("pixel_values_videos") is None:
-            touch = vision_participation(model)
-            if isinstance(result, tuple):
-                return (result[0] + touch, *result[1:])
-            return result + touch
-        return result
+        loss = outputs.logits.float().sum() * 0.0
+        return (loss, outputs) if kwargs.get("return_outputs") else loss
 
     def _sum_over_ranks(self, values: list[int]) -> list[int]:
         """Integers summed over every process of a distributed run (as they are in one process)."""
@@ -100,9 +121,26 @@ class StaveTrainer(Trainer):
         return total.tolist()
 
 
-def vision_participation(model: nn.Module) -> torch.Tensor:
-    """A zero that depends on every vision-tower parameter (STA and LoRA included): the tower run on one
-    blank 2x2-patch image, times 0."""
+@contextmanager
+def vision_participation(model: nn.Module) -> Iterator[None]:
+    """Within, a forward of `model` without pixels runs the vision tower anyway, on one blank 2x2-patch image,
+    right after the token embedding — where a forward with pixels runs it — and adds its output times 0 to
+    the token embeddings: every vision-tower parameter (STA and LoRA included) gets its (zero) gradient, the
+    values stay the same, and the step runs the same collectives in the same order as a rank whose batch has
+    pixels (FSDP gathers and reduces each shard unit in the order of the graph)."""
+
+    def run_tower(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        return output + _blank_image_zero(model).to(output.dtype)
+
+    handle = model.get_input_embeddings().register_forward_hook(run_tower)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _blank_image_zero(model: nn.Module) -> torch.Tensor:
+    """The vision tower of `model` run on one blank 2x2-patch image, times 0 (float32 scalar)."""
     _, tower = find_vision_tower(model)
     config = tower.config
     spec = PatchSpec.from_vision_config(config)
