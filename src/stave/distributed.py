@@ -148,6 +148,7 @@ def shard_on_cpus(state: Any, fsdp_plugin_args: dict[str, Any] | None) -> bool:
     configuration would train as DDP on the CPUs; FSDP2 shards over gloo just as well. The plugin is the one
     the Trainer or `accelerate launch` would have given (`fsdp_plugin_args`, else the FSDP_* environment);
     FSDP1 is refused (stave shards with FSDP2)."""
+    from accelerate import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     if state.distributed_type != DistributedType.MULTI_CPU or not fsdp_requested(fsdp_plugin_args):
@@ -160,5 +161,6 @@ def shard_on_cpus(state: Any, fsdp_plugin_args: dict[str, Any] | None) -> bool:
         )
     state.distributed_type = DistributedType.FSDP
     state.fsdp_plugin = plugin
+    PartialState._shared_state["distributed_type"] = state.distributed_type  # as AcceleratorState keeps it
     _log_once(f"{launched_processes()} processes on the CPUs: sharding with FSDP2 (gloo)")
     return True

@@ -263,6 +263,8 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
         "stage %s: %s, %d process(es), model wrapped as %s",
         stage.name, state.distributed_type, state.num_processes, type(trainer.model_wrapped).__name__,
     )  # fmt: skip
+    # under FSDP the trained model exists only as shards: rank 0 keeps its structure (meta tensors) to save it whole
+    whole = meta_copy(model) if trainer.is_fsdp_enabled and trainer.is_world_process_zero() else model
     try:
         trainer.train(resume_from_checkpoint=_resume_point(recipe, stage_dir))
         budget.check(final=True)  # the same totals on every rank: all raise or none
@@ -280,8 +282,12 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
             stage_dir / "skipped.jsonl",
         )
     target = stage_dir / "model"
+    if trainer.is_fsdp_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)  # every rank gathers; rank 0 holds it
+        if trainer.is_world_process_zero():
+            whole.load_state_dict(state_dict, assign=True)
     if trainer.is_world_process_zero():
-        _save_stage(trainer, recipe, stage, counts, skipped, tokenizer, stage_dir)
+        _save_stage(whole, trainer, recipe, stage, counts, skipped, tokenizer, stage_dir)
         checkpoints.write_json_atomic(stage_dir / "log_history.json", trainer.state.log_history)
         plot_history({stage.name: trainer.state.log_history}, stage_dir / "training_curves.png")
     trainer.accelerator.wait_for_everyone()
@@ -345,8 +351,19 @@ def _resume_point(recipe: Recipe, stage_dir: Path) -> str | None:
     return str(found) if found is not None else None
 
 
-def _save_stage(trainer, recipe, stage, counts, skipped, tokenizer, stage_dir: Path) -> None:
-    model = trainer.model
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` (modules, configuration, buffers) whose parameters are meta tensors (no memory), to
+    take a state dict with load_state_dict(..., assign=True); tied parameters stay tied."""
+    import copy
+
+    memo = {
+        id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+        for p in model.parameters()
+    }
+    return copy.deepcopy(model, memo)
+
+
+def _save_stage(model, trainer, recipe, stage, counts, skipped, tokenizer, stage_dir: Path) -> None:
     if "lora" in stage.trains:
         checkpoints.save_atomic(stage_dir / "adapter", lambda tmp: model.save_pretrained(tmp))
         model = merge_lora(model)
