@@ -1,5 +1,5 @@
 """Starting a command in 2 processes with the launchers users use (torchrun, accelerate launch with
-configs/accelerate/ddp.yaml), on 127.0.0.1 and a free port, with no other settings."""
+configs/accelerate/ddp.yaml or fsdp.yaml), on 127.0.0.1 and a free port, with no other settings."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ LAUNCHERS = {
     "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                    str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
                    "--main_process_ip", "127.0.0.1"],
+    "accelerate-fsdp": [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                        str(ROOT / "configs/accelerate/fsdp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+                        "--main_process_ip", "127.0.0.1"],
 }  # fmt: skip
 
 
@@ -25,7 +28,7 @@ def free_port() -> int:
 
 
 def launch(launcher: str, *command: str, **env: str) -> subprocess.CompletedProcess:
-    """`python *command` in 2 processes started by `launcher` ("torchrun" or "accelerate"); `env` added."""
+    """`python *command` in 2 processes started by `launcher` (a key of LAUNCHERS); `env` added."""
     port = ["--master-port" if launcher == "torchrun" else "--main_process_port", str(free_port())]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(
