@@ -564,6 +564,54 @@ def test_two_process_fsdp2_matches_one_process_with_the_same_global_batch(data, 
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
+RANK_KILLER = """
+import os, sys
+from transformers import TrainerCallback
+from stave.training import load_recipe, train
+
+class KillRank1(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.process_index == 1 and state.global_step == int(os.environ["KILL_AT"]):
+            os._exit(9)  # as abrupt as SIGKILL: no cleanup, no save
+
+train(load_recipe(sys.argv[1], sys.argv[2:]), callbacks=[KillRank1()] if "KILL_AT" in os.environ else [])
+"""
+
+
+def test_fsdp2_run_resumed_after_one_rank_was_killed_equals_the_uninterrupted_run(data, tmp_path):
+    """Rank 1 dies at step 3 of 4 (rank 0 stops on the broken group); checkpoint-2, written by both ranks in
+    FSDP's format, is sealed; `resume=latest` under FSDP finishes the stage equal to the uninterrupted run
+    (the 1-process run with the same global batch, which the FSDP runs above equal)."""
+    stages = FSDP_STAGES["sta-lora-head"]
+    recipe = ddp_recipe(data, tmp_path / "one", batch=2) | {"stages": stages}
+    recipe["training"] |= {"max_steps": 4, "save_steps": 2}
+    train(load_recipe(recipe))
+    path = tmp_path / "fsdp.yaml"
+    recipe |= {"output_dir": str(tmp_path / "fsdp")}
+    recipe["training"] |= {"per_device_train_batch_size": 1}
+    path.write_text(yaml.safe_dump(recipe))
+    script = tmp_path / "kill.py"
+    script.write_text(RANK_KILLER)
+
+    killed = launch("accelerate-fsdp", str(script), str(path), KILL_AT="3")
+    assert killed.returncode != 0
+    stage = tmp_path / "fsdp" / "tuned"
+    assert stave.training.checkpoints.verify(stage / "checkpoint-2") == 2
+    assert not (stage / "checkpoint-4").exists() and not (stage / "model").exists()
+    resumed = launch("accelerate-fsdp", str(script), str(path), "resume=latest")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resuming tuned from" in resumed.stderr and "trained as FSDP" in resumed.stderr
+
+    def history(output: Path) -> list[float]:
+        return [row["loss"] for row in json.loads((output / "tuned/log_history.json").read_text()) if "loss" in row]
+
+    assert len(history(tmp_path / "fsdp")) == 4
+    assert history(tmp_path / "fsdp") == pytest.approx(history(tmp_path / "one"), abs=1e-5)
+    a = stave.load_model(stage / "model").state_dict()
+    b = stave.load_model(tmp_path / "one/tuned/model").state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
 def test_launched_processes_that_do_not_form_one_run_stop_before_a_model_is_built(data, tmp_path):
     """On a machine whose accelerator accelerate cannot run several processes on (pretended here), the
     Trainer sets each launched process up alone: stave stops every rank with the error naming what it found
