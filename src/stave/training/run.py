@@ -132,7 +132,10 @@ def vision_participation(model: nn.Module) -> Iterator[None]:
     def run_tower(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
         return output + _blank_image_zero(model).to(output.dtype)
 
-    handle = model.get_input_embeddings().register_forward_hook(run_tower)
+    inner = model  # DDP and DeepSpeed wrap the model as .module; FSDP2 and peft models embed themselves
+    while not hasattr(inner, "get_input_embeddings") and isinstance(getattr(inner, "module", None), nn.Module):
+        inner = inner.module
+    handle = inner.get_input_embeddings().register_forward_hook(run_tower)
     try:
         yield
     finally:
