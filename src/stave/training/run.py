@@ -74,7 +74,8 @@ class StaveTrainer(Trainer):
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
-        if shard_on_cpus(self.accelerator.state, self.args.fsdp_plugin_args):
+        # transformers 5.x hands the plugin its arguments; 4.57 sets the FSDP_* environment it reads itself
+        if shard_on_cpus(self.accelerator.state, getattr(self.args, "fsdp_plugin_args", None)):
             self.is_fsdp_enabled = True
 
     def _shard_by_family_units(self) -> None:
