@@ -267,8 +267,10 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
         "stage %s: %s, %d process(es), model wrapped as %s",
         stage.name, state.distributed_type, state.num_processes, type(trainer.model_wrapped).__name__,
     )  # fmt: skip
-    # under FSDP the trained model exists only as shards: rank 0 keeps its structure (meta tensors) to save it whole
-    whole = meta_copy(model) if trainer.is_fsdp_enabled and trainer.is_world_process_zero() else model
+    # under FSDP and DeepSpeed ZeRO-3 the trained model exists only as shards: rank 0 keeps its structure (meta
+    # tensors) to take the gathered weights and save them whole
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    whole = meta_copy(model) if sharded and trainer.is_world_process_zero() else model
     try:
         trainer.train(resume_from_checkpoint=_resume_point(recipe, stage_dir))
         budget.check(final=True)  # the same totals on every rank: all raise or none
@@ -286,8 +288,8 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
             stage_dir / "skipped.jsonl",
         )
     target = stage_dir / "model"
-    if trainer.is_fsdp_enabled:
-        state_dict = trainer.accelerator.get_state_dict(trainer.model)  # every rank gathers; rank 0 holds it
+    if sharded:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # every rank gathers; rank 0 holds it
         if trainer.is_world_process_zero():
             whole.load_state_dict(state_dict, assign=True)
     if trainer.is_world_process_zero():
