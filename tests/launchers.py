@@ -1,5 +1,5 @@
 """Starting a command in 2 processes with the launchers users use (torchrun, accelerate launch with
-configs/accelerate/ddp.yaml or fsdp.yaml), on 127.0.0.1 and a free port, with no other settings."""
+configs/accelerate/ddp.yaml, fsdp.yaml or the DeepSpeed ones), on 127.0.0.1 and a free port, with no other settings."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ LAUNCHERS = {
     "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                    str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
                    "--main_process_ip", "127.0.0.1"],
-    "accelerate-fsdp": [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                        str(ROOT / "configs/accelerate/fsdp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-                        "--main_process_ip", "127.0.0.1"],
 }  # fmt: skip
+for _name, _config in [("fsdp", "fsdp"), ("zero2", "deepspeed-zero2"), ("zero3", "deepspeed-zero3")]:
+    LAUNCHERS[f"accelerate-{_name}"] = [*LAUNCHERS["accelerate"][:4], str(ROOT / f"configs/accelerate/{_config}.yaml"),
+                                        *LAUNCHERS["accelerate"][5:]]  # fmt: skip
 
 
 def free_port() -> int:

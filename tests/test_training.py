@@ -627,6 +627,27 @@ def test_fsdp2_run_resumed_after_one_rank_was_killed_equals_the_uninterrupted_ru
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_two_process_deepspeed_matches_one_process_with_the_same_global_batch(data, tmp_path, zero):
+    """`accelerate launch` with configs/accelerate/deepspeed-zero{2,3}.yaml on the CPUs (DeepSpeed's CPU
+    accelerator): equal to 1 process x batch 2 as under FSDP; under ZeRO-3 the exported model is gathered
+    from the shards. Needs deepspeed (not in the project's environment: pip install deepspeed)."""
+    pytest.importorskip("deepspeed")
+    stages = FSDP_STAGES["sta-lora-head"]
+    train(load_recipe(ddp_recipe(data, tmp_path / "one", batch=2) | {"stages": stages}))
+    path = tmp_path / "zero.yaml"
+    path.write_text(yaml.safe_dump(ddp_recipe(data, tmp_path / "zero", batch=1) | {"stages": stages}))
+    result = launch(f"accelerate-{zero}", "-m", "stave.cli", "train", str(path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stderr.count("stage tuned: trained as DeepSpeedEngine") == 2
+
+    assert losses(tmp_path / "zero", "tuned") == pytest.approx(losses(tmp_path / "one", "tuned"), abs=1e-5)
+    a = stave.load_model(tmp_path / "zero/tuned/model").state_dict()
+    b = stave.load_model(tmp_path / "one/tuned/model").state_dict()
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
 def test_launched_processes_that_do_not_form_one_run_stop_before_a_model_is_built(data, tmp_path):
     """On a machine whose accelerator accelerate cannot run several processes on (pretended here), the
     Trainer sets each launched process up alone: stave stops every rank with the error naming what it found
