@@ -60,8 +60,9 @@ class StaveTrainer(Trainer):
     the tower on a 2x2-patch blank image, weighted 0, and a batch whose samples all failed (on_error=skip)
     runs with zero loss — so DDP/FSDP/ZeRO ranks never wait for gradients another rank does not produce;
     every batch's counts of drawn and skipped samples go to `skip_budget` (summed over ranks), which stops
-    the run on every rank at the same step when too many were skipped; and an optional sequential sampler
-    (data.shuffle=false)."""
+    the run on every rank at the same step when too many were skipped; an optional sequential sampler
+    (data.shuffle=false); and FSDP: sharded by the model family's blocks (stave.models.shard_units), on the
+    CPUs too (stave.distributed.shard_on_cpus)."""
 
     def __init__(
         self, *args: Any, shuffle: bool = True, skip_budget: SkipBudget | None = None, **kwargs: Any
