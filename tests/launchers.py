@@ -1,5 +1,5 @@
 """Starting a command in 2 processes with the launchers users use (torchrun, accelerate launch with
-configs/accelerate/ddp.yaml), on 127.0.0.1 and a free port, with no other settings."""
+configs/accelerate/ddp.yaml, fsdp.yaml or the DeepSpeed ones), on 127.0.0.1 and a free port, with no other settings."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ LAUNCHERS = {
                    str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
                    "--main_process_ip", "127.0.0.1"],
 }  # fmt: skip
+for _name, _config in [("fsdp", "fsdp"), ("zero2", "deepspeed-zero2"), ("zero3", "deepspeed-zero3")]:
+    LAUNCHERS[f"accelerate-{_name}"] = [*LAUNCHERS["accelerate"][:4], str(ROOT / f"configs/accelerate/{_config}.yaml"),
+                                        *LAUNCHERS["accelerate"][5:]]  # fmt: skip
 
 
 def free_port() -> int:
@@ -25,7 +28,7 @@ def free_port() -> int:
 
 
 def launch(launcher: str, *command: str, **env: str) -> subprocess.CompletedProcess:
-    """`python *command` in 2 processes started by `launcher` ("torchrun" or "accelerate"); `env` added."""
+    """`python *command` in 2 processes started by `launcher` (a key of LAUNCHERS); `env` added."""
     port = ["--master-port" if launcher == "torchrun" else "--main_process_port", str(free_port())]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(

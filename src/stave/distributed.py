@@ -9,7 +9,9 @@ and every process would train alone on the same data, writing the same folder. S
   - checks, once accelerate's state exists and before any model is built, that the run has as many
     processes as the launcher started (`check_joined`), else raises LaunchError naming both and the fix;
   - takes a process group that started inside its command down at the end, on every rank after a barrier
-    (`owned_process_group`), so no rank aborts at exit.
+    (`owned_process_group`), so no rank aborts at exit;
+  - shards with FSDP on the CPUs when FSDP was asked for (`shard_on_cpus`): accelerate turns a launched run
+    into an FSDP run only on accelerators, though FSDP2 (`fully_shard`) runs on the CPUs with gloo.
 Training (stave.training.run) and evaluation (stave.evaluation.run) both go through here.
 """
 
@@ -131,3 +133,36 @@ def _destroy(existed: bool) -> None:
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
     AcceleratorState._reset_state(reset_partial_state=True)  # as TrainingArguments does before its set-up
+
+
+def fsdp_requested(fsdp_plugin_args: dict[str, Any] | None) -> bool:
+    """Whether the run was asked to shard with FSDP: TrainingArguments `fsdp` (its `fsdp_plugin_args`) or an
+    `accelerate launch` FSDP configuration (ACCELERATE_USE_FSDP)."""
+    from accelerate.utils import parse_flag_from_env
+
+    return fsdp_plugin_args is not None or parse_flag_from_env("ACCELERATE_USE_FSDP")
+
+
+def shard_on_cpus(state: Any, fsdp_plugin_args: dict[str, Any] | None) -> bool:
+    """Make accelerate's AcceleratorState `state` of a run on the CPUs (MULTI_CPU, gloo) an FSDP run, when FSDP
+    was asked for; returns whether it did. accelerate's AcceleratorState.__init__ sets DistributedType.FSDP
+    only for runs on accelerators (its list MULTI_GPU, MULTI_XPU, ... leaves out MULTI_CPU), so an FSDP
+    configuration would train as DDP on the CPUs; FSDP2 shards over gloo just as well. The plugin is the one
+    the Trainer or `accelerate launch` would have given (`fsdp_plugin_args`, else the FSDP_* environment);
+    FSDP1 is refused (stave shards with FSDP2)."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if state.distributed_type != DistributedType.MULTI_CPU or not fsdp_requested(fsdp_plugin_args):
+        return False
+    plugin = FullyShardedDataParallelPlugin(**(fsdp_plugin_args or {}))
+    if plugin.fsdp_version != 2:
+        raise LaunchError(
+            f"FSDP version {plugin.fsdp_version} on the CPUs: stave shards with FSDP2 (fsdp_version: 2 in the "
+            "accelerate configuration, or training.fsdp_config.version=2)"
+        )
+    state.distributed_type = DistributedType.FSDP
+    state.fsdp_plugin = plugin
+    PartialState._shared_state["distributed_type"] = state.distributed_type  # as AcceleratorState keeps it
+    _log_once(f"{launched_processes()} processes on the CPUs: sharding with FSDP2 (gloo)")
+    return True

@@ -21,6 +21,7 @@ class VisionFamily:
         model_classes: the full and base model classes that contain such a tower.
         block_class: the stock vision block class.
         temporal_block_class: `block_class` with stave.temporal.TemporalBlockMixin mixed in.
+        llm_layer_class: the LLM's decoder layer class.
         width: token width D of the tower, from its config.
         make_norm: a new, identity-initialised norm of the block's norm1 type, for width D.
         vision_linears: names (within a block) of the attention and MLP linears that LoRA adapts.
@@ -34,6 +35,7 @@ class VisionFamily:
     model_classes: tuple[type[nn.Module], ...]
     block_class: type[nn.Module]
     temporal_block_class: type[nn.Module]
+    llm_layer_class: type[nn.Module]
     width: Callable[[object], int]
     make_norm: Callable[[nn.Module, int], nn.Module]
     vision_linears: tuple[str, ...]
@@ -42,6 +44,16 @@ class VisionFamily:
     @property
     def class_names(self) -> list[str]:
         return [c.__name__ for c in (*self.model_classes, self.tower_class)]
+
+
+def shard_units(model: nn.Module) -> list[str]:
+    """The names of the classes FSDP shards `model` by (one unit per module of these classes): its family's
+    vision blocks (STA blocks included) and LLM decoder layers, as far as `model` holds them, in a fixed order.
+    Works through peft and DDP/FSDP wrappers (find_vision_tower)."""
+    family, _ = find_vision_tower(model)
+    units = (family.block_class, family.llm_layer_class)
+    present = {type(m) for m in model.modules() if isinstance(m, units)}
+    return sorted(c.__name__ for c in present)
 
 
 def families() -> tuple[VisionFamily, ...]:

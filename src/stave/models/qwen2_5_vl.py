@@ -40,6 +40,7 @@ QWEN2_5_VL = VisionFamily(
     model_classes=(qwen2_5_vl.Qwen2_5_VLForConditionalGeneration, qwen2_5_vl.Qwen2_5_VLModel),
     block_class=qwen2_5_vl.Qwen2_5_VLVisionBlock,
     temporal_block_class=Qwen2_5_VLTemporalBlock,
+    llm_layer_class=qwen2_5_vl.Qwen2_5_VLDecoderLayer,
     width=lambda config: config.hidden_size,
     make_norm=lambda block, dim: type(block.norm1)(dim, eps=block.norm1.variance_epsilon),
     # SwiGLU: the same names as the LLM's MLP, told apart by the `visual.blocks.N.` prefix (stave.training)

@@ -22,6 +22,7 @@ QWEN2_VL = VisionFamily(
     model_classes=(qwen2_vl.Qwen2VLForConditionalGeneration, qwen2_vl.Qwen2VLModel),
     block_class=qwen2_vl.Qwen2VLVisionBlock,
     temporal_block_class=Qwen2VLTemporalBlock,
+    llm_layer_class=qwen2_vl.Qwen2VLDecoderLayer,
     width=lambda config: config.embed_dim,
     make_norm=lambda block, dim: nn.LayerNorm(dim, eps=block.norm1.eps),
     vision_linears=("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import __version__
 from ..checkpoint import load_model
-from ..distributed import check_joined, owned_process_group, training_settings
+from ..distributed import check_joined, owned_process_group, shard_on_cpus, training_settings
 from ..modeling import set_temporal_pooling
-from ..models import find_vision_tower
+from ..models import find_vision_tower, shard_units
 from ..processing import VideoChatProcessor
 from ..tokenizer import save_tokenizer
 from ..video import PatchSpec, VideoCache
@@ -59,8 +60,9 @@ class StaveTrainer(Trainer):
     the tower on a 2x2-patch blank image, weighted 0, and a batch whose samples all failed (on_error=skip)
     runs with zero loss — so DDP/FSDP/ZeRO ranks never wait for gradients another rank does not produce;
     every batch's counts of drawn and skipped samples go to `skip_budget` (summed over ranks), which stops
-    the run on every rank at the same step when too many were skipped; and an optional sequential sampler
-    (data.shuffle=false)."""
+    the run on every rank at the same step when too many were skipped; an optional sequential sampler
+    (data.shuffle=false); and FSDP: sharded by the model family's blocks (stave.models.shard_units), on the
+    CPUs too (stave.distributed.shard_on_cpus)."""
 
     def __init__(
         self, *args: Any, shuffle: bool = True, skip_budget: SkipBudget | None = None, **kwargs: Any
@@ -68,6 +70,28 @@ class StaveTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.shuffle = shuffle
         self.skip_budget = skip_budget
+        if self.is_fsdp_enabled:
+            self._shard_by_family_units()
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        # transformers 5.x hands the plugin its arguments; 4.57 sets the FSDP_* environment it reads itself
+        if shard_on_cpus(self.accelerator.state, getattr(self.args, "fsdp_plugin_args", None)):
+            self.is_fsdp_enabled = True
+
+    def _shard_by_family_units(self) -> None:
+        """FSDP shards the model by its family's vision blocks and LLM decoder layers (stave.models.shard_units),
+        whatever class names a configuration lists."""
+        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+        plugin = self.accelerator.state.fsdp_plugin
+        units = shard_units(self.model)
+        given = plugin.transformer_cls_names_to_wrap
+        if given is not None and sorted(given) != units:
+            logger.warning("FSDP: sharding by %s (the model's family), not by the configured %s", units, given)
+        plugin.auto_wrap_policy = transformer_auto_wrap_policy
+        plugin.transformer_cls_names_to_wrap = units
+        logger.info("FSDP%s shards by %s", plugin.fsdp_version, ", ".join(units))
 
     def _get_train_sampler(self, *args: Any, **kwargs: Any):
         if self.shuffle:
@@ -78,18 +102,17 @@ class StaveTrainer(Trainer):
         counts = inputs.pop(SAMPLE_COUNTS, None)
         if counts is not None and self.skip_budget is not None and model.training:
             self.skip_budget.add(counts["seen"], counts["skipped"], counts["reasons"], reduce=self._sum_over_ranks)
-        if inputs.pop(EMPTY_BATCH, None):  # every sample of this batch failed and was skipped
-            inputs.pop("labels", None)  # all ignored: the model's own loss would be 0/0
+        without_pixels = inputs.get("pixel_values") is None and inputs.get("pixel_values_videos") is None
+        if not (model.training and without_pixels):
+            return super().compute_loss(model, inputs, *args, **kwargs)
+        with vision_participation(model):
+            if not inputs.pop(EMPTY_BATCH, None):
+                return super().compute_loss(model, inputs, *args, **kwargs)
+            # every sample of this batch failed and was skipped: all labels ignored, the model's loss would be 0/0
+            inputs.pop("labels", None)
             outputs = model(**inputs)
-            loss = outputs.logits.float().sum() * 0.0 + vision_participation(model)
-            return (loss, outputs) if kwargs.get("return_outputs") else loss
-        result = super().compute_loss(model, inputs, *args, **kwargs)
-        if model.training and inputs.get("pixel_values") is None and inputs.get("pixel_values_videos") is None:
-            touch = vision_participation(model)
-            if isinstance(result, tuple):
-                return (result[0] + touch, *result[1:])
-            return result + touch
-        return result
+        loss = outputs.logits.float().sum() * 0.0
+        return (loss, outputs) if kwargs.get("return_outputs") else loss
 
     def _sum_over_ranks(self, values: list[int]) -> list[int]:
         """Integers summed over every process of a distributed run (as they are in one process)."""
@@ -100,9 +123,29 @@ class StaveTrainer(Trainer):
         return total.tolist()
 
 
-def vision_participation(model: nn.Module) -> torch.Tensor:
-    """A zero that depends on every vision-tower parameter (STA and LoRA included): the tower run on one
-    blank 2x2-patch image, times 0."""
+@contextmanager
+def vision_participation(model: nn.Module) -> Iterator[None]:
+    """Within, a forward of `model` without pixels runs the vision tower anyway, on one blank 2x2-patch image,
+    right after the token embedding — where a forward with pixels runs it — and adds its output times 0 to
+    the token embeddings: every vision-tower parameter (STA and LoRA included) gets its (zero) gradient, the
+    values stay the same, and the step runs the same collectives in the same order as a rank whose batch has
+    pixels (FSDP gathers and reduces each shard unit in the order of the graph)."""
+
+    def run_tower(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        return output + _blank_image_zero(model).to(output.dtype)
+
+    inner = model  # DDP and DeepSpeed wrap the model as .module; FSDP2 and peft models embed themselves
+    while not hasattr(inner, "get_input_embeddings") and isinstance(getattr(inner, "module", None), nn.Module):
+        inner = inner.module
+    handle = inner.get_input_embeddings().register_forward_hook(run_tower)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _blank_image_zero(model: nn.Module) -> torch.Tensor:
+    """The vision tower of `model` run on one blank 2x2-patch image, times 0 (float32 scalar)."""
     _, tower = find_vision_tower(model)
     config = tower.config
     spec = PatchSpec.from_vision_config(config)
@@ -225,6 +268,10 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
         "stage %s: %s, %d process(es), model wrapped as %s",
         stage.name, state.distributed_type, state.num_processes, type(trainer.model_wrapped).__name__,
     )  # fmt: skip
+    # under FSDP and DeepSpeed ZeRO-3 the trained model exists only as shards: rank 0 keeps its structure (meta
+    # tensors) to take the gathered weights and save them whole
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    whole = meta_copy(model) if sharded and trainer.is_world_process_zero() else model
     try:
         trainer.train(resume_from_checkpoint=_resume_point(recipe, stage_dir))
         budget.check(final=True)  # the same totals on every rank: all raise or none
@@ -242,8 +289,12 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
             stage_dir / "skipped.jsonl",
         )
     target = stage_dir / "model"
+    if sharded:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # every rank gathers; rank 0 holds it
+        if trainer.is_world_process_zero():
+            whole.load_state_dict(state_dict, assign=True)
     if trainer.is_world_process_zero():
-        _save_stage(trainer, recipe, stage, counts, skipped, tokenizer, stage_dir)
+        _save_stage(whole, trainer, recipe, stage, counts, skipped, tokenizer, stage_dir)
         checkpoints.write_json_atomic(stage_dir / "log_history.json", trainer.state.log_history)
         plot_history({stage.name: trainer.state.log_history}, stage_dir / "training_curves.png")
     trainer.accelerator.wait_for_everyone()
@@ -307,8 +358,19 @@ def _resume_point(recipe: Recipe, stage_dir: Path) -> str | None:
     return str(found) if found is not None else None
 
 
-def _save_stage(trainer, recipe, stage, counts, skipped, tokenizer, stage_dir: Path) -> None:
-    model = trainer.model
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` (modules, configuration, buffers) whose parameters are meta tensors (no memory), to
+    take a state dict with load_state_dict(..., assign=True); tied parameters stay tied."""
+    import copy
+
+    memo = {
+        id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+        for p in model.parameters()
+    }
+    return copy.deepcopy(model, memo)
+
+
+def _save_stage(model, trainer, recipe, stage, counts, skipped, tokenizer, stage_dir: Path) -> None:
     if "lora" in stage.trains:
         checkpoints.save_atomic(stage_dir / "adapter", lambda tmp: model.save_pretrained(tmp))
         model = merge_lora(model)
