@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest_plugins = ["version_independence"]  # which tests need running on every transformers version
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the straightforward reference implementation lives there
 

@@ -6,6 +6,8 @@ import pytest
 
 from stave.evaluation.answers import exact_match, extract_choice, normalize
 
+pytestmark = pytest.mark.version_independent  # runs once: see tests/version_independence.py
+
 SSV2 = [
     "Pulling something from left to right",
     "Pulling something from right to left",

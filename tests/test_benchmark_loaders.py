@@ -32,6 +32,8 @@ from stave.evaluation.benchmarks.videomme import read_srt
 from stave.evaluation.items import BenchmarkFormatError, LoadReport, VideoRef
 from stave.ssv2 import SUBSETS, ssv2_class, t10_split
 
+pytestmark = pytest.mark.version_independent  # runs once: see tests/version_independence.py
+
 T10 = SUBSETS["T10"]
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from stave import TemporalConfig
 
+pytestmark = pytest.mark.version_independent  # runs once: see tests/version_independence.py
+
 
 @pytest.mark.parametrize(
     ("field", "value"),

@@ -18,6 +18,8 @@ from stave.training.data import read_records
 from stave.training.recipe import DatasetSpec
 from stave.video import VideoOptions, read_video
 
+pytestmark = pytest.mark.version_independent  # runs once: see tests/version_independence.py
+
 N = 12  # two videos of every task
 
 

@@ -9,6 +9,8 @@ from straightforward_sta import straightforward_temporal_update
 
 from stave.temporal import TemporalAttention, TemporalLayout
 
+pytestmark = pytest.mark.version_independent  # runs once: see tests/version_independence.py
+
 GRIDS = [
     [[3, 4, 4]],  # one video
     [[2, 4, 4], [2, 4, 4], [2, 4, 4]],  # equal videos: one contiguous group (the fast path)
