@@ -342,3 +342,22 @@ def test_option_likelihoods_after_examples_score_the_question_answer_only(tiny_s
         logprobs = torch.log_softmax(answerer.model(**batch).logits[0].float(), -1)
     direct = [logprobs[p - 1, encoded["input_ids"][p]].item() for p in range(end - len(answer), end)]
     assert scores[4] == pytest.approx(sum(direct) / len(direct), abs=1e-4)
+
+
+def test_stave_eval_refuses_settings_that_do_not_apply_before_loading_a_model(tmp_path, capsys):
+    from benchmark_fixtures import write_mvbench
+
+    from stave.cli import main
+
+    record = {"video": "a.mp4", "question": "which way ?", "candidates": ["left", "right"], "answer": "left"}
+    root = write_mvbench(tmp_path / "mvbench", {"action_antonym": [record]})
+    flags = ["eval", "--model", str(tmp_path / "no-model"), "--benchmark", "mvbench", "--data", str(root)]
+    assert main([*flags, "--shots", "3"]) == 2
+    assert "mvbench has no labelled training split to draw in-context examples from" in capsys.readouterr().err
+    assert main([*flags, "--prompt-classes"]) == 2
+    assert "question 'action_antonym/0' is multiple choice" in capsys.readouterr().err
+    assert main([*flags, "--benchmark-option", "colour=red"]) == 2
+    assert "unexpected keyword argument 'colour'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*flags, "--benchmark-option", "format"])
+    assert "expected KEY=VALUE, got 'format'" in capsys.readouterr().err
