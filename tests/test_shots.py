@@ -245,6 +245,7 @@ def test_data_parallel_runs_give_every_question_the_examples_of_one_process(ssv2
     shares = [rows(tmp_path / f"two/predictions.rank{rank}.jsonl") for rank in (0, 1)]
     assert sorted(len(share) for share in shares) == [5, 5]
     one = {row["qid"]: row for row in rows(tmp_path / "one/predictions.jsonl")}
+    assert all(len(row["examples"]) == 3 for row in one.values())
     assert {row["qid"]: row for share in shares for row in share} == one
 
 
