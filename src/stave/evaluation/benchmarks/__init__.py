@@ -64,25 +64,17 @@ EXAMPLE_SPLITS: dict[str, dict[str, Any]] = {
 }
 
 
-def load_examples(
-    name: str,
-    root: str | Path,
-    *,
-    on_missing: OnMissing = "skip",
-    seed: int = 0,
-    report: LoadReport | None = None,
-    **options: Any,
-) -> list[EvalItem]:
-    """The items of benchmark `name`'s labelled training split (EXAMPLE_SPLITS), read with the same `options`
-    as its questions: the pool in-context examples are drawn from (stave.evaluation.shots). Raises ValueError
-    for a benchmark that has no such split (mvbench, videomme, videomme-subs, vitatecs, tempcompass)."""
+def load_examples(name: str, root: str | Path, **options: Any) -> list[EvalItem]:
+    """The items of benchmark `name`'s labelled training split (EXAMPLE_SPLITS), read with the same keyword
+    arguments as its questions (those of load_benchmark): the pool in-context examples are drawn from
+    (stave.evaluation.shots). Raises ValueError for a benchmark that has no such split (mvbench, videomme,
+    videomme-subs, vitatecs, tempcompass)."""
     if name not in EXAMPLE_SPLITS:
         raise ValueError(
             f"{name} has no labelled training split to draw in-context examples from; benchmarks that have one: "
             f"{sorted(EXAMPLE_SPLITS)}"
         )
-    options = {**options, **EXAMPLE_SPLITS[name]}
-    return load_benchmark(name, root, on_missing=on_missing, seed=seed, report=report, **options)
+    return load_benchmark(name, root, **{**options, **EXAMPLE_SPLITS[name]})
 
 
 __all__ = ["BENCHMARKS", "EXAMPLE_SPLITS", "load_benchmark", "load_examples"]
