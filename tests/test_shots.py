@@ -206,6 +206,21 @@ def test_a_run_started_before_these_settings_existed_still_resumes(ssv2_root, tm
     assert len(again.asked) == 5
 
 
+def test_training_records_skipped_on_load_are_counted_with_the_results(ssv2_root, tmp_path):
+    from stave.evaluation import LoadReport
+
+    gone = load_examples("ssv2-t10", ssv2_root, format="open")[0]
+    gone.videos[0].path.unlink()
+    report = LoadReport()
+    pool = load_examples("ssv2-t10", ssv2_root, format="open", report=report)
+    questions = load_benchmark("ssv2-t10", ssv2_root, format="open")
+    run = settings(prompt_classes=True, shots=2)
+    results = evaluate(Lookup({q.qid: "x" for q in questions}), questions, run, tmp_path / "run", progress=False,
+                       examples=pool, examples_report=report)  # fmt: skip
+    assert results["example_pool"]["items"] == 39 and results["example_pool"]["skipped_on_load"] == 1
+    assert gone.qid in results["example_pool"]["skipped"][0]["record"]
+
+
 def test_benchmarks_without_a_training_split_are_refused():
     for name in ("mvbench", "videomme", "videomme-subs", "vitatecs", "tempcompass"):
         with pytest.raises(ValueError, match=f"{name} has no labelled training split"):

@@ -156,12 +156,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     benchmark_options = dict(args.benchmark_option)
     loading = {"on_missing": args.on_missing, "seed": args.seed, **benchmark_options}
     items = load_benchmark(args.benchmark, args.data, report=report, **loading)
-    examples = None
+    examples, examples_report = None, LoadReport()
     if args.shots:
-        examples = load_examples(args.benchmark, args.data, report=(example_report := LoadReport()), **loading)
-        if example_report.skipped:
-            print(f"in-context example pool: {len(examples)} items, {len(example_report.skipped)} skipped on load "
-                  f"(first: {example_report.skipped[0]})", file=sys.stderr)  # fmt: skip
+        examples = load_examples(args.benchmark, args.data, report=examples_report, **loading)
     options = _video_options(args)
     settings = EvalSettings(
         benchmark=args.benchmark,
@@ -187,7 +184,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.model, video_options=options, template=args.template, max_new_tokens=args.max_new_tokens
         )
         results = evaluate(
-            answerer, items, settings, output, batch_size=args.batch_size, load_report=report, examples=examples
+            answerer,
+            items,
+            settings,
+            output,
+            batch_size=args.batch_size,
+            load_report=report,
+            examples=examples,
+            examples_report=examples_report,
         )
     if results:
         print((Path(output) / "results.md").read_text())

@@ -82,16 +82,19 @@ def evaluate(
     load_report: LoadReport | None = None,
     progress: bool = True,
     examples: Sequence[EvalItem] | None = None,
+    examples_report: LoadReport | None = None,
 ) -> dict[str, Any]:
     """Answer every item not yet in `output`, then score all of them; returns the results (also written).
     Under a launcher each process answers every num_processes-th item (stave.distributed.process_state: one
     run, or a LaunchError), and results are scored on the main process; returns {} on the others.
     `examples`: the pool of solved items that settings.shots draws from (the benchmark's training split:
-    stave.evaluation.benchmarks.load_examples)."""
+    stave.evaluation.benchmarks.load_examples), and `examples_report` what its loader skipped (both counted in
+    the results' "example_pool")."""
     if settings.scoring not in ("generate", "loglik"):
         raise EvalError(f"scoring must be 'generate' or 'loglik', got {settings.scoring!r}")
     with owned_process_group():
-        return _evaluate(answerer, items, settings, Path(output), batch_size, load_report, progress, examples)
+        pool = (examples, examples_report)
+        return _evaluate(answerer, items, settings, Path(output), batch_size, load_report, progress, pool)
 
 
 def prepare(items: Sequence[EvalItem], settings: EvalSettings, examples: Sequence[EvalItem] | None) -> list[EvalItem]:
@@ -117,14 +120,13 @@ def prepare(items: Sequence[EvalItem], settings: EvalSettings, examples: Sequenc
     return [dataclasses.replace(item, examples=draw.examples(item)) for item in items]
 
 
-def _evaluate(
-    answerer, items, settings: EvalSettings, output: Path, batch_size, load_report, progress, examples
-) -> dict:
+def _evaluate(answerer, items, settings: EvalSettings, output: Path, batch_size, load_report, progress, pool) -> dict:
     from tqdm.auto import tqdm
 
     state = process_state()
     items = list(items)[: settings.limit] if settings.limit else list(items)
     _check_unique(items)
+    examples, examples_report = pool
     items = prepare(items, settings, examples)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,9 @@ def _evaluate(
         wanted = {item.qid for item in items}
         rows = list({row["qid"]: row for row in rows if row["qid"] in wanted}.values())
         results = score(rows, settings, load_report)
+        if settings.shots:
+            skipped = examples_report.skipped if examples_report else []
+            results["example_pool"] = {"items": len(examples), "skipped_on_load": len(skipped), "skipped": skipped}
         write_json_atomic(output / "results.json", results)
         (output / "results.md").write_text(results_table(results))
     state.wait_for_everyone()
