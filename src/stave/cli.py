@@ -132,13 +132,33 @@ def _add_video_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-pixels", type=int, help="per frame")
 
 
+def _benchmark_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE of --benchmark-option; VALUE read as JSON where it is JSON (0.2, 5, true), else a string."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .distributed import owned_process_group, process_state
     from .evaluation import EvalSettings, evaluate, load_answerer, load_benchmark
+    from .evaluation.benchmarks import load_examples
     from .evaluation.items import LoadReport
+    from .evaluation.run import prepare
 
     report = LoadReport()
-    items = load_benchmark(args.benchmark, args.data, on_missing=args.on_missing, seed=args.seed, report=report)
+    benchmark_options = dict(args.benchmark_option)
+    loading = {"on_missing": args.on_missing, "seed": args.seed, **benchmark_options}
+    items = load_benchmark(args.benchmark, args.data, report=report, **loading)
+    examples, examples_report = None, LoadReport()
+    if args.shots:
+        examples = load_examples(args.benchmark, args.data, report=examples_report, **loading)
     options = _video_options(args)
     settings = EvalSettings(
         benchmark=args.benchmark,
@@ -150,14 +170,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         limit=args.limit,
+        benchmark_options=benchmark_options,
+        prompt_classes=args.prompt_classes,
+        shots=args.shots,
+        shots_seed=args.shots_seed,
     )
+    # a setting that does not apply to these items stops here, before the model loads
+    prepare(items[: args.limit] if args.limit else items, settings, examples)
     output = args.output or f"runs/eval/{args.benchmark}-{Path(args.model).name}"
     with owned_process_group():
         process_state()  # under a launcher: one run of all its processes, or a LaunchError before the model loads
         answerer = load_answerer(
             args.model, video_options=options, template=args.template, max_new_tokens=args.max_new_tokens
         )
-        results = evaluate(answerer, items, settings, output, batch_size=args.batch_size, load_report=report)
+        results = evaluate(
+            answerer,
+            items,
+            settings,
+            output,
+            batch_size=args.batch_size,
+            load_report=report,
+            examples=examples,
+            examples_report=examples_report,
+        )
     if results:
         print((Path(output) / "results.md").read_text())
         print(f"predictions and results in {output}")
@@ -307,6 +342,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--on-missing", choices=["skip", "raise"], default="skip", help="items whose video is missing"
     )
+    evaluate.add_argument(
+        "--benchmark-option",
+        type=_benchmark_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a keyword argument of the benchmark's loader, e.g. format=open or split=all for ssv2-t10 (repeatable)",
+    )
+    evaluate.add_argument(
+        "--prompt-classes",
+        action="store_true",
+        help="list the class names in the question and score the answer by the class it names (ssv2; ssv2-t10 "
+        "with --benchmark-option format=open)",
+    )
+    evaluate.add_argument(
+        "--shots",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K solved examples from the benchmark's training split, each with its video, before each question "
+        "(ssv2, ssv2-mc, ssv2-t10, ssv2-vsm, synthetic)",
+    )
+    evaluate.add_argument("--shots-seed", type=int, default=0, help="seed of the draw of in-context examples")
     _add_video_flags(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 

@@ -7,7 +7,9 @@ Multiple choice, in order (the first rule that decides wins):
   2. a lead-in then a letter: "The answer is (B)", "Answer: B", "the correct option is B";
   3. the text of exactly one option appears in the answer (longest match first, case-insensitive), or the
      answer appears in exactly one option;
-otherwise the answer is unparseable (counted and reported, scored wrong).
+otherwise the answer is unparseable (counted and reported, scored wrong). Open-ended answers to a prompt
+that lists the class names (EvalSettings.prompt_classes) are scored by rule 3 alone against the class names
+(`match_text`), unparseable alike when no one class is named.
 """
 
 from __future__ import annotations
@@ -42,10 +44,17 @@ def extract_choice(answer: str, options: Sequence[str]) -> int | None:
     match = _LEAD.search(text)
     if match and match.group(1).upper() in letters:
         return letters.index(match.group(1).upper())
-    said = normalize(text)
+    return match_text(text, options)
+
+
+def match_text(answer: str, names: Sequence[str]) -> int | None:
+    """The index of the one name (an option's or a class's text) an answer gives, after normalisation: the
+    longest names that appear in the answer as whole words, if that is one name; else the one name the
+    answer appears in; else None. (How class names in the prompt are scored, and rule 3 above.)"""
+    said = normalize(answer)
     if not said:
         return None
-    normalized = [normalize(option) for option in options]
+    normalized = [normalize(name) for name in names]
     inside = [i for i, option in enumerate(normalized) if option and re.search(rf"\b{re.escape(option)}\b", said)]
     if len(inside) > 1:  # keep the longest matches only ("left" inside "left to right")
         longest = max(len(normalized[i]) for i in inside)

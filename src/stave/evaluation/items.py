@@ -46,6 +46,12 @@ class EvalItem:
         groups: further breakdowns, e.g. {"duration": "short", "domain": "Knowledge"} (Video-MME).
         subtitles: subtitle text to put in the prompt (Video-MME with subtitles), else None.
         images: image files the question is about (asked before the videos; usually none).
+        classes: the class names of an open-ended classification benchmark (SSv2, SSv2-T10 with
+            format="open"), which `prompt_classes` lists; None elsewhere.
+        prompt_classes: the question lists `classes` and the answer is scored by its match to a class name
+            (the runner sets it under EvalSettings.prompt_classes).
+        examples: solved items asked before this one as earlier user/assistant turns, each with its own
+            videos (the runner sets them under EvalSettings.shots; stave.evaluation.shots).
     """
 
     qid: str
@@ -57,6 +63,9 @@ class EvalItem:
     groups: dict[str, str] = field(default_factory=dict)
     subtitles: str | None = None
     images: tuple[Path, ...] = ()
+    classes: tuple[str, ...] | None = None
+    prompt_classes: bool = False
+    examples: tuple[EvalItem, ...] = ()
 
     @property
     def answer_index(self) -> int | None:

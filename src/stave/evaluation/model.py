@@ -73,7 +73,7 @@ class ModelAnswerer:
         for index, item in enumerate(items):
             for option in item.options or ():
                 conversation = messages(item, self.template) + [{"role": "assistant", "content": option}]
-                encoded.append(self.processor.encode(conversation, train=True, name=item.qid))
+                encoded.append(_final_answer_only(self.processor.encode(conversation, train=True, name=item.qid)))
                 owners.append(index)
         scores: list[list[float]] = [[] for _ in items]
         for owner, (total, count, _) in zip(owners, self.label_log_likelihoods(encoded), strict=True):
@@ -105,6 +105,18 @@ class ModelAnswerer:
         wrong = torch.zeros(len(encoded), device=picked.device).index_add_(0, rows, misses)
         counts = mask.sum(-1)
         return [(float(t), int(n), not bool(w)) for t, n, w in zip(totals, counts, wrong, strict=True)]
+
+
+def _final_answer_only(encoded: dict[str, Any]) -> dict[str, Any]:
+    """An encoded conversation whose labels keep only its last assistant answer (the last run of labelled
+    tokens): the answers of in-context examples before it are not scored."""
+    labels = encoded["labels"].clone()
+    scored = (labels != IGNORE_INDEX).nonzero().flatten()
+    if len(scored):
+        gaps = (scored[1:] != scored[:-1] + 1).nonzero().flatten()
+        start = int(scored[gaps[-1] + 1]) if len(gaps) else int(scored[0])
+        labels[:start] = IGNORE_INDEX
+    return {**encoded, "labels": labels}
 
 
 def load_answerer(path: str | Path, *, dtype: torch.dtype | None = None, **kwargs: Any) -> ModelAnswerer:

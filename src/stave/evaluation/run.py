@@ -2,10 +2,12 @@
 
 Output folder of a run:
     settings.json       every setting that affects the numbers (a rerun must match them to resume)
-    predictions.jsonl   one line per item: qid, task, groups, prompt, raw answer, parsed answer, correct
+    predictions.jsonl   one line per item: qid, task, groups, prompt, raw answer, parsed answer, correct, and
+                        with in-context examples (shots) the ids of the examples asked before it
                         (predictions.rank<R>.jsonl per process under accelerate launch / torchrun, each
                         answering every num_processes-th item)
-    results.json        scores overall, per task and per group, counts, unparseable rate, settings, versions
+    results.json        scores overall, per task and per group, counts, unparseable rate, settings, versions,
+                        and the prompt text when every item was asked the same
     results.md          the same as a Markdown table
 A rerun in the same folder skips the items already answered (a line cut short by a kill is dropped and
 its item asked again) and ends with the same scores as an uninterrupted run.
@@ -30,9 +32,10 @@ from ..distributed import owned_process_group, process_state
 from ..errors import StaveError
 from ..training.checkpoints import write_json_atomic
 from ..video import VideoOptions
-from .answers import exact_match, extract_choice
+from .answers import exact_match, extract_choice, match_text
 from .items import LETTERS, EvalItem, LoadReport
 from .prompts import DEFAULT_TEMPLATE, prompt_text
+from .shots import ExampleDraw
 
 
 class EvalError(StaveError, ValueError):
@@ -52,6 +55,10 @@ class EvalSettings:
     max_new_tokens: int = 16
     seed: int = 0
     limit: int | None = None
+    benchmark_options: dict[str, Any] = field(default_factory=dict)  # the loader's own keyword arguments
+    prompt_classes: bool = False  # the question lists the class names; answers scored by match to one of them
+    shots: int = 0  # in-context examples from the benchmark's training split before each question
+    shots_seed: int = 0  # seed of their draw (stave.evaluation.shots)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,22 +81,53 @@ def evaluate(
     batch_size: int = 4,
     load_report: LoadReport | None = None,
     progress: bool = True,
+    examples: Sequence[EvalItem] | None = None,
+    examples_report: LoadReport | None = None,
 ) -> dict[str, Any]:
     """Answer every item not yet in `output`, then score all of them; returns the results (also written).
     Under a launcher each process answers every num_processes-th item (stave.distributed.process_state: one
-    run, or a LaunchError), and results are scored on the main process; returns {} on the others."""
+    run, or a LaunchError), and results are scored on the main process; returns {} on the others.
+    `examples`: the pool of solved items that settings.shots draws from (the benchmark's training split:
+    stave.evaluation.benchmarks.load_examples), and `examples_report` what its loader skipped (both counted in
+    the results' "example_pool")."""
     if settings.scoring not in ("generate", "loglik"):
         raise EvalError(f"scoring must be 'generate' or 'loglik', got {settings.scoring!r}")
     with owned_process_group():
-        return _evaluate(answerer, items, settings, Path(output), batch_size, load_report, progress)
+        pool = (examples, examples_report)
+        return _evaluate(answerer, items, settings, Path(output), batch_size, load_report, progress, pool)
 
 
-def _evaluate(answerer, items, settings: EvalSettings, output: Path, batch_size, load_report, progress) -> dict:
+def prepare(items: Sequence[EvalItem], settings: EvalSettings, examples: Sequence[EvalItem] | None) -> list[EvalItem]:
+    """The items as `settings` asks them: with the class names in the prompt (prompt_classes) and with their
+    in-context examples drawn from `examples` (shots); raises EvalError for items these do not apply to."""
+    if settings.prompt_classes:
+        unfit = next((item for item in [*items, *(examples or ())] if item.options or not item.classes), None)
+        if unfit is not None:
+            what = "is multiple choice (its options name the answers)" if unfit.options else "has no class names"
+            raise EvalError(
+                f"{settings.benchmark}: prompt_classes lists the class names of an open-ended classification "
+                f"benchmark (ssv2; ssv2-t10 with format=open), but question {unfit.qid!r} {what}"
+            )
+        items = [dataclasses.replace(item, prompt_classes=True) for item in items]
+    if settings.shots < 0:
+        raise EvalError(f"shots must be >= 0, got {settings.shots}")
+    if not settings.shots:
+        return list(items)
+    if not examples:
+        raise EvalError(f"{settings.benchmark}: shots={settings.shots} needs labelled examples (none were given)")
+    pool = [dataclasses.replace(item, prompt_classes=settings.prompt_classes) for item in examples]
+    draw = ExampleDraw(pool, settings.shots, settings.shots_seed)
+    return [dataclasses.replace(item, examples=draw.examples(item)) for item in items]
+
+
+def _evaluate(answerer, items, settings: EvalSettings, output: Path, batch_size, load_report, progress, pool) -> dict:
     from tqdm.auto import tqdm
 
     state = process_state()
     items = list(items)[: settings.limit] if settings.limit else list(items)
     _check_unique(items)
+    examples, examples_report = pool
+    items = prepare(items, settings, examples)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         _check_or_write_settings(output, settings)
@@ -119,6 +157,9 @@ def _evaluate(answerer, items, settings: EvalSettings, output: Path, batch_size,
         wanted = {item.qid for item in items}
         rows = list({row["qid"]: row for row in rows if row["qid"] in wanted}.values())
         results = score(rows, settings, load_report)
+        if settings.shots:
+            skipped = examples_report.skipped if examples_report else []
+            results["example_pool"] = {"items": len(examples), "skipped_on_load": len(skipped), "skipped": skipped}
         write_json_atomic(output / "results.json", results)
         (output / "results.md").write_text(results_table(results))
     state.wait_for_everyone()
@@ -136,7 +177,11 @@ def _answer(answerer: Answerer, batch: list[EvalItem], settings: EvalSettings) -
         raw = answerer.generate(batch)
     rows = []
     for item, answer, option_scores in zip(batch, raw, scores, strict=True):
-        if item.options is None:
+        if item.prompt_classes:
+            index = match_text(answer, item.classes)
+            parsed = None if index is None else item.classes[index]
+            correct = parsed == item.answer
+        elif item.options is None:
             parsed, correct = answer.strip(), exact_match(answer, item.answer)
         else:
             index = extract_choice(answer, item.options)
@@ -154,6 +199,8 @@ def _answer(answerer: Answerer, batch: list[EvalItem], settings: EvalSettings) -
         }
         if option_scores is not None:
             row["option_scores"] = option_scores
+        if settings.shots:
+            row["examples"] = [example.qid for example in item.examples]
         rows.append(row)
     return rows
 
@@ -171,8 +218,10 @@ def score(rows: list[dict[str, Any]], settings: EvalSettings, load_report: LoadR
         by_task[row["task"]].append(row)
         for key, value in row.get("groups", {}).items():
             by_group[key][value].append(row)
-    choice_rows = [r for r in rows if r["parsed"] is None or len(str(r["parsed"])) == 1]
+    # answers that must name an option (or, with class names in the prompt, a class)
+    choice_rows = [r for r in rows if settings.prompt_classes or r["parsed"] is None or len(str(r["parsed"])) == 1]
     unparseable = sum(r["parsed"] is None for r in rows)
+    prompts = {r["prompt"] for r in rows}
     return {
         "benchmark": settings.benchmark,
         "overall": accuracy(rows),
@@ -186,6 +235,7 @@ def score(rows: list[dict[str, Any]], settings: EvalSettings, load_report: LoadR
         "unparseable_rate": unparseable / len(choice_rows) if choice_rows else 0.0,
         "skipped": load_report.skipped if load_report else [],
         "settings": settings.to_dict(),
+        "prompt": prompts.pop() if len(prompts) == 1 else None,
         "versions": {"stave": __version__, "transformers": transformers.__version__, "torch": torch.__version__},
     }
 
@@ -204,6 +254,16 @@ def results_table(results: dict[str, Any]) -> str:
         f"{results['counts']['skipped_on_load']}; stave {results['versions']['stave']}, transformers "
         f"{results['versions']['transformers']}",
         "",
+    ]
+    if settings.get("prompt_classes") or settings.get("shots"):
+        lines += [
+            f"class names in the prompt: {'yes' if settings.get('prompt_classes') else 'no'}; in-context examples: "
+            f"{settings.get('shots', 0)} (seed {settings.get('shots_seed', 0)}, ids in predictions)",
+            "",
+        ]
+    if results.get("prompt"):
+        lines += ["prompt (every question; after its video):", "", "```", results["prompt"], "```", ""]
+    lines += [
         "| task | accuracy | n |",
         "|---|---:|---:|",
     ]
@@ -231,7 +291,10 @@ def _check_or_write_settings(output: Path, settings: EvalSettings) -> None:
     path = output / "settings.json"
     current = json.loads(json.dumps(settings.to_dict()))
     if path.is_file():
-        stored = json.loads(path.read_text())
+        # a setting added since the run was started had its default there
+        added = {f.name: f.default for f in dataclasses.fields(EvalSettings) if f.default is not dataclasses.MISSING}
+        added["benchmark_options"] = {}
+        stored = {**added, **json.loads(path.read_text())}
         differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         if differ:
             details = "; ".join(f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in differ)

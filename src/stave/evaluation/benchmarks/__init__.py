@@ -54,4 +54,27 @@ def load_benchmark(
     return BENCHMARKS[name](root, on_missing=on_missing, seed=seed, report=report, **options)
 
 
-__all__ = ["BENCHMARKS", "load_benchmark"]
+# the loader options that give a benchmark's labelled training split, where in-context examples come from
+EXAMPLE_SPLITS: dict[str, dict[str, Any]] = {
+    "ssv2": {"split": "train"},  # train.json
+    "ssv2-mc": {"split": "train"},
+    "ssv2-t10": {"split": "train"},  # the seeded 80% that split=test never overlaps
+    "ssv2-vsm": {"split": "train"},
+    "synthetic": {"split": "train"},
+}
+
+
+def load_examples(name: str, root: str | Path, **options: Any) -> list[EvalItem]:
+    """The items of benchmark `name`'s labelled training split (EXAMPLE_SPLITS), read with the same keyword
+    arguments as its questions (those of load_benchmark): the pool in-context examples are drawn from
+    (stave.evaluation.shots). Raises ValueError for a benchmark that has no such split (mvbench, videomme,
+    videomme-subs, vitatecs, tempcompass)."""
+    if name not in EXAMPLE_SPLITS:
+        raise ValueError(
+            f"{name} has no labelled training split to draw in-context examples from; benchmarks that have one: "
+            f"{sorted(EXAMPLE_SPLITS)}"
+        )
+    return load_benchmark(name, root, **{**options, **EXAMPLE_SPLITS[name]})
+
+
+__all__ = ["BENCHMARKS", "EXAMPLE_SPLITS", "load_benchmark", "load_examples"]

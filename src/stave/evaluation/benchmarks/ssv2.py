@@ -17,7 +17,8 @@ The class of a record is its `template` with the brackets removed (stave.ssv2.ss
 of labels.json. Question ids are the SSv2 video ids.
 
 Loaders (registry names):
-- `ssv2`: open-ended; question "What is the action happening in this video?", answer the class text.
+- `ssv2`: open-ended; question "What is the action happening in this video?", answer the class text; the
+  items carry the 174 class names (listed in the prompt under EvalSettings.prompt_classes).
 - `ssv2-mc`: multiple choice among `num_options` (default 5, at most 10) class names: the true class and
   `num_options - 1` distractors drawn uniformly without replacement from the other labels.json classes, then
   shuffled. Each item draws from its own random.Random seeded by (seed, video id), so its options are the
@@ -30,7 +31,8 @@ Loaders (registry names):
   records of the 10 classes, disjoint from train.json). The split is made on the annotations before any video
   is checked, so it does not depend on which videos are present. format="mc" (default): options are the 10
   class names in the fixed order of SUBSETS["T10"] (the paper's "class names in the prompt" setting);
-  format="open": no options. The task of every item is its class.
+  format="open": no options (the items carry the 10 class names, listed in the prompt under
+  EvalSettings.prompt_classes). The task of every item is its class.
 """
 
 from __future__ import annotations
@@ -125,7 +127,8 @@ def load_ssv2(
     `seed` is unused (nothing is drawn)."""
     check_on_missing(on_missing)
     annotations = read_annotations(root, split, videos=videos, extension=extension)
-    return _items("ssv2", annotations, annotations.records, on_missing, report, lambda record: None)
+    classes = tuple(annotations.classes)
+    return _items("ssv2", annotations, annotations.records, on_missing, report, lambda record: None, classes)
 
 
 def load_ssv2_mc(
@@ -187,9 +190,9 @@ def load_ssv2_t10(
         train, test = t10_split([record.id for record in records], seed, test_fraction)
         keep = set(test if split == "test" else train)
         records = [record for record in records if record.id in keep]
-    return _items(
-        "ssv2-t10", annotations, records, on_missing, report, lambda record: classes if format == "mc" else None
-    )
+    if format == "mc":
+        return _items("ssv2-t10", annotations, records, on_missing, report, lambda record: classes)
+    return _items("ssv2-t10", annotations, records, on_missing, report, lambda record: None, classes)
 
 
 def _items(
@@ -199,6 +202,7 @@ def _items(
     on_missing: OnMissing,
     report: LoadReport | None,
     options: Callable[[SSv2Record], tuple[str, ...] | None],
+    classes: tuple[str, ...] | None = None,
 ) -> list[EvalItem]:
     items, skipped = [], []
     for record in records:
@@ -213,6 +217,7 @@ def _items(
                 videos=(VideoRef(path),),
                 options=options(record),
                 answer=record.cls,
+                classes=classes,
             )
         )
     return finish(benchmark, items, skipped, report)
