@@ -518,3 +518,23 @@ def test_the_webvid_qa_and_ssv2_recipe_mixes_both_by_ratio(server, tmp_path):
     assert len(from_qa) == round(10 * webvid.ratio)
     assert len(records) - len(from_qa) == round(40 * ssv2_spec.ratio)
     assert ssv2_spec.format == "ssv2" and from_qa[0].messages[0]["content"][0]["type"] == "video"
+
+
+# --- run files (shared with stave eval) ---------------------------------------------------------------------
+
+
+def test_run_files_drop_a_cut_last_line_and_refuse_a_bad_one_before_it(tmp_path):
+    from stave.runfiles import RunFileError, keep_jsonl_rows, read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    lines = [json.dumps({"id": i, "text": f"line\u2028separator {i}"}, ensure_ascii=False) + "\n" for i in range(3)]
+    path.write_text("".join(lines) + '{"id": 3, "te', encoding="utf-8")
+    assert [row["id"] for row in read_jsonl(path)] == [0, 1, 2]  # U+2028 inside a value does not end a line
+    assert path.read_text(encoding="utf-8").endswith('"te')  # read without repair: the file as it was
+    assert [row["id"] for row in read_jsonl(path, repair=True)] == [0, 1, 2]
+    assert path.read_text(encoding="utf-8") == "".join(lines)
+    assert keep_jsonl_rows(path, lambda row: row["id"] != 1) == 1
+    assert [row["id"] for row in read_jsonl(path)] == [0, 2]
+    path.write_text(lines[0] + "not json\n" + lines[2], encoding="utf-8")
+    with pytest.raises(RunFileError, match=r"rows\.jsonl: line 2 is not valid JSON \(not a cut-off last line\)"):
+        read_jsonl(path)
