@@ -538,3 +538,15 @@ def test_run_files_drop_a_cut_last_line_and_refuse_a_bad_one_before_it(tmp_path)
     path.write_text(lines[0] + "not json\n" + lines[2], encoding="utf-8")
     with pytest.raises(RunFileError, match=r"rows\.jsonl: line 2 is not valid JSON \(not a cut-off last line\)"):
         read_jsonl(path)
+
+
+def test_the_command_exits_1_while_videos_are_pending_and_0_once_done(server, tmp_path, capsys):
+    path = write_webvid(tmp_path / "caps.csv", ["a dog runs", "DOWN a cat sleeps"])
+    command = ["make-qa", str(path), "--out", str(tmp_path / "qa"), "--endpoint", server.url, "--model", "fake"]
+    assert main([*command, "--retries", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "1 conversations (3 pairs) for 2 videos handled of 2" in out
+    assert "1 videos pending (1 failed at every attempt): rerun to go on" in out
+    server.down = False
+    assert main(command) == 0  # --retries is how it runs, not what it writes: the folder goes on
+    assert "2 conversations (6 pairs) for 2 videos handled of 2" in capsys.readouterr().out
