@@ -114,6 +114,8 @@ class FakeServer:
             return 200, b"<html>proxy error</html>"
         if caption.startswith("RAW:"):
             text = caption[4:].replace("'", '"')
+        elif "UNICODE" in caption:
+            text = json.dumps([qa("Qu'est-ce qu'on dit ?", "Caf\u00e9\u2028au lait."), qa("And then?", "Na\u0085ve.")])
         elif "MALFORMED" in caption:
             text = "Sure! 1. What is shown? A dog. 2. Where? Outside."
         else:
@@ -550,3 +552,13 @@ def test_the_command_exits_1_while_videos_are_pending_and_0_once_done(server, tm
     server.down = False
     assert main(command) == 0  # --retries is how it runs, not what it writes: the folder goes on
     assert "2 conversations (6 pairs) for 2 videos handled of 2" in capsys.readouterr().out
+
+
+def test_generated_text_with_line_separators_stays_one_record_for_the_training_reader(server, tmp_path):
+    from stave.training.data import read_records
+    from stave.training.recipe import DatasetSpec
+
+    path = write_webvid(tmp_path / "caps.csv", ["UNICODE a cafe scene", "a dog runs"])
+    make_qa(path, tmp_path / "qa", endpoint(server), progress=False)
+    read = read_records(DatasetSpec(path=str(tmp_path / "qa" / "conversations.jsonl")))
+    assert len(read) == 2 and read[0].messages[1]["content"][0]["text"] == "Caf\u00e9\u2028au lait."

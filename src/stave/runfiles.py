@@ -51,12 +51,13 @@ def keep_jsonl_rows(path: Path, keep: Callable[[Any], bool]) -> int:
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
-    """Write a JSON-lines file through a temporary file renamed into place."""
+    """Write a JSON-lines file through a temporary file renamed into place (ASCII escapes: no character inside a
+    value can end a line for any reader)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(row) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

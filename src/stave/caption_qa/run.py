@@ -15,6 +15,9 @@ The output folder:
                          counts. A failed video (every attempt at the endpoint failed) is asked again by a rerun.
     summary.json         the counts over everything in the folder, and how the last run ran.
 
+Every line is written with JSON's ASCII escapes: a line separator in a generated text (U+2028, U+0085), which
+str.splitlines would take for the end of a line, stays inside its string for every reader.
+
 Resuming: a video counts as done once its generations.jsonl line is written, which happens only after its
 conversation and reject lines are on disk (fsynced every `sync_every` videos). A rerun first drops a line cut
 by a kill and the conversation and reject lines of videos without a done line, then asks for every video not
@@ -131,7 +134,7 @@ def make_qa(
             for handle in (conversations, rejects):
                 handle.flush()
                 os.fsync(handle.fileno())
-            ledger.writelines(json.dumps(entry, ensure_ascii=False) + "\n" for entry in waiting)
+            ledger.writelines(json.dumps(entry) + "\n" for entry in waiting)
             ledger.flush()
             os.fsync(ledger.fileno())
             waiting.clear()
@@ -172,9 +175,9 @@ def _handle(item: CaptionedVideo, completion, rules: QARules, conversations, rej
         return {**entry, "status": "failed", "error": completion.error}
     verdict = validate_generation(completion.text, item.caption, rules)
     for reject in verdict.rejects:
-        rejects.write(json.dumps({"id": item.id, **reject.to_dict()}, ensure_ascii=False) + "\n")
+        rejects.write(json.dumps({"id": item.id, **reject.to_dict()}) + "\n")
     if verdict.pairs:
-        conversations.write(json.dumps(training_record(item, verdict.pairs), ensure_ascii=False) + "\n")
+        conversations.write(json.dumps(training_record(item, verdict.pairs)) + "\n")
     return {
         **entry,
         "status": "kept" if verdict.pairs else "no_record",
