@@ -56,14 +56,17 @@ class FakeServer:
     """Answers /v1/chat/completions. What it does depends on words in the caption (the first quoted line of the
     user message): SLOW (first attempt sleeps past the client's timeout), FLAKY (HTTP 503 twice), DOWN (always
     HTTP 500), BADBODY (first answer not JSON), MALFORMED (text that is no JSON list), REFUSE (HTTP 400), RAW:...
-    (the text after RAW: is the model's answer). Records every request body; counts requests in flight."""
+    (the text after RAW: is the model's answer). Records every request body; counts requests in flight. With
+    `gather`, each request waits (up to 10 s) until that many are in flight: how a test sees the concurrency
+    reach its limit on a busy machine."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, gather: int = 0) -> None:
         self.delay = delay
+        self.gather = gather
         self.requests: list[dict] = []
         self.attempts: dict[str, int] = {}
         self.in_flight = self.most_in_flight = 0
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.down = True
         server = self
 
@@ -76,8 +79,14 @@ class FakeServer:
                 with server.lock:
                     server.in_flight += 1
                     server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                    server.lock.notify_all()
+                    server.lock.wait_for(lambda: server.in_flight >= server.gather, timeout=10)
                 try:
                     status, payload = server.answer(self.path, body)
+                finally:  # before the answer leaves: the client cannot send its next request while counted here
+                    with server.lock:
+                        server.in_flight -= 1
+                try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
@@ -85,9 +94,6 @@ class FakeServer:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                     pass
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -325,10 +331,10 @@ def test_endpoint_well_formed_malformed_slow_and_failing_responses(server, tmp_p
 
 
 def test_requests_run_concurrently_within_the_limit(tmp_path):
-    slow = FakeServer(delay=0.15)
+    slow = FakeServer(gather=3)
     try:
         path = write_webvid(tmp_path / "caps.csv", [f"scene number {i}" for i in range(12)])
-        make_qa(path, tmp_path / "qa", endpoint(slow, concurrency=3), progress=False)
+        make_qa(path, tmp_path / "qa", endpoint(slow, concurrency=3, timeout=30), progress=False)
     finally:
         slow.close()
     assert slow.most_in_flight == 3
