@@ -93,7 +93,7 @@ class QAGenerator(Protocol):
         """How it runs (batch size, concurrency, timeouts): recorded, free to change on resume."""
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
-        """One Completion per request, in order, lazily."""
+        """One Completion per request, in order, lazily; a generator, closed by the caller that stops early."""
 
 
 # --- local transformers model ------------------------------------------------------------------------------
@@ -148,10 +148,7 @@ class LocalGenerator:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-        except TypeError:  # transformers 4.57 names it torch_dtype
-            model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)  # `dtype`: transformers >= 4.56
         return cls(model.to(device), tokenizer, name=str(path), sampling=sampling, batch_size=batch_size)
 
     def settings(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -140,20 +141,22 @@ def make_qa(
             waiting.clear()
 
         try:
-            for completion in generator.generate(requests()):
-                item: CaptionedVideo = completion.request.key
-                entry = _handle(item, completion, rules, conversations, rejects)
-                waiting.append(entry)
-                newly_done += entry["status"] in DONE
-                failed_in_a_row = failed_in_a_row + 1 if entry["status"] == "failed" else 0
-                bar.update(1)
-                if len(waiting) >= sync_every:
-                    commit()
-                if failed_in_a_row >= max_consecutive_failures:
-                    raise MakeQAError(
-                        f"{failed_in_a_row} videos in a row failed at every attempt; the last: {item.where}: "
-                        f"{entry['error']} (what was done is kept in {out}; rerun to go on)"
-                    )
+            # closing: a stop here (an error, Ctrl-C) also cancels the generator's requests still waiting to be sent
+            with closing(generator.generate(requests())) as completions:
+                for completion in completions:
+                    item: CaptionedVideo = completion.request.key
+                    entry = _handle(item, completion, rules, conversations, rejects)
+                    waiting.append(entry)
+                    newly_done += entry["status"] in DONE
+                    failed_in_a_row = failed_in_a_row + 1 if entry["status"] == "failed" else 0
+                    bar.update(1)
+                    if len(waiting) >= sync_every:
+                        commit()
+                    if failed_in_a_row >= max_consecutive_failures:
+                        raise MakeQAError(
+                            f"{failed_in_a_row} videos in a row failed at every attempt; the last: {item.where}: "
+                            f"{entry['error']} (what was done is kept in {out}; rerun to go on)"
+                        )
         finally:
             commit()
             bar.close()
