@@ -47,7 +47,9 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
     with pytest.raises(RecipeError, match=r"data\.datasets\[0\]\.path: data file not found"):
         load_recipe(path)
     (tmp_path / "train.json").write_text("[]")
-    recipe = load_recipe(path, [f"data.datasets.0.path={tmp_path / 'train.json'}", "data.datasets.0.root=null"])
+    datasets = range(len(yaml.safe_load(path.read_text())["data"]["datasets"]))  # a mix names several files
+    files = [f"data.datasets.{i}.path={tmp_path / 'train.json'}" for i in datasets]
+    recipe = load_recipe(path, [*files, *(f"data.datasets.{i}.root=null" for i in datasets)])
     stages = [(stage.name, stage.trains) for stage in recipe.stages]
     if path.name == "tiny-pretrain.yaml":  # the tiny base is trained from scratch, in full
         assert stages == [("pretrain", ["full"])]

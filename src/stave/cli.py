@@ -283,6 +283,46 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_qa(args: argparse.Namespace) -> int:
+    """QA conversations from video captions (stave.caption_qa); exit status 1 while videos are still pending."""
+    import os
+
+    from .caption_qa import EndpointGenerator, LocalGenerator, QAPrompt, QARules, Sampling, make_qa
+
+    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    prompt = QAPrompt.from_file(args.prompt, pairs=args.pairs) if args.prompt else QAPrompt(pairs=args.pairs)
+    rules = QARules(min_pairs=args.min_pairs, max_pairs=args.max_pairs or args.pairs)
+    if args.endpoint:
+        if not args.model:
+            raise ValueError("--model: the served model's name is needed with --endpoint")
+        api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+        generator = EndpointGenerator(
+            args.endpoint, args.model, sampling=sampling, api_key=api_key, concurrency=args.concurrency,
+            timeout=args.timeout, retries=args.retries,
+        )  # fmt: skip
+    else:
+        generator = LocalGenerator.from_pretrained(
+            args.local_model, sampling=sampling, batch_size=args.batch_size, dtype=args.dtype, device=args.device
+        )
+    summary = make_qa(
+        args.captions, args.out, generator, prompt=prompt, rules=rules, seed=args.seed,
+        video_pattern=args.video_pattern, limit=args.limit,
+    )  # fmt: skip
+    run = summary["run"]
+    print(
+        f"{summary['records']} conversations ({summary['pairs']} pairs) for {summary['videos_handled']} videos "
+        f"handled of {run['videos_in_input']} in {args.out}/conversations.jsonl"
+    )
+    rejected = ", ".join(f"{reason} {n}" for reason, n in summary["rejected"].items()) or "none"
+    print(f"  rejected (rejects.jsonl): {rejected}; videos without a record: {summary['videos_without_record']}")
+    if summary["cut_at_max_new_tokens"]:
+        print(f"  generations cut at --max-new-tokens: {summary['cut_at_max_new_tokens']}")
+    if run["pending"]:
+        print(f"  {run['pending']} videos pending ({summary['videos_failed']} failed at every attempt): rerun to go on")
+        return 1
+    return 0
+
+
 def _demo_defaults():
     from .experiments.demo import DemoSettings
 
@@ -452,6 +492,39 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--val-fraction", type=float, default=0.2, help="share of each task held out")
     synth.add_argument("--overwrite", action="store_true", help="replace a synthetic data set already in --out")
     synth.set_defaults(func=cmd_synth)
+
+    make_qa = sub.add_parser(
+        "make-qa",
+        help="write multi-turn QA conversations from video captions with an LLM (WebVid-QA), resumably",
+        description="Ask an LLM (a local transformers model, or an OpenAI-compatible endpoint: vLLM, TGI, "
+        "llama.cpp) for question-answer pairs about each captioned video of CAPTIONS (WebVid's CSV, or a CSV / JSONL "
+        "with video and caption), check them, and write training conversations to OUT/conversations.jsonl; "
+        "rejects, counts and settings beside it. Rerun the same command to go on after a stop.",
+    )
+    make_qa.add_argument("captions", help="WebVid CSV (videoid, contentUrl, duration, page_dir, name) or CSV/JSONL")
+    make_qa.add_argument("--out", required=True, help="output folder (rerun with the same settings to resume)")
+    source = make_qa.add_mutually_exclusive_group(required=True)
+    source.add_argument("--endpoint", help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    source.add_argument("--local-model", help="folder of a transformers causal LM with a chat template")
+    make_qa.add_argument("--model", help="the served model's name (with --endpoint)")
+    make_qa.add_argument("--pairs", type=int, default=4, help="question-answer pairs asked per video")
+    make_qa.add_argument("--min-pairs", type=int, default=2, help="fewer valid pairs: the video gets no record")
+    make_qa.add_argument("--max-pairs", type=int, help="most pairs kept per video (default: --pairs)")
+    make_qa.add_argument("--prompt", help="prompt file (YAML: user with {caption} and {pairs}, system)")
+    make_qa.add_argument("--video-pattern", help="video path from a row's fields (WebVid: {page_dir}/{videoid}.mp4)")
+    make_qa.add_argument("--limit", type=int, help="first N rows only")
+    make_qa.add_argument("--seed", type=int, default=0)
+    make_qa.add_argument("--temperature", type=float, default=0.7, help="0: greedy")
+    make_qa.add_argument("--top-p", type=float, default=0.9)
+    make_qa.add_argument("--max-new-tokens", type=int, default=1024)
+    make_qa.add_argument("--concurrency", type=int, default=8, help="requests in flight (endpoint)")
+    make_qa.add_argument("--timeout", type=float, default=120.0, help="seconds without an answer (endpoint)")
+    make_qa.add_argument("--retries", type=int, default=3, help="further attempts after a failed one (endpoint)")
+    make_qa.add_argument("--api-key-env", help="environment variable holding the endpoint's API key")
+    make_qa.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (local model)")
+    make_qa.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    make_qa.add_argument("--device", help="local model's device (default: cuda when available, else cpu)")
+    make_qa.set_defaults(func=cmd_make_qa)
 
     debug = "show the traceback of an error (without it, an error is reported in one line, exit status 2)"
     parser.add_argument("--debug", action="store_true", help=debug)

@@ -30,6 +30,7 @@ import transformers
 from .. import __version__
 from ..distributed import owned_process_group, process_state
 from ..errors import StaveError
+from ..runfiles import read_jsonl, settings_differences
 from ..training.checkpoints import write_json_atomic
 from ..video import VideoOptions
 from .answers import exact_match, extract_choice, match_text
@@ -135,7 +136,7 @@ def _evaluate(answerer, items, settings: EvalSettings, output: Path, batch_size,
 
     name = "predictions.jsonl" if state.num_processes == 1 else f"predictions.rank{state.process_index}.jsonl"
     path = output / name
-    done = {row["qid"] for row in _read_predictions(path, repair=True)}
+    done = {row["qid"] for row in read_jsonl(path, repair=True)}
     # questions on the same video next to each other, so a caching video reader decodes each video once
     mine = [item for item in items[state.process_index :: state.num_processes] if item.qid not in done]
     mine.sort(key=lambda item: tuple(str(v.path) for v in item.videos))
@@ -153,7 +154,7 @@ def _evaluate(answerer, items, settings: EvalSettings, output: Path, batch_size,
 
     results: dict[str, Any] = {}
     if state.is_main_process:
-        rows = [row for p in sorted(output.glob("predictions*.jsonl")) for row in _read_predictions(p, repair=False)]
+        rows = [row for p in sorted(output.glob("predictions*.jsonl")) for row in read_jsonl(p)]
         wanted = {item.qid for item in items}
         rows = list({row["qid"]: row for row in rows if row["qid"] in wanted}.values())
         results = score(rows, settings, load_report)
@@ -288,36 +289,9 @@ def _check_unique(items: Sequence[EvalItem]) -> None:
 
 
 def _check_or_write_settings(output: Path, settings: EvalSettings) -> None:
-    path = output / "settings.json"
-    current = json.loads(json.dumps(settings.to_dict()))
-    if path.is_file():
-        # a setting added since the run was started had its default there
-        added = {f.name: f.default for f in dataclasses.fields(EvalSettings) if f.default is not dataclasses.MISSING}
-        added["benchmark_options"] = {}
-        stored = {**added, **json.loads(path.read_text())}
-        differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-        if differ:
-            details = "; ".join(f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in differ)
-            raise EvalError(f"{output} holds predictions made with other settings ({details}); use a new folder")
-        return
-    write_json_atomic(path, current)
-
-
-def _read_predictions(path: Path, *, repair: bool) -> list[dict[str, Any]]:
-    """The complete lines of a predictions file; with repair, a last line cut short by a kill is removed."""
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8")
-    rows, good = [], 0
-    for line in text.splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise EvalError(f"{path}: line {len(rows) + 1} is not valid JSON (not a cut-off last line)") from None
-        good += len(line.encode("utf-8"))
-    if repair and good != len(text.encode("utf-8")):
-        with open(path, "r+b") as handle:
-            handle.truncate(good)
-    return rows
+    # a setting added since the run was started had its default there
+    added = {f.name: f.default for f in dataclasses.fields(EvalSettings) if f.default is not dataclasses.MISSING}
+    added["benchmark_options"] = {}
+    differ = settings_differences(output / "settings.json", settings.to_dict(), defaults=added)
+    if differ:
+        raise EvalError(f"{output} holds predictions made with other settings ({'; '.join(differ)}); use a new folder")
