@@ -264,6 +264,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    """The web page (stave.app): serves until interrupted."""
+    from .app import require_gradio
+
+    require_gradio()  # before anything loads: a one-line error naming the extra
+    from .app.page import serve
+
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, samples=args.samples)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stave", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -394,6 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--val-fraction", type=float, default=0.2, help="share of each task held out")
     synth.add_argument("--overwrite", action="store_true", help="replace a synthetic data set already in --out")
     synth.set_defaults(func=cmd_synth)
+
+    app = sub.add_parser(
+        "app",
+        help="a web page to ask a model about a video, see its frames and STA attention, compare two models",
+        description="Serve a Gradio page (pip install 'stave[app]'): upload a video or pick a generated sample "
+        "clip, ask, and read the streamed answer next to the frames the model was given. Without --model: the "
+        "shipped tiny base and, when they exist, the two models of the last `stave demo` run (runs/demo).",
+    )
+    app.add_argument("--model", action="extend", nargs="+", default=[], help="model folders (the first two selected)")
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--max-upload-mb", type=float, default=200, help="largest video upload")
+    app.add_argument("--samples", type=int, default=10, help="generated sample clips offered (0: none)")
+    app.set_defaults(func=cmd_app)
 
     debug = "show the traceback of an error (without it, an error is reported in one line, exit status 2)"
     parser.add_argument("--debug", action="store_true", help=debug)
