@@ -1,7 +1,8 @@
 """`stave app` in a real browser: the command serves the page on a free local port, headless Chromium (Debian's
 chromium and chromium-driver, driven by Selenium) uploads a generated clip, asks two models, waits for the streamed
 answers and checks them against `stave ask` run with the settings the page shows; the frame strip holds the
-frames the settings ask for; a corrupt file shows its named error; the next request (a sample clip) still works.
+frames the settings ask for; a corrupt file, a file over the upload limit and a model folder that does not load
+show their named errors; the next request (a sample clip) still works.
 
 Needs gradio (`stave[app]`), selenium and Chromium; where one is missing the test skips, naming it — and fails
 instead where STAVE_EXPECT_BROWSER=1 (scripts/test.sh sets it when it could install them). With
@@ -97,6 +98,7 @@ def sta_variant(path: Path) -> Path:
 
 def test_the_page_in_a_browser_answers_as_stave_ask_and_reports_bad_input(tmp_path, capsys, monkeypatch):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     from stave.base import TINY_BASE
     from stave.synthetic import generate
@@ -140,7 +142,12 @@ def test_the_page_in_a_browser_answers_as_stave_ask_and_reports_bad_input(tmp_pa
     def ask_and_wait(outcome: str) -> str:
         """Ask, and wait for the status line to say `outcome` (each request here ends in another one than the last)."""
         browser.find_element(By.CSS_SELECTOR, "#ask").click()
-        return wait_for(lambda: status() if status().startswith(outcome) else None, ANSWER_SECONDS, outcome, server)
+        return wait_for(lambda: status() if outcome in status() else None, ANSWER_SECONDS, outcome, server)
+
+    def choose(dropdown: str, label: str) -> None:
+        browser.find_element(By.CSS_SELECTOR, f"{dropdown} input").click()
+        options = f"{dropdown} [role=option][aria-label='{label}']"
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, options)[0].click() or True, 10, f"{label} to click")
 
     def uploaded() -> str | None:
         names = browser.find_elements(By.CSS_SELECTOR, "#video td.filename")
@@ -199,16 +206,32 @@ def test_the_page_in_a_browser_answers_as_stave_ask_and_reports_bad_input(tmp_pa
         browser.find_element(By.CSS_SELECTOR, "#video button[aria-label=Clear]").click()
         browser.find_element(By.CSS_SELECTOR, "#video input[type=file]").send_keys(str(corrupt))
         wait_for(lambda: uploaded() == corrupt.name, 30, "the upload")
-        error = ask_and_wait("Error")
-        assert error.startswith("Error: ") and "corrupt.mp4: not a readable video" in error, error
+        error = ask_and_wait("corrupt.mp4: not a readable video")
+        assert error.startswith("Error: /") and "/corrupt.mp4: not a readable video (" in error, error
         assert not browser.find_elements(By.CSS_SELECTOR, "#frames img") and answer("a") == answer("b") == ""
 
-        # the server goes on: a sample clip (the picker fills in the video and its question)
+        # a file over the upload limit (--max-upload-mb 5) is refused by the page, naming the limit
+        browser.find_element(By.CSS_SELECTOR, "#video button[aria-label=Clear]").click()
+        (tmp_path / "large.mp4").write_bytes(bytes(6 * 1024**2))
+        browser.find_element(By.CSS_SELECTOR, "#video input[type=file]").send_keys(str(tmp_path / "large.mp4"))
+        body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
+        wait_for(lambda: 'exceed the maximum allowed size of 5.0 Mb: "large.mp4"' in body(), 30, "the size error")
+        assert uploaded() is None
+
+        # a model folder that does not load: its error
+        model_b = browser.find_element(By.CSS_SELECTOR, "#model-b input")
+        model_b.click()
+        model_b.send_keys(Keys.CONTROL, "a")
+        model_b.send_keys(str(tmp_path / "no-model"), Keys.ENTER)
+        error = ask_and_wait("no config.json")
+        assert error.startswith(f"Error: {tmp_path / 'no-model'}: no config.json (expected a directory"), error
+
+        # the server goes on: a sample clip (the picker fills in the video and its question), model B chosen again
+        choose("#model-b", arms["staveq2"]["model"])
         browser.find_element(By.CSS_SELECTOR, "#sample input").click()
         options = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#sample [role=option]"), 10, "samples")
         assert len(options) == 4
-        first = "#sample [role=option]"
-        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, first)[0].click() or True, 10, "the pick")
+        choose("#sample", options[0].get_attribute("aria-label"))
         wait_for(lambda: uploaded() == "00000.mp4", 30, "the sample clip in the upload box")
         assert "Which way" in browser.find_element(By.CSS_SELECTOR, "#question textarea").get_property("value")
         assert ask_and_wait("Done").startswith("Done in")
