@@ -97,13 +97,13 @@ def sta_variant(path: Path) -> Path:
 
 
 def test_the_page_in_a_browser_answers_as_stave_ask_and_reports_bad_input(tmp_path, capsys, monkeypatch):
+    browser = browser_or_skip()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     from stave.base import TINY_BASE
     from stave.synthetic import generate
 
-    browser = browser_or_skip()
     # `stave app` without --model, run where the last `stave demo` run left its two models (here the base as the
     # baseline arm's, and the base with random STA as the STA arm's): they are served side by side
     screenshot = os.environ.get("STAVE_APP_SCREENSHOT") and Path(os.environ["STAVE_APP_SCREENSHOT"]).resolve()
