@@ -22,7 +22,6 @@ from stave.app.backend import (
     answer_settings,
     ask_flags,
     attention_image,
-    error_text,
     frame_strip_html,
     model_video_options,
     page_options,
@@ -34,6 +33,7 @@ from stave.app.backend import (
 from stave.base import TINY_BASE
 from stave.cli import NO_TEXT, _video_options, build_parser, main
 from stave.config import TemporalConfig
+from stave.errors import error_message
 from stave.presets import tiny_model
 from stave.tokenizer import build_word_tokenizer
 from stave.video import VideoCache, VideoOptions, read_video
@@ -197,7 +197,7 @@ def test_bad_input_raises_an_error_naming_it_and_the_models_keep_answering(serve
     for video, video_options, reason in cases:
         with pytest.raises(Exception) as caught:
             prepare([model], video, "which way ?", video_options, VideoCache())
-        assert reason in error_text(caught.value), (reason, error_text(caught.value))
+        assert reason in error_message(caught.value), (reason, error_message(caught.value))
     with pytest.raises(ValueError, match="question: empty"):
         prepare([model], served["video"], "  ", options, VideoCache())
     for name, reason in (
@@ -206,7 +206,7 @@ def test_bad_input_raises_an_error_naming_it_and_the_models_keep_answering(serve
     ):
         with pytest.raises(Exception) as caught:
             models.get(name)
-        assert reason in error_text(caught.value)
+        assert reason in error_message(caught.value)
     prepared = prepare([models.get(served["sta"])], served["video"], "which way ?", options, VideoCache())
     assert list(stream_answer(model, prepared.encoded[0], max_new_tokens=3))[-1]  # still answers
 

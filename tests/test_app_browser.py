@@ -103,6 +103,7 @@ def test_the_page_in_a_browser_answers_as_stave_ask_and_reports_bad_input(tmp_pa
 
     from stave.base import TINY_BASE
     from stave.synthetic import generate
+    from stave.video import VideoOptions
 
     # `stave app` without --model, run where the last `stave demo` run left its two models (here the base as the
     # baseline arm's, and the base with random STA as the STA arm's): they are served side by side
@@ -237,6 +238,14 @@ def test_the_page_in_a_browser_answers_as_stave_ask_and_reports_bad_input(tmp_pa
         assert ask_and_wait("Done").startswith("Done in")
         assert len(browser.find_elements(By.CSS_SELECTOR, "#frames img")) == 8
         assert answer("a") == stave_ask_of("a") and answer("b") == stave_ask_of("b")
+
+        # choosing model A shows its sampling defaults: the STA model here has no training record
+        choose("#model-a", arms["staveq2"]["model"])
+        shown = lambda: browser.find_element(By.CSS_SELECTOR, "#sampling-defaults").text  # noqa: E731
+        wait_for(lambda: "VideoOptions' defaults" in shown(), 10, "model A's defaults")
+        assert browser.find_element(By.CSS_SELECTOR, "#mode input[value=fps]").is_selected()
+        max_pixels = browser.find_element(By.CSS_SELECTOR, "#max-pixels input").get_property("value")
+        assert max_pixels == str(VideoOptions().max_pixels)
         assert server.poll() is None
     finally:
         browser.quit()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .config import TemporalConfig
-from .errors import StaveError
+from .errors import StaveError, error_message
 from .modeling import add_temporal_attention, temporal_parameters
 from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower
 
@@ -440,8 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except REPORTED_ERRORS as error:
         if args.debug:
             raise
-        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        print(f"stave {args.command}: error: {message or type(error).__name__}", file=sys.stderr)
+        print(f"stave {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
 
 

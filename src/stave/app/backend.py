@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ..base import SHIPPED, resolve_model
+from ..errors import error_message
 from ..evaluation.model import ModelAnswerer, load_answerer
 from ..explain import save_map, sta_blocks, temporal_attention_map
 from ..modeling import temporal_pooling
@@ -41,11 +42,6 @@ SAMPLING_MODES = ("frame count", "fps")
 SAMPLE_TASKS = ("left_right", "up_down", "rotation", "approach", "still")
 MAX_NEW_TOKENS = 64  # stave ask's default
 STRIP_SIDE = 256  # frames larger than this are shown scaled down (the caption gives the size the model got)
-
-
-def error_text(error: BaseException) -> str:
-    """An error as the `stave` command prints it: its message on one line (or its type when it has none)."""
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
 
 
 # -- models ---------------------------------------------------------------------------------------------------
@@ -124,7 +120,7 @@ def served_models(given: Sequence[str] = (), demo: str | Path | None = None) -> 
             models = [str(arm["model"]) for arm in arms.values()]
         except (OSError, ValueError, KeyError, TypeError) as error:
             notes.append(
-                f"{report}: not a readable `stave demo` report ({error_text(error)}); its models are not offered"
+                f"{report}: not a readable `stave demo` report ({error_message(error)}); its models are not offered"
             )
             models = []
         missing = [m for m in models if not (Path(m) / "config.json").is_file()]
@@ -143,7 +139,7 @@ def model_video_options(name: str) -> tuple[VideoOptions, str]:
     try:
         return VideoOptions(**json.loads(record.read_text())["recipe"]["data"]["video"]), f"{name}'s training recipe"
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return VideoOptions(), f"VideoOptions' defaults ({record} has no usable data.video: {error_text(error)})"
+        return VideoOptions(), f"VideoOptions' defaults ({record} has no usable data.video: {error_message(error)})"
 
 
 # -- sampling settings ------------------------------------------------------------------------------------------

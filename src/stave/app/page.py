@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import NO_TEXT, REPORTED_ERRORS
+from ..errors import error_message
 from ..video import VideoCache
 from . import require_gradio
 from .backend import (
@@ -28,7 +29,6 @@ from .backend import (
     Models,
     answer_settings,
     attention_image,
-    error_text,
     frame_strip_html,
     model_video_options,
     page_options,
@@ -112,13 +112,26 @@ def build_page(
                     state["map"][i] = str(attention_image(model, prepared, cache, work / f"sta-{uuid.uuid4().hex}.png"))
             yield view(f"Done in {time.perf_counter() - start:.1f} s.")
         except REPORTED_ERRORS as error:
-            yield view(f"Error: {error_text(error)}")
+            yield view(f"Error: {error_message(error)}")
         except Exception as error:  # a bug: shown, with the traceback in the server's log; the server goes on
             traceback.print_exc()
             yield view(f"Unexpected error (a bug; the traceback is in the server's log): {type(error).__name__}: "
-                       f"{error_text(error)}")  # fmt: skip
+                       f"{error_message(error)}")  # fmt: skip
 
-    with gr.Blocks(title="stave app") as page:
+    def model_defaults(name: str):
+        """The sampling fields set to the defaults of model A (its training recipe's), and where they come from."""
+        options, origin = model_video_options(name) if name else (defaults, source)
+        return (
+            f"Defaults: {origin}.",
+            "frame count" if options.nframes is not None else "fps",
+            options.nframes or 16,
+            options.fps or 2.0,
+            options.max_frames,
+            options.min_pixels,
+            options.max_pixels,
+        )
+
+    with gr.Blocks(title="stave app", analytics_enabled=False) as page:
         gr.Markdown(
             "# stave: ask a video\nUpload a video (or pick a generated sample clip), ask, and see the frames the model "
             "was given, its answer as it is generated and, for a model with stacked temporal attention (STA), where "
@@ -134,7 +147,7 @@ def build_page(
                 )
                 question = gr.Textbox(label="Question", lines=2, elem_id="question")
                 with gr.Accordion("Sampling", open=True):
-                    gr.Markdown(f"Defaults: {source}.", elem_id="sampling-defaults")
+                    origin = gr.Markdown(f"Defaults: {source}.", elem_id="sampling-defaults")
                     mode = gr.Radio(
                         list(SAMPLING_MODES),
                         value="frame count" if defaults.nframes is not None else "fps",
@@ -185,6 +198,7 @@ def build_page(
                             )  # fmt: skip
         sample.change(pick_sample, [sample], [video, question])
         model_b.change(lambda name: gr.update(visible=bool(name) and name != NO_MODEL), [model_b], [columns[1]])
+        model_a.input(model_defaults, [model_a], [origin, mode, frames, fps, max_frames, min_pixels, max_pixels])
         inputs = [video, question, mode, frames, fps, max_frames, min_pixels, max_pixels, max_new_tokens]
         event = dict(fn=ask, inputs=[*inputs, model_a, model_b], outputs=outputs, concurrency_limit=1)
         button.click(**event)
@@ -204,7 +218,7 @@ def serve(
     """Build the page and serve it until interrupted: the `given` models (default: the shipped base and the last
     `stave demo` run's models), `samples` generated clips, uploads up to `max_upload_mb`, one request at a time
     in the queue. Binds to `host` (only this machine by default)."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls out
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no calls out (version check, telemetry)
     require_gradio()
     choices, selected, notes = served_models(given, demo)
     work = Path(tempfile.mkdtemp(prefix="stave-app-"))
