@@ -108,6 +108,10 @@ def test_the_page_in_a_browser_answers_as_stave_ask_and_reports_bad_input(tmp_pa
     # `stave app` without --model, run where the last `stave demo` run left its two models (here the base as the
     # baseline arm's, and the base with random STA as the STA arm's): they are served side by side
     screenshot = os.environ.get("STAVE_APP_SCREENSHOT") and Path(os.environ["STAVE_APP_SCREENSHOT"]).resolve()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
+    env["PYTHONPATH"] = os.pathsep.join(  # absolute: the server runs in tmp_path (scripts/test.sh's are relative)
+        [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
     monkeypatch.chdir(tmp_path)
     demo = Path("runs/demo")
     baseline = shutil.copytree(TINY_BASE, demo / "train/baseline/baseline/model")
@@ -119,10 +123,6 @@ def test_the_page_in_a_browser_answers_as_stave_ask_and_reports_bad_input(tmp_pa
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
 
     port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
-    env["PYTHONPATH"] = os.pathsep.join(  # absolute: the server runs in tmp_path (scripts/test.sh's are relative)
-        [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    )
     command = [sys.executable, "-m", "stave.cli", "app", "--port", str(port), "--samples", "4", "--max-upload-mb", "5"]
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)

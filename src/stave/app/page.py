@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import time
 import traceback
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -109,7 +108,8 @@ def build_page(
                 state["settings"][i] = answer_settings(model, prepared, i, tokens)
                 if model.sta_blocks:
                     yield view(f"Temporal attention of `{model.name}` ...")
-                    state["map"][i] = str(attention_image(model, prepared, cache, work / f"sta-{uuid.uuid4().hex}.png"))
+                    # gradio copies each shown picture into its cache, so one file per side is written over
+                    state["map"][i] = str(attention_image(model, prepared, cache, work / f"sta-{SIDES[i]}.png"))
             yield view(f"Done in {time.perf_counter() - start:.1f} s.")
         except REPORTED_ERRORS as error:
             yield view(f"Error: {error_message(error)}")
@@ -131,7 +131,8 @@ def build_page(
             options.max_pixels,
         )
 
-    with gr.Blocks(title="stave app", analytics_enabled=False) as page:
+    # uploads and shown pictures stay in gradio's cache for a day (checked hourly), then are deleted
+    with gr.Blocks(title="stave app", analytics_enabled=False, delete_cache=(3600, 86400)) as page:
         gr.Markdown(
             "# stave: ask a video\nUpload a video (or pick a generated sample clip), ask, and see the frames the model "
             "was given, its answer as it is generated and, for a model with stacked temporal attention (STA), where "
