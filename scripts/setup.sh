@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything stave needs in .venv at the repository root:
-#   .venv                               torch, stave (editable) with its dev tools and pyarrow (Video-MME),
-#                                       transformers 5.x
+#   .venv                               torch, stave (editable) with its dev tools, pyarrow (Video-MME) and
+#                                       gradio (`stave app`), transformers 5.x
 #   .venv/compat/transformers-4.57      transformers 4.57 and its own dependencies, put in front of the
 #                                       main environment with PYTHONPATH to test the older API
 #   .venv/extras                        only with --extras (scripts/test.sh passes it; the main job needs
@@ -43,7 +43,7 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/pyth
   pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
   # A torch that is already there (e.g. a CUDA build on a GPU machine) is kept; otherwise the CPU build.
   .venv/bin/python -c 'import torch' 2>/dev/null || "${pip[@]}" "torch==2.13.0"
-  "${pip[@]}" -e ".[dev,videomme]"
+  "${pip[@]}" -e ".[dev,videomme,app]"
   compat=.venv/compat/transformers-4.57
   rm -rf "$compat"
   "${pip[@]}" --target "$compat" "transformers==4.57.6"

@@ -4,10 +4,29 @@
 # in .venv/extras (torch 2.14.1 with torchvision, torchcodec and decord2), the optional backends' tests and the
 # live comparison with transformers' torchvision processors, on both transformers versions, where a test that
 # skips is a failure (STAVE_EXPECT_EXTRAS=1). Where .venv/extras could not be set up, the reason is printed.
+# Chromium for stave app's browser test is installed with apt-get (see below).
 # Arguments go to the main runs only; with arguments the extras run is left out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh --extras
+# stave app's browser test (tests/test_app_browser.py) drives Debian's Chromium with Selenium: installed with apt-get
+# where missing (as root). Where it cannot be, that test skips, and this says so loudly (here and at the end).
+browser_note=""
+browser_packages=(chromium chromium-driver)
+if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${browser_packages[@]}" \
+      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${browser_packages[@]}"; }; \
+    } >.venv/chromium-install.log 2>&1 || browser_note="apt-get cannot install ${browser_packages[*]} (see .venv/chromium-install.log)"
+  else
+    browser_note="Chromium and chromedriver are missing and cannot be installed here (apt-get as root)"
+  fi
+fi
+if [ -z "$browser_note" ]; then
+  export STAVE_EXPECT_BROWSER=1  # the browser test must run: a skip is a failure
+else
+  echo "!!!!! $browser_note: the browser test of stave app (tests/test_app_browser.py) will SKIP !!!!!" >&2
+fi
 .venv/bin/python -m ruff check src tests benchmarks
 echo "== tests, transformers $(.venv/bin/python -c 'import transformers; print(transformers.__version__)')"
 STAVE_EXPECT_TRANSFORMERS=5. .venv/bin/python -m pytest -q "$@"
@@ -25,4 +44,7 @@ elif [ -f .venv/extras/.stave-setup ]; then
     tests/test_video.py::test_resizing_and_packing_match_transformers_processors_live
 else
   echo "== optional backends and live processor parity: not run, .venv/extras unavailable: $(tail -n +2 .venv/extras.unavailable 2>/dev/null || echo 'see scripts/setup.sh')"
+fi
+if [ -n "$browser_note" ]; then
+  echo "!!!!! the browser test of stave app was SKIPPED: $browser_note !!!!!" >&2
 fi

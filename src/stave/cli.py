@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .config import TemporalConfig
-from .errors import StaveError
+from .errors import StaveError, error_message
 from .modeling import add_temporal_attention, temporal_parameters
 from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower
 
@@ -339,6 +339,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    """The web page (stave.app): serves until interrupted."""
+    from .app import require_gradio
+
+    require_gradio()  # before anything loads: a one-line error naming the extra
+    from .app.page import serve
+
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, samples=args.samples)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stave", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -526,6 +537,20 @@ def build_parser() -> argparse.ArgumentParser:
     make_qa.add_argument("--device", help="local model's device (default: cuda when available, else cpu)")
     make_qa.set_defaults(func=cmd_make_qa)
 
+    app = sub.add_parser(
+        "app",
+        help="a web page to ask a model about a video, see its frames and STA attention, compare two models",
+        description="Serve a Gradio page (pip install 'stave[app]'): upload a video or pick a generated sample "
+        "clip, ask, and read the streamed answer next to the frames the model was given. Without --model: the "
+        "shipped tiny base and, when they exist, the two models of the last `stave demo` run (runs/demo).",
+    )
+    app.add_argument("--model", action="extend", nargs="+", default=[], help="model folders (the first two selected)")
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--max-upload-mb", type=float, default=200, help="largest video upload")
+    app.add_argument("--samples", type=int, default=10, help="generated sample clips offered (0: none)")
+    app.set_defaults(func=cmd_app)
+
     debug = "show the traceback of an error (without it, an error is reported in one line, exit status 2)"
     parser.add_argument("--debug", action="store_true", help=debug)
     for command in sub.choices.values():  # also after the command; SUPPRESS keeps a flag given before it
@@ -546,8 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except REPORTED_ERRORS as error:
         if args.debug:
             raise
-        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        print(f"stave {args.command}: error: {message or type(error).__name__}", file=sys.stderr)
+        print(f"stave {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
 
 

@@ -15,3 +15,8 @@ class StaveError(Exception):
 
 class MissingExtraError(StaveError, ImportError):
     """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def error_message(error: BaseException) -> str:
+    """An error's message on one line, as the `stave` command and `stave app` show it (its type when it has none)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
