@@ -52,6 +52,7 @@ class EvalSettings:
     max_new_tokens: int = 16
     seed: int = 0
     limit: int | None = None
+    position_scheme: dict[str, Any] | None = None  # the model's, as used (PositionScheme.to_dict; None: stock)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
