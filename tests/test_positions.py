@@ -267,7 +267,9 @@ def test_rotated_queries_and_keys_follow_the_low_frequency_temporal_allocation(p
     stave.set_position_scheme(model, "mrope")  # the stock model: M-RoPE's allocation at M-RoPE's positions
     with torch.no_grad():
         stock = model(**batch, output_attentions=True).attentions[0].double()
-        direct = direct_attention(model, seen["hidden"], llm_inputs(model, batch)["position_ids"], mask, allocation("mrope", sections))
+        direct = direct_attention(
+            model, seen["hidden"], llm_inputs(model, batch)["position_ids"], mask, allocation("mrope", sections)
+        )
     assert (stock - direct).masked_fill(~real, 0).nan_to_num().abs().max() < 1e-5
 
 
@@ -423,7 +425,9 @@ SMALL_VIDEO = VideoOptions(nframes=8, min_pixels=56 * 56, max_pixels=56 * 56)
 
 def _video_question():
     frames = torch.randint(0, 256, (8, 56, 56, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    return [{"role": "user", "content": [{"type": "video", "video": frames.numpy()}, {"type": "text", "text": "what ?"}]}]
+    return [
+        {"role": "user", "content": [{"type": "video", "video": frames.numpy()}, {"type": "text", "text": "what ?"}]}
+    ]
 
 
 def test_evaluation_answers_with_the_scheme_of_the_folder_or_the_one_given(tmp_path):
@@ -500,7 +504,9 @@ def test_unsupported_families_and_modules_are_refused_by_name(monkeypatch):
         stave.set_position_scheme(stave.vision_tower(tiny_model()), "videorope")
     # a family whose adapter has no position schemes (as Qwen3-VL's): a TypeError naming the family
     monkeypatch.setattr(qwen2_vl, "QWEN2_VL", dataclasses.replace(qwen2_vl.QWEN2_VL, positions=None))
-    with pytest.raises(UnsupportedPositionScheme, match=r"Qwen2-VL \(Qwen2VLModel\): stave has no position schemes") as error:
+    with pytest.raises(
+        UnsupportedPositionScheme, match=r"Qwen2-VL \(Qwen2VLModel\): stave has no position schemes"
+    ) as error:
         stave.set_position_scheme(tiny_model(), "videorope")
     assert isinstance(error.value, TypeError) and isinstance(error.value, StaveError)
 
@@ -521,14 +527,32 @@ def test_recipe_refuses_bad_position_settings_naming_the_key(data, tmp_path, ove
     assert not (tmp_path / "out").exists()
 
 
-def test_command_line_flags_need_each_other_and_name_bad_values(tmp_path, capsys):
-    from stave.cli import main
+def test_ask_takes_the_scheme_from_the_command_line_and_names_bad_flags(tmp_path, capsys):
+    from training_data import moving_square
 
-    model = tiny_model()
+    from stave.cli import main
+    from stave.video.encode import write_video
+
+    tokenizer = build_word_tokenizer(WORDS)
+    model = tiny_model(tokenizer=tokenizer, seed=4)
     model.save_pretrained(tmp_path / "model")
-    flags = ["--model", str(tmp_path / "model"), "--video", str(tmp_path / "none.mp4"), "what ?"]
+    tokenizer.save_pretrained(tmp_path / "model")
+    video = write_video(tmp_path / "clip.mp4", moving_square("left", frames=8), fps=4)
+    flags = ["--model", str(tmp_path / "model"), "--video", str(video), "--frames", "8", "--max-pixels", "3136",
+             "--min-pixels", "3136", "--max-new-tokens", "2", "what ?"]  # fmt: skip
+    question = [
+        {"role": "user", "content": [{"type": "video", "video": str(video)}, {"type": "text", "text": "what ?"}]}
+    ]
+    options = VideoOptions(nframes=8, min_pixels=3136, max_pixels=3136)
+    videorope = stave.set_position_scheme(model, "videorope", temporal_spacing=0.5)
+    expected = generated_text(videorope, tokenizer, question, options, max_new_tokens=2)
+    assert main(["ask", *flags, "--position-scheme", "videorope", "--temporal-spacing", "0.5"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+
     assert main(["ask", *flags, "--temporal-spacing", "2"]) == 2
     assert "--temporal-spacing needs --position-scheme videorope" in capsys.readouterr().err
+    assert main(["ask", *flags, "--position-scheme", "videorope", "--temporal-spacing", "-1"]) == 2
+    assert "temporal_spacing must be a positive finite number, got -1.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["ask", *flags, "--position-scheme", "xrope"])
     assert "invalid choice: 'xrope'" in capsys.readouterr().err
