@@ -509,6 +509,7 @@ def test_unsupported_families_and_modules_are_refused_by_name(monkeypatch):
     ) as error:
         stave.set_position_scheme(tiny_model(), "videorope")
     assert isinstance(error.value, TypeError) and isinstance(error.value, StaveError)
+    assert stave.position_scheme(stave.set_position_scheme(tiny_model(), "mrope")).name == "mrope"  # stock: fine
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ class UnsupportedPositionScheme(StaveError, TypeError):
 
 def set_position_scheme(model: ModelT, scheme: str | PositionScheme, temporal_spacing: float | None = None) -> ModelT:
     """Place the LLM's tokens by `scheme`, in place: "videorope" (VideoRoPE, see the module docstring) or "mrope"
-    (the stock M-RoPE: every change undone, the model is the stock one again).
+    (the model's stock positions: every change undone, the model is the stock one again).
 
     Args:
         model: a Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration or their base models, also
@@ -72,7 +72,9 @@ def set_position_scheme(model: ModelT, scheme: str | PositionScheme, temporal_sp
         TypeError: not a supported model, or a bare vision tower.
     """
     scheme = PositionScheme.of(scheme, temporal_spacing)
-    base, adapter = _base_and_adapter(model)
+    base, adapter = _base_and_adapter(model, require=scheme.name != "mrope")
+    if adapter is None:  # "mrope" on a family with only its stock positions: nothing to undo
+        return model
     slot = vars(base).get("get_rope_index")
     if slot is not None and not (_is_scheme_wrapper(slot) or _is_pooling_wrapper(slot)):
         raise RuntimeError(
