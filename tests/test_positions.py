@@ -557,3 +557,29 @@ def test_ask_takes_the_scheme_from_the_command_line_and_names_bad_flags(tmp_path
     with pytest.raises(SystemExit):
         main(["ask", *flags, "--position-scheme", "xrope"])
     assert "invalid choice: 'xrope'" in capsys.readouterr().err
+
+
+def test_stave_eval_records_the_scheme_it_used_and_resumes_only_with_it(tmp_path, capsys):
+    from benchmark_fixtures import write_mvbench
+    from training_data import moving_square
+
+    from stave.cli import main
+    from stave.video.encode import write_video
+
+    def clip(path):
+        write_video(path, moving_square("left", frames=8), fps=4)
+
+    record = {"video": "a.mp4", "question": "what ?", "candidates": ["left", "right"], "answer": "left"}
+    data = write_mvbench(tmp_path / "mvbench", {"action_antonym": [record]}, video_writer=clip)
+    tokenizer = build_word_tokenizer(WORDS)
+    tiny_model(tokenizer=tokenizer).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    flags = ["eval", "--model", str(tmp_path / "model"), "--benchmark", "mvbench", "--data", str(data), "--frames",
+             "4", "--min-pixels", "3136", "--max-pixels", "3136", "--output", str(tmp_path / "run"), "--scoring",
+             "loglik"]  # fmt: skip
+    assert main([*flags, "--position-scheme", "videorope"]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["settings"]["position_scheme"] == {"name": "videorope", "temporal_spacing": 2.0}
+    capsys.readouterr()
+    assert main(flags) == 2  # the same folder with the stock positions: refused, naming the setting
+    assert "position_scheme" in capsys.readouterr().err
