@@ -1,7 +1,7 @@
 """stave: stacked temporal attention (STAVEQ2) for Qwen2-VL-family Video-LLMs."""
 
 from .checkpoint import load_model
-from .config import TemporalConfig
+from .config import PositionScheme, TemporalConfig
 from .modeling import (
     add_temporal_attention,
     set_temporal_pooling,
@@ -10,13 +10,17 @@ from .modeling import (
     temporal_pooling,
     vision_tower,
 )
+from .positions import position_scheme, set_position_scheme
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PositionScheme",
     "TemporalConfig",
     "add_temporal_attention",
     "load_model",
+    "position_scheme",
+    "set_position_scheme",
     "set_temporal_pooling",
     "temporal_config",
     "temporal_parameters",

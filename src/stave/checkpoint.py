@@ -6,7 +6,9 @@ the TemporalConfig under vision_config.temporal_attention. Stock `from_pretraine
 without the temporal modules and reports their weights as unexpected; `load_model` adds the modules and
 loads exactly those weights, refusing any missing or extra one. A model that pools video tokens over time
 records it in config.json (temporal_pooling, see stave.modeling.set_temporal_pooling); `load_model` pools
-again on load, which stock `from_pretrained` does not.
+again on load, which stock `from_pretrained` does not; likewise for a position scheme (position_scheme, see
+stave.positions.set_position_scheme), which a checkpoint that does not record it (the public VideoRoPE
+checkpoints) can be given on load.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from safetensors import safe_open
 from torch import nn
 from transformers.utils import logging as hf_logging
 
-from .config import TemporalConfig
+from .config import PositionScheme, PositionSchemeError, TemporalConfig
 from .modeling import CONFIG_KEY, POOLING_KEY, add_temporal_attention, set_temporal_pooling
 from .models import find_vision_tower, supported_classes
+from .positions import SCHEME_KEY, set_position_scheme
 
 logger = logging.getLogger(__name__)
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -41,21 +44,33 @@ TEMPORAL_LIKE = re.compile(r"(?:^|\.)(?:temp_attn|norm3)(?:\.|$)")
 _DEFAULT_CLASS = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 
 
-def load_model(path: str | Path, temporal: TemporalConfig | None = None, **from_pretrained_kwargs: Any) -> nn.Module:
-    """Load a Qwen2-VL-family checkpoint, with its temporal attention and temporal pooling if it has any.
+def load_model(
+    path: str | Path,
+    temporal: TemporalConfig | None = None,
+    *,
+    position_scheme: str | PositionScheme | None = None,
+    **from_pretrained_kwargs: Any,
+) -> nn.Module:
+    """Load a Qwen2-VL-family checkpoint, with its temporal attention, temporal pooling and position scheme if it
+    has any.
 
     Args:
         path: a directory written by `save_pretrained` (config.json + safetensors).
         temporal: for a checkpoint whose config.json records no temporal attention: add STA with this
             config (zero-initialised, or loaded from the checkpoint when it holds temporal tensors, as
             the authors' release does). Must agree with config.json when that records one.
+        position_scheme: for a checkpoint whose config.json records no position scheme (e.g. the public VideoRoPE
+            checkpoints, ordinary Qwen2-VL checkpoints): place the LLM's tokens by this scheme ("videorope" with
+            the release's temporal spacing 2.0, or a PositionScheme). Must agree with config.json when that
+            records one.
         **from_pretrained_kwargs: passed to `from_pretrained` (dtype, device_map, attn_implementation...).
 
     Raises:
         FileNotFoundError: no config.json in `path`.
         TypeError: the checkpoint is not of a supported family.
         ValueError: a temporal tensor is missing, unexpected or of the wrong shape (named), or
-            `temporal` disagrees with config.json, or config.json records an unknown temporal_pooling.
+            `temporal` disagrees with config.json, or config.json records an unknown temporal_pooling;
+            PositionSchemeError (a ValueError) for an unknown or disagreeing position scheme.
     """
     path = Path(path)
     config_file = path / "config.json"
@@ -72,6 +87,9 @@ def load_model(path: str | Path, temporal: TemporalConfig | None = None, **from_
     pooling = getattr(model.config, POOLING_KEY, None)
     if pooling is not None:
         set_temporal_pooling(model, pooling)
+    scheme = _position_scheme(getattr(model.config, SCHEME_KEY, None), position_scheme, config_file)
+    if scheme is not None:
+        set_position_scheme(model, scheme)
 
     _, tower = find_vision_tower(model)
     stored = getattr(tower.config, CONFIG_KEY, None)
@@ -94,6 +112,20 @@ def load_model(path: str | Path, temporal: TemporalConfig | None = None, **from_
         return model  # a plain checkpoint: fresh STA, zero-initialised by default
     _load_temporal_tensors(model, path, stored_tensors)
     return model
+
+
+def _position_scheme(stored: Any, given: str | PositionScheme | None, config_file: Path) -> PositionScheme | None:
+    """The scheme to install: the one config.json records (given must agree with it), else the one given."""
+    given = PositionScheme.of(given) if given is not None else None
+    if stored is None:
+        return given
+    try:
+        recorded = PositionScheme.from_dict(stored)
+    except PositionSchemeError as error:
+        raise PositionSchemeError(f"{config_file}: {SCHEME_KEY}: {error}") from None
+    if given is not None and given != recorded:
+        raise PositionSchemeError(f"{config_file}: records position scheme {recorded}, which differs from {given}")
+    return recorded
 
 
 def _model_class(config: dict[str, Any], config_file: Path) -> type[nn.Module]:

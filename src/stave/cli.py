@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import TemporalConfig
+from .config import POSITION_SCHEMES, TemporalConfig
 from .errors import StaveError, error_message
 from .modeling import add_temporal_attention, temporal_parameters
 from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower
@@ -145,6 +145,24 @@ def _benchmark_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _add_position_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("LLM positions, for a model folder that records none (stave.positions)")
+    group.add_argument(
+        "--position-scheme", choices=list(POSITION_SCHEMES), help="e.g. videorope for a public VideoRoPE checkpoint"
+    )
+    group.add_argument("--temporal-spacing", type=float, help="VideoRoPE's delta (default 2.0, the release's)")
+
+
+def _position_scheme(args: argparse.Namespace):
+    from .config import PositionScheme, PositionSchemeError
+
+    if args.position_scheme is None:
+        if args.temporal_spacing is not None:
+            raise PositionSchemeError("--temporal-spacing needs --position-scheme videorope")
+        return None
+    return PositionScheme.of(args.position_scheme, args.temporal_spacing)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .distributed import owned_process_group, process_state
     from .evaluation import EvalSettings, evaluate, load_answerer, load_benchmark
@@ -160,6 +178,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.shots:
         examples = load_examples(args.benchmark, args.data, report=examples_report, **loading)
     options = _video_options(args)
+    scheme = _position_scheme(args)
     settings = EvalSettings(
         benchmark=args.benchmark,
         data=str(args.data),
@@ -181,8 +200,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with owned_process_group():
         process_state()  # under a launcher: one run of all its processes, or a LaunchError before the model loads
         answerer = load_answerer(
-            args.model, video_options=options, template=args.template, max_new_tokens=args.max_new_tokens
+            args.model,
+            video_options=options,
+            template=args.template,
+            max_new_tokens=args.max_new_tokens,
+            position_scheme=scheme,
         )
+        settings.position_scheme = _recorded_scheme(answerer.model)
         results = evaluate(
             answerer,
             items,
@@ -197,6 +221,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print((Path(output) / "results.md").read_text())
         print(f"predictions and results in {output}")
     return 0
+
+
+def _recorded_scheme(model) -> dict | None:
+    """The model's position scheme as evaluation settings record it (None: the stock M-RoPE)."""
+    from .positions import position_scheme
+
+    scheme = position_scheme(model)
+    return None if scheme.name == "mrope" else scheme.to_dict()
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -215,7 +247,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from .evaluation import ask
 
     options = _video_options(args)
-    answer = ask(args.model, args.video, args.question, video_options=options, max_new_tokens=args.max_new_tokens)
+    answer = ask(
+        args.model,
+        args.video,
+        args.question,
+        video_options=options,
+        max_new_tokens=args.max_new_tokens,
+        position_scheme=_position_scheme(args),
+    )
     print(answer or NO_TEXT)
     return 0
 
@@ -417,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--shots-seed", type=int, default=0, help="seed of the draw of in-context examples")
     _add_video_flags(evaluate)
+    _add_position_flags(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
     compare = sub.add_parser("compare", help="side-by-side table of evaluation runs with deltas, and a bar chart")
@@ -430,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask_.add_argument("question")
     ask_.add_argument("--max-new-tokens", type=int, default=64)
     _add_video_flags(ask_)
+    _add_position_flags(ask_)
     ask_.set_defaults(func=cmd_ask)
 
     explain = sub.add_parser("explain", help="save a PNG of one STA layer's temporal attention on a video")

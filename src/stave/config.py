@@ -1,5 +1,6 @@
-"""TemporalConfig: everything that describes the stacked temporal attention added to a vision tower; and the
-names of the temporal pooling modes (stave.modeling.set_temporal_pooling)."""
+"""TemporalConfig: everything that describes the stacked temporal attention added to a vision tower; the
+names of the temporal pooling modes (stave.modeling.set_temporal_pooling); PositionScheme, how the LLM places
+visual tokens (stave.positions)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .errors import StaveError
+
 ORDERS = ("spatial_first", "temporal_first")
 INITS = ("zero", "random")
 IMAGE_POLICIES = ("skip", "apply")
 #: How a pooled model reduces each video's merged tokens over its temporal patches before the LLM.
 TEMPORAL_POOLING_MODES = ("mean",)
+#: How the LLM's rotary embedding places tokens: "mrope" (the model's stock M-RoPE) or "videorope" (VideoRoPE).
+POSITION_SCHEMES = ("mrope", "videorope")
+#: VideoRoPE's temporal spacing (delta) in the authors' release.
+VIDEOROPE_TEMPORAL_SPACING = 2.0
 
 
 @dataclass
@@ -88,3 +95,61 @@ def _check_number(name: str, value: Any) -> None:
         raise ValueError(f"TemporalConfig.{name} must be a number, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"TemporalConfig.{name} must be a positive finite number, got {value!r}")
+
+
+class PositionSchemeError(StaveError, ValueError):
+    """An unknown position scheme or a bad temporal spacing; the message names the value."""
+
+
+@dataclass(frozen=True)
+class PositionScheme:
+    """How the LLM of a Qwen2-VL-family model places text and visual tokens (stave.positions).
+
+    Attributes:
+        name: "mrope" (the stock M-RoPE of the model) or "videorope" (VideoRoPE, Wei et al. 2025: diagonal layout
+            with temporal spacing, low-frequency temporal allocation, interleaved height/width frequencies).
+        temporal_spacing: VideoRoPE's delta, in position units per temporal patch (> 0, may be fractional;
+            default 2.0, the authors' release); None for "mrope", which has no such setting.
+    """
+
+    name: str = "mrope"
+    temporal_spacing: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in POSITION_SCHEMES:
+            raise PositionSchemeError(f"position scheme must be one of {list(POSITION_SCHEMES)}, got {self.name!r}")
+        spacing = self.temporal_spacing
+        if self.name == "mrope":
+            if spacing is not None:
+                raise PositionSchemeError(
+                    f"temporal_spacing is VideoRoPE's; the 'mrope' scheme takes none, got {spacing!r}"
+                )
+            return
+        if spacing is None:
+            object.__setattr__(self, "temporal_spacing", VIDEOROPE_TEMPORAL_SPACING)
+            return
+        if isinstance(spacing, bool) or not isinstance(spacing, (int, float)):
+            raise PositionSchemeError(f"temporal_spacing must be a number, got {spacing!r}")
+        if not math.isfinite(spacing) or spacing <= 0:
+            raise PositionSchemeError(f"temporal_spacing must be a positive finite number, got {spacing!r}")
+        object.__setattr__(self, "temporal_spacing", float(spacing))
+
+    @classmethod
+    def of(cls, scheme: str | PositionScheme, temporal_spacing: float | None = None) -> PositionScheme:
+        """A PositionScheme from a name (with an optional temporal spacing) or as given."""
+        if isinstance(scheme, PositionScheme):
+            if temporal_spacing is not None and temporal_spacing != scheme.temporal_spacing:
+                raise PositionSchemeError(f"{scheme} already sets temporal_spacing; got {temporal_spacing!r} too")
+            return scheme
+        if not isinstance(scheme, str):
+            raise PositionSchemeError(f"position scheme must be one of {list(POSITION_SCHEMES)}, got {scheme!r}")
+        return cls(scheme, temporal_spacing)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "temporal_spacing": self.temporal_spacing}
+
+    @classmethod
+    def from_dict(cls, values: Any) -> PositionScheme:
+        if not isinstance(values, dict) or set(values) - {"name", "temporal_spacing"} or "name" not in values:
+            raise PositionSchemeError(f"a position scheme is {{'name': ..., 'temporal_spacing': ...}}, got {values!r}")
+        return cls(values["name"], values.get("temporal_spacing"))

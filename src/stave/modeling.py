@@ -171,10 +171,12 @@ def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
     """
     if mode is not None and mode not in TEMPORAL_POOLING_MODES:
         raise ValueError(f"temporal pooling must be None or one of {list(TEMPORAL_POOLING_MODES)}, got {mode!r}")
+    from .positions import is_scheme_wrapper, restore_rope_index
+
     base = _language_side(model)
     instance = vars(base)
     for name in _POOLED_METHODS:
-        if name in instance and not _is_pooling_wrapper(instance[name]):
+        if name in instance and not (_is_pooling_wrapper(instance[name]) or is_scheme_wrapper(instance[name])):
             raise RuntimeError(
                 f"{type(base).__name__}.{name} is replaced on the instance ({instance[name]!r}); stave cannot "
                 "pool video tokens behind it. Set temporal pooling before wrapping the model."
@@ -184,6 +186,7 @@ def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
             instance.pop(name, None)
         if hasattr(base.config, POOLING_KEY):
             delattr(base.config, POOLING_KEY)
+        restore_rope_index(base)  # a position scheme (stave.positions) keeps its get_rope_index
         return model
     if "video_grid_thw" not in inspect.signature(type(base).get_rope_index).parameters:
         raise RuntimeError(
@@ -252,12 +255,13 @@ def _pooled_video_features(base: nn.Module, pixel_values_videos: torch.Tensor, v
 
 
 def _pooled_rope_index(base: nn.Module, *args: Any, **kwargs: Any):
-    rope_index = type(base).get_rope_index
-    bound = inspect.signature(rope_index).bind(base, *args, **kwargs)
+    from .positions import scheme_rope_index
+
+    bound = inspect.signature(type(base).get_rope_index).bind(base, *args, **kwargs)
     grid = bound.arguments.get("video_grid_thw")
     if grid is not None and getattr(base.config, POOLING_KEY, None) is not None:
         bound.arguments["video_grid_thw"] = _pooled_grid(grid)
-    return rope_index(*bound.args, **bound.kwargs)
+    return scheme_rope_index(base)(*bound.args, **bound.kwargs)  # the stock M-RoPE, or the model's position scheme
 
 
 def _is_pooling_wrapper(value: Any) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import PositionScheme
 from ..processing import IGNORE_INDEX, VideoChatProcessor
 from ..video import VideoCache, VideoOptions, check_video
 from .items import EvalItem
@@ -119,17 +120,24 @@ def _final_answer_only(encoded: dict[str, Any]) -> dict[str, Any]:
     return {**encoded, "labels": labels}
 
 
-def load_answerer(path: str | Path, *, dtype: torch.dtype | None = None, **kwargs: Any) -> ModelAnswerer:
+def load_answerer(
+    path: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    position_scheme: str | PositionScheme | None = None,
+    **kwargs: Any,
+) -> ModelAnswerer:
     """A saved model folder (save_pretrained + tokenizer, e.g. a `stave train` stage's model/, or a shipped model's
     name, stave.base.SHIPPED) as an answerer;
-    `dtype` converts the weights (default: as stored)."""
+    `dtype` converts the weights (default: as stored); `position_scheme` places the LLM's tokens by this scheme
+    when the folder records none (e.g. "videorope" for a public VideoRoPE checkpoint; stave.load_model)."""
     from transformers import AutoTokenizer
 
     from ..base import resolve_model
     from ..checkpoint import load_model
 
     path = resolve_model(path)
-    model = load_model(path, **({"dtype": dtype} if dtype is not None else {}))
+    model = load_model(path, position_scheme=position_scheme, **({"dtype": dtype} if dtype is not None else {}))
     if torch.cuda.is_available():  # under a launcher, this process's GPU (LOCAL_RANK), as accelerate assigns it
         model = model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()))
     return ModelAnswerer(model, AutoTokenizer.from_pretrained(path), **kwargs)
@@ -142,18 +150,20 @@ def ask(
     *,
     video_options: VideoOptions | None = None,
     max_new_tokens: int | None = None,
+    position_scheme: str | PositionScheme | None = None,
 ) -> str:
     """Ask one question about one video; returns the model's answer ("" if it generated no text).
 
     `model` is a model folder (or shipped name) or a ModelAnswerer; `max_new_tokens` None means the
-    answerer's own setting (64 for a folder). Given a folder, the video is checked first (stave.video.check_video:
+    answerer's own setting (64 for a folder); `position_scheme` as in load_answerer, for a folder. Given a folder,
+    the video is checked first (stave.video.check_video:
     it exists, is a video, its frames can be taken), so a bad video is reported at once, not after the model
     has loaded."""
     if isinstance(model, ModelAnswerer):
         answerer = model
     else:
         check_video(video, video_options)
-        answerer = load_answerer(model, max_new_tokens=max_new_tokens or 64)
+        answerer = load_answerer(model, max_new_tokens=max_new_tokens or 64, position_scheme=position_scheme)
     if video_options is not None:
         answerer.processor.video_options = video_options
     conversation = [

@@ -60,6 +60,7 @@ class EvalSettings:
     prompt_classes: bool = False  # the question lists the class names; answers scored by match to one of them
     shots: int = 0  # in-context examples from the benchmark's training split before each question
     shots_seed: int = 0  # seed of their draw (stave.evaluation.shots)
+    position_scheme: dict[str, Any] | None = None  # the model's, as used (PositionScheme.to_dict; None: stock)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,9 +6,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class PositionAdapter:
+    """How stave replaces a family's LLM positions (stave.positions; Qwen2-VL and Qwen2.5-VL: stave.models.mrope).
+
+    Attributes:
+        rotary_embedding: base model -> the LLM's rotary embedding module.
+        sections: base model -> the stock M-RoPE's (t, h, w) frequency pairs per row (summing to head_dim / 2).
+        set_frequency_rows: (rotary embedding, rows) -> None: frequency pair j uses position row rows[j]
+            (0 t, 1 h, 2 w; (head_dim / 2,) long), or the stock allocation for None; on the instance.
+        frequency_rows: rotary embedding -> the rows set, or None.
+        rope_index: PositionScheme -> a function with the base model's get_rope_index signature (base first)
+            that returns (3, batch, seq) positions and (batch, 1) rope_deltas by that scheme.
+    """
+
+    rotary_embedding: Callable[[nn.Module], nn.Module]
+    sections: Callable[[nn.Module], list[int]]
+    set_frequency_rows: Callable[[nn.Module, torch.Tensor | None], None]
+    frequency_rows: Callable[[nn.Module], torch.Tensor | None]
+    rope_index: Callable[[Any], Callable[..., tuple[torch.Tensor, torch.Tensor]]]
 
 
 @dataclass(frozen=True)
@@ -28,6 +50,8 @@ class VisionFamily:
         token_order: (tower, h, w) -> (h*w,) long: for one temporal patch of h x w patches, the index into the
             tower's input rows (the processor's patch order, stave.video.packing) of each row its blocks see;
             the same for every temporal patch of a video.
+        positions: how its LLM positions are replaced (stave.set_position_scheme); None: the family has only
+            its stock positions.
     """
 
     name: str
@@ -40,6 +64,7 @@ class VisionFamily:
     make_norm: Callable[[nn.Module, int], nn.Module]
     vision_linears: tuple[str, ...]
     token_order: Callable[[nn.Module, int, int], torch.Tensor]
+    positions: PositionAdapter | None = None
 
     @property
     def class_names(self) -> list[str]:

@@ -11,6 +11,7 @@ from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as qwen2_5_vl
 
 from ..temporal.block import TemporalBlockMixin
 from . import VisionFamily
+from .mrope import MROPE
 
 
 class Qwen2_5_VLTemporalBlock(TemporalBlockMixin, qwen2_5_vl.Qwen2_5_VLVisionBlock):
@@ -46,4 +47,5 @@ QWEN2_5_VL = VisionFamily(
     # SwiGLU: the same names as the LLM's MLP, told apart by the `visual.blocks.N.` prefix (stave.training)
     vision_linears=("attn.qkv", "attn.proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
     token_order=window_order,
+    positions=MROPE,
 )

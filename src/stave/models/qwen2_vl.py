@@ -10,6 +10,7 @@ from transformers.models.qwen2_vl import modeling_qwen2_vl as qwen2_vl
 
 from ..temporal.block import TemporalBlockMixin
 from . import VisionFamily
+from .mrope import MROPE
 
 
 class Qwen2VLTemporalBlock(TemporalBlockMixin, qwen2_vl.Qwen2VLVisionBlock):
@@ -27,4 +28,5 @@ QWEN2_VL = VisionFamily(
     make_norm=lambda block, dim: nn.LayerNorm(dim, eps=block.norm1.eps),
     vision_linears=("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
     token_order=lambda tower, h, w: torch.arange(h * w),
+    positions=MROPE,
 )

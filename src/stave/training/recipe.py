@@ -29,7 +29,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import TEMPORAL_POOLING_MODES, TemporalConfig
+from ..config import TEMPORAL_POOLING_MODES, PositionScheme, PositionSchemeError, TemporalConfig
 from ..errors import StaveError
 from ..ssv2 import SUBSETS
 from ..video import VideoOptions
@@ -59,7 +59,10 @@ class ModelSection:
     installed, else sdpa). temporal_pooling: mean (each video reaches the LLM as the mean of its visual
     tokens over time: T times fewer tokens, frame order invisible to the LLM; see
     stave.modeling.set_temporal_pooling) or null (the model's own setting: a checkpoint that pools keeps
-    pooling). seed: the model-side random choices — a tiny preset's weights, and the weights each stage adds
+    pooling). position_scheme: videorope (VideoRoPE positions in the LLM, stave.positions.set_position_scheme;
+    e.g. for a public VideoRoPE checkpoint, which does not record it), mrope (the stock M-RoPE) or null (the
+    model's own setting); temporal_spacing: VideoRoPE's delta (default 2.0, the release's). seed: the model-side
+    random choices — a tiny preset's weights, and the weights each stage adds
     (STA, LoRA: drawn from seeds derived from this seed and the stage's index, stave.training.run.stage_seed);
     also the default of training.seed (data order, dropout)."""
 
@@ -68,6 +71,16 @@ class ModelSection:
     attn_implementation: str = "auto"
     seed: int = 0
     temporal_pooling: str | None = None
+    position_scheme: str | None = None
+    temporal_spacing: float | None = None
+
+    def scheme(self) -> PositionScheme | None:
+        """The PositionScheme the recipe sets (None: the model's own); PositionSchemeError for bad values."""
+        if self.position_scheme is None:
+            if self.temporal_spacing is not None:
+                raise PositionSchemeError("temporal_spacing is set but position_scheme is not (set it to videorope)")
+            return None
+        return PositionScheme.of(self.position_scheme, self.temporal_spacing)
 
 
 @dataclass
@@ -304,6 +317,10 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
             f"{name}: model.temporal_pooling: must be null or one of {list(TEMPORAL_POOLING_MODES)}, "
             f"got {recipe.model.temporal_pooling!r}"
         )
+    try:
+        recipe.model.scheme()
+    except PositionSchemeError as error:
+        raise RecipeError(f"{name}: model.position_scheme / model.temporal_spacing: {error}") from None
 
 
 # TrainingArguments values stave sets itself (from the recipe's other sections) or that would break it.

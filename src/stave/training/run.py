@@ -33,6 +33,7 @@ from ..checkpoint import load_model
 from ..distributed import check_joined, owned_process_group, shard_on_cpus, training_settings
 from ..modeling import set_temporal_pooling
 from ..models import find_vision_tower, shard_units
+from ..positions import set_position_scheme
 from ..processing import VideoChatProcessor
 from ..tokenizer import save_tokenizer
 from ..video import PatchSpec, VideoCache
@@ -197,6 +198,8 @@ def _train(recipe: Recipe, callbacks: Sequence[TrainerCallback]) -> Path:
     model, tokenizer = _initial_model(recipe, records)
     if recipe.model.temporal_pooling is not None:  # saved with each stage's model, so later stages keep it
         set_temporal_pooling(model, recipe.model.temporal_pooling)
+    if recipe.model.scheme() is not None:  # likewise
+        set_position_scheme(model, recipe.model.scheme())
     if _is_main():
         output.mkdir(parents=True, exist_ok=True)
         checkpoints.write_json_atomic(output / "recipe.json", recipe.to_dict())
