@@ -869,3 +869,19 @@ def test_two_ranks_stop_together_when_too_many_samples_were_skipped(data, tmp_pa
     # 8 steps x 2 ranks: the 16th sample is seen at step 8 by both ranks at once
     assert result.stderr.count("stage stage1: 8 of the 16 samples seen were skipped (50%") == 2, result.stderr[-4000:]
     assert not (tmp_path / "ddp/stage1/model").exists()
+
+
+def test_a_line_separator_inside_a_json_lines_value_does_not_split_the_record(tmp_path):
+    """JSON allows U+2028, U+2029 and U+0085 raw inside strings; str.splitlines would cut a record there."""
+    from stave.evaluation.benchmarks.reading import read_jsonl
+
+    answers = ["left\u2028then right", "up\u0085down", "plain"]
+    rows = [
+        {"messages": [{"role": "user", "content": "what happens?"}, {"role": "assistant", "content": answer}]}
+        for answer in answers
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n", encoding="utf-8")
+    records = read_records(DatasetSpec(path=str(path)))
+    assert [r.messages[1]["content"][0]["text"] for r in records] == answers
+    assert [row for _, row in read_jsonl(path)] == rows

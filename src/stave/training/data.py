@@ -130,7 +130,7 @@ def _read_rows(path: Path) -> list[Any]:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         rows = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -298,7 +298,7 @@ def skipped_report(log_dir: Path) -> tuple[int, Counter]:
     path = Path(log_dir) / SKIPPED_FILE
     if not path.is_file():
         return 0, Counter()
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     return len(rows), Counter(row["error"] for row in rows)
 
 
