@@ -583,6 +583,52 @@ def test_two_process_fsdp2_matches_one_process_with_the_same_global_batch(data, 
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
+# Per step (2 ranks x batch 2 = 1 process x batch 4): 1. rank 0 only text, rank 1 only videos; 2. rank 0 only
+# images, rank 1 a video and text; 3. rank 0 an image and a video (the tower runs twice), rank 1 only videos (once)
+MIXED_KINDS = ["text", "text", "video", "video", "image", "image", "video", "text", "image", "video", "video", "video"]
+
+
+def mixed_recipe(data: Path, output: Path, batch: int) -> dict:
+    recipe = ddp_recipe(data, output, batch) | {"stages": FSDP_STAGES["sta-lora-head"]}
+    recipe["data"] |= {"image_min_pixels": 3136, "image_max_pixels": 3136}
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def mixed_one_process(tmp_path_factory) -> tuple[Path, Path]:
+    """The mixed data set and its 1-process run with the 2-rank runs' global batch (1 x 4 = 2 ranks x 2)."""
+    root = tmp_path_factory.mktemp("mixed")
+    data = write_dataset(root, kinds=MIXED_KINDS)
+    train(load_recipe(mixed_recipe(data, root / "one", batch=4)))
+    return data, root / "one"
+
+
+@pytest.mark.parametrize(
+    ("launcher", "wrapper"),
+    [("accelerate-fsdp", "FSDP"), ("accelerate", "DistributedDataParallel")],
+    ids=["fsdp", "ddp"],
+)
+def test_ranks_with_only_text_only_images_or_videos_train_as_one_process(
+    tmp_path, mixed_one_process, launcher, wrapper
+):
+    """In one step a rank may hold only text, only images, or images and videos while the other holds videos
+    (MIXED_KINDS): every rank runs the vision tower as often as the rank that runs it most (blank images
+    for the others), so FSDP2 gathers the same shards on both and none hangs; the losses equal 1 process x
+    batch 4 (float32, 1e-5), and the exported model too (1e-4)."""
+    data, one = mixed_one_process
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(mixed_recipe(data, tmp_path / "two", batch=2)))
+    result = launch(launcher, "-m", "stave.cli", "train", str(path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stderr.count(f"stage tuned: trained as {wrapper}") == 2
+    assert "terminate called" not in result.stderr
+
+    assert losses(tmp_path / "two", "tuned") == pytest.approx(losses(one, "tuned"), abs=1e-5)
+    a = stave.load_model(tmp_path / "two/tuned/model").state_dict()
+    b = stave.load_model(one / "tuned/model").state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
 RANK_KILLER = """
 import os, sys
 from transformers import TrainerCallback
