@@ -301,7 +301,7 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
         budget.check(final=True)  # the same totals on every rank: all raise or none
     except DataError as error:
         raise DataError(f"stage {stage.name}: {error}") from error
-    logger.info("stage %s: trained as %s", stage.name, type(trainer.model_wrapped).__name__)
+    logger.info("stage %s: trained as %s", stage.name, wrapper_name(trainer))
 
     skipped, reasons = skipped_report(stage_dir)
     if skipped:
@@ -324,6 +324,15 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
     trainer.accelerator.wait_for_everyone()
     logger.info("stage %s: model saved to %s", stage.name, target)
     return target
+
+
+def wrapper_name(trainer: Trainer) -> str:
+    """The class the model was trained in (DistributedDataParallel, FSDP..., DeepSpeedEngine), with DeepSpeed's
+    ZeRO stage as it ran ("DeepSpeedEngine (ZeRO-3)")."""
+    wrapped = trainer.model_wrapped
+    name = type(wrapped).__name__
+    stage = getattr(wrapped, "zero_optimization_stage", None)
+    return f"{name} (ZeRO-{stage()})" if callable(stage) else name
 
 
 def stage_seed(recipe: Recipe, stage: StageSpec) -> int:
