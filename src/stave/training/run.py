@@ -121,17 +121,17 @@ class StaveTrainer(Trainer):
 
     def _sum_over_ranks(self, values: list[int]) -> list[int]:
         """Integers summed over every process of a distributed run (as they are in one process)."""
-        return self._reduce_over_ranks(values, torch.distributed.ReduceOp.SUM)
+        return self._reduce_over_ranks(values, "SUM")
 
     def _max_over_ranks(self, value: int) -> int:
         """An integer's largest value over every process of a distributed run (itself in one process)."""
-        return self._reduce_over_ranks([value], torch.distributed.ReduceOp.MAX)[0]
+        return self._reduce_over_ranks([value], "MAX")[0]
 
-    def _reduce_over_ranks(self, values: list[int], op: Any) -> list[int]:
+    def _reduce_over_ranks(self, values: list[int], op: str) -> list[int]:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return values
         total = torch.tensor(values, dtype=torch.long, device=self.accelerator.device)
-        torch.distributed.all_reduce(total, op=op)
+        torch.distributed.all_reduce(total, op=getattr(torch.distributed.ReduceOp, op))
         return total.tolist()
 
 
