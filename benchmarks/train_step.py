@@ -1,6 +1,9 @@
-"""Training-step throughput and peak memory of the tiny recipe, with and without STA, side by side.
+"""Training-step throughput and peak memory, with and without STA, side by side: the tiny recipe, or a model of
+Qwen2-VL-2B's published shape with random weights (--preset qwen2-vl-2b; --layers N for a shallower one of
+the same widths), in float32 or bfloat16 (--dtype bfloat16: the model built in bfloat16 and each step under
+bfloat16 autocast, as a recipe with model.dtype=bfloat16 and training.bf16=true trains).
 
-Arms (both from the same tiny random model and the same batches, LoRA as in the recipes):
+Arms (both from the same random model and the same batches, LoRA as in the recipes):
     lora      the `baseline` stage: LoRA on the vision and LLM linears, no STA
     sta+lora  the `stage2` stage: the same LoRA plus STA in every vision block
 A step is forward + backward + AdamW update on a pre-built batch (decoding is identical for both arms
@@ -10,6 +13,8 @@ memory is measured in a fresh process per arm (VmHWM on CPU, max_memory_allocate
 
     .venv/bin/python benchmarks/train_step.py            # tiny-qwen2-vl, 8 frames 112x112, batch 2
     .venv/bin/python benchmarks/train_step.py --quick
+    .venv/bin/python benchmarks/train_step.py --device cuda --dtype bfloat16 --preset qwen2-vl-2b --frames 16 --size 336
+    .venv/bin/python benchmarks/train_step.py --dtype bfloat16 --preset qwen2-vl-2b --layers 1 --quick   # CPU check
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +34,7 @@ from sta_overhead import status_kib
 from torch.utils.flop_counter import FlopCounterMode
 
 from stave.config import TemporalConfig
-from stave.presets import TINY_PRESETS, tiny_model
+from stave.presets import SHAPED_PRESETS, TINY_PRESETS, shaped_model, tiny_model
 from stave.processing import VideoChatProcessor
 from stave.tokenizer import build_word_tokenizer
 from stave.training.recipe import LoraSection, StageSpec
@@ -41,7 +47,12 @@ WORDS = "which way does the square move ? left right".split()
 
 def build(arm: str, args):
     tokenizer = build_word_tokenizer(WORDS)
-    model = tiny_model(args.preset, seed=0, tokenizer=tokenizer).train()
+    dtype = getattr(torch, args.dtype)
+    if args.preset in SHAPED_PRESETS:  # built where it runs: a 2B model is not initialised on the CPU first
+        model = shaped_model(args.preset, tokenizer=tokenizer, dtype=dtype, device=args.device, layers=args.layers)
+    else:
+        model = tiny_model(args.preset, seed=0, tokenizer=tokenizer).to(dtype)
+    model.train()
     model = prepare_stage(model, StageSpec(name=arm, trains=ARMS[arm]), TemporalConfig(), LoraSection(dropout=0.0))
     if args.checkpointing:
         base = model.get_base_model()
@@ -68,14 +79,23 @@ def build(arm: str, args):
             }
         )
     batch = processor.collate([processor.encode(s, train=True) for s in samples])
-    batch = {k: v.to(args.device) for k, v in batch.items()}
+    batch = {k: v.to(args.device, dtype if v.is_floating_point() else None) for k, v in batch.items()}
     model.to(args.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     return model, batch, optimizer
 
 
+def autocast(model):
+    """bfloat16 autocast for a bfloat16 model (as the Trainer's bf16=True), nothing for float32."""
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device.type
+    return torch.autocast(device, dtype=dtype) if dtype != torch.float32 else nullcontext()
+
+
 def step(model, batch, optimizer) -> None:
-    model(**batch).loss.backward()
+    with autocast(model):
+        loss = model(**batch).loss
+    loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -92,7 +112,9 @@ def timed(model, batch, optimizer, device: str) -> float:
 
 def flops(model, batch) -> int:
     with FlopCounterMode(display=False) as counter:
-        model(**batch).loss.backward()
+        with autocast(model):
+            loss = model(**batch).loss
+        loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
@@ -121,13 +143,16 @@ def peak_memory(arm: str, args) -> float:
 
 def _shape_args(args) -> list[str]:
     flags = ["--preset", args.preset, "--frames", str(args.frames), "--size", str(args.size)]
-    flags += ["--batch", str(args.batch), "--device", args.device]
+    flags += ["--batch", str(args.batch), "--device", args.device, "--dtype", args.dtype]
+    flags += ["--layers", str(args.layers)] if args.layers is not None else []
     return flags + (["--checkpointing"] if args.checkpointing else [])
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="tiny-qwen2-vl", choices=sorted(TINY_PRESETS))
+    parser.add_argument("--preset", default="tiny-qwen2-vl", choices=sorted(TINY_PRESETS) + sorted(SHAPED_PRESETS))
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--layers", type=int, help="vision blocks and LLM layers of a shaped preset (default: its own)")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=112, help="frame side in pixels (a multiple of 28)")
     parser.add_argument("--batch", type=int, default=2)
@@ -146,20 +171,23 @@ def main(argv=None) -> None:
     built = {arm: build(arm, args) for arm in ARMS}
     counted = {arm: flops(model, batch) for arm, (model, batch, _) in built.items()}
     samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    for round_ in range(args.repeats + 2):  # two warm-up rounds
+    warmup = 1 if args.repeats == 1 else 2  # one for a single timed round (a check of the script, not a figure)
+    for round_ in range(args.repeats + warmup):
         for arm, (model, batch, optimizer) in built.items():
             seconds = timed(model, batch, optimizer, args.device)
-            if round_ >= 2:
+            if round_ >= warmup:
                 samples[arm].append(seconds)
     median = {arm: statistics.median(values) for arm, values in samples.items()}
     memory = {arm: None if args.no_memory else peak_memory(arm, args) for arm in ARMS}
 
     model, batch, _ = built["lora"]
     grid = batch["video_grid_thw"][0].tolist()
+    shape = f"{args.preset}" + (f" ({args.layers} layers)" if args.layers is not None else "")
+    parameters = sum(p.numel() for p in model.parameters())
     print(
-        f"train step, {args.preset}, {args.batch} x video {args.frames} frames {args.size}x{args.size} "
-        f"(grid {grid}), {args.device}, float32, checkpointing={'on' if args.checkpointing else 'off'}, "
-        f"median of {args.repeats}"
+        f"train step, {shape}, {parameters / 1e6:.1f}M parameters, {args.batch} x video {args.frames} frames "
+        f"{args.size}x{args.size} (grid {grid}), {args.device}, {args.dtype}, "
+        f"checkpointing={'on' if args.checkpointing else 'off'}, median of {args.repeats}"
     )
     header = f"{'arm':<10}{'step ms':>10}{'samples/s':>11}{'MFLOP/step':>12}{'peak MiB':>10}"
     print(header)

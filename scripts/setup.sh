@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything stave needs in .venv at the repository root:
 #   .venv                               torch, stave (editable) with its dev tools, pyarrow (Video-MME) and
-#                                       gradio (`stave app`), transformers 5.x
+#                                       gradio (`stave app`), transformers 5.x, deepspeed 0.19.8 (its CPU
+#                                       accelerator runs the ZeRO-2/ZeRO-3 tests; it leaves torch and
+#                                       transformers as they are)
 #   .venv/compat/transformers-4.57      transformers 4.57 and its own dependencies, put in front of the
 #                                       main environment with PYTHONPATH to test the older API
 #   .venv/extras                        only with --extras (scripts/test.sh passes it; the main job needs
@@ -43,12 +45,12 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/pyth
   pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
   # A torch that is already there (e.g. a CUDA build on a GPU machine) is kept; otherwise the CPU build.
   .venv/bin/python -c 'import torch' 2>/dev/null || "${pip[@]}" "torch==2.13.0"
-  "${pip[@]}" -e ".[dev,videomme,app]"
+  "${pip[@]}" -e ".[dev,videomme,app]" "deepspeed==0.19.8"
   compat=.venv/compat/transformers-4.57
   rm -rf "$compat"
   "${pip[@]}" --target "$compat" "transformers==4.57.6"
   echo "$want" > "$stamp"
-  echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
+  echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, transformers; from importlib.metadata import version; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", version("deepspeed"))'))"
 fi
 
 # -- .venv/extras: torchvision, torchcodec and decord2 beside torch 2.14.1 (see the top of this file) ----------

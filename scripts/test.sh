@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh --extras), lint, and run the test suite on transformers 5.x and, less the tests marked
-# version_independent (their outcome cannot depend on the version: tests/version_independence.py), on 4.57; then,
+# version_independent (their outcome cannot depend on the version: tests/version_independence.py), on 4.57, where
+# the DeepSpeed ZeRO-2/ZeRO-3 tests must run (STAVE_EXPECT_DEEPSPEED=1: a skip is a failure); then,
 # in .venv/extras (torch 2.14.1 with torchvision, torchcodec and decord2), the optional backends' tests and the
 # live comparison with transformers' torchvision processors, on both transformers versions, where a test that
 # skips is a failure (STAVE_EXPECT_EXTRAS=1). Where .venv/extras could not be set up, the reason is printed.
@@ -29,10 +30,10 @@ else
 fi
 .venv/bin/python -m ruff check src tests benchmarks
 echo "== tests, transformers $(.venv/bin/python -c 'import transformers; print(transformers.__version__)')"
-STAVE_EXPECT_TRANSFORMERS=5. .venv/bin/python -m pytest -q "$@"
+STAVE_EXPECT_DEEPSPEED=1 STAVE_EXPECT_TRANSFORMERS=5. .venv/bin/python -m pytest -q "$@"
 echo "== tests, transformers 4.57 (not the version_independent ones)"
-STAVE_EXPECT_TRANSFORMERS=4.57. PYTHONPATH=.venv/compat/transformers-4.57 .venv/bin/python -m pytest -q \
-  -m "not version_independent" "$@"
+STAVE_EXPECT_DEEPSPEED=1 STAVE_EXPECT_TRANSFORMERS=4.57. PYTHONPATH=.venv/compat/transformers-4.57 \
+  .venv/bin/python -m pytest -q -m "not version_independent" "$@"
 if [ "$#" -gt 0 ]; then
   echo "== optional backends and live processor parity: left out (arguments given)"
 elif [ -f .venv/extras/.stave-setup ]; then

@@ -15,16 +15,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the straightforward reference implementation lives there
 
 FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl"]
-# Set by scripts/test.sh in the extras environment (torchvision, torchcodec, decord2): there the tests of the
-# optional backends and the live comparisons with transformers' processors must run, so a skip is a failure.
-EXPECT_EXTRAS = os.environ.get("STAVE_EXPECT_EXTRAS") == "1"
+# scripts/test.sh sets STAVE_EXPECT_EXTRAS=1 in the extras environment (torchvision, torchcodec, decord2), where the
+# tests of the optional backends and the live comparisons with transformers' processors must run, and
+# STAVE_EXPECT_DEEPSPEED=1 in the main environment, where scripts/setup.sh installs deepspeed and the ZeRO tests
+# must run: there a skip of those tests is a failure.
 
 
-def skip_optional(reason: str) -> None:
-    """Skip a test that needs an optional library, naming why; a failure where STAVE_EXPECT_EXTRAS=1."""
-    if EXPECT_EXTRAS:
-        pytest.fail(f"STAVE_EXPECT_EXTRAS=1, but {reason}")
+def skip_optional(reason: str, *, expected: str = "STAVE_EXPECT_EXTRAS") -> None:
+    """Skip a test that needs an optional library, naming why; a failure where the environment variable
+    `expected` (STAVE_EXPECT_EXTRAS or STAVE_EXPECT_DEEPSPEED) is 1."""
+    if os.environ.get(expected) == "1":
+        pytest.fail(f"{expected}=1, but {reason}")
     pytest.skip(reason)
+
+
+def require_deepspeed() -> None:
+    """Skip a test that needs deepspeed where it is not installed; a failure where STAVE_EXPECT_DEEPSPEED=1."""
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        skip_optional("deepspeed is not installed (scripts/setup.sh installs it)", expected="STAVE_EXPECT_DEEPSPEED")
 
 
 @pytest.fixture(params=FAMILIES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -56,6 +57,44 @@ def test_train_step_prints_both_arms_with_their_flop_ratio():
     assert set(rows) == {"lora", "sta+lora"} and all(len(row) == 5 for row in rows.values())
     assert float(rows["sta+lora"][3]) > float(rows["lora"][3])  # STA adds operations
     assert "FLOP ratio" in result.stdout
+
+
+def test_the_2b_shape_has_qwen2_vl_2b_published_parameter_count():
+    """benchmarks/train_step.py --preset qwen2-vl-2b: Qwen2-VL-2B's published shape (2,208,985,600 parameters,
+    embeddings tied), built without memory on the meta device."""
+    import torch
+
+    from stave.presets import shaped_model
+
+    model = shaped_model("qwen2-vl-2b", device="meta", dtype=torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == 2_208_985_600
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    shallow = shaped_model("qwen2-vl-2b", device="meta", layers=1)
+    assert shallow.config.vision_config.depth == shallow.config.text_config.num_hidden_layers == 1
+
+
+def test_gpu_check_runs_every_measurement_on_the_cpu_with_cpu(tmp_path):
+    """scripts/gpu-check.sh --cpu: the GPU run's measurements on the CPU at the smallest shapes, every table in
+    the one folder — among them the bfloat16 training steps of the 2B-shaped model (one layer deep here) with
+    and without STA, with samples/s."""
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONWARNINGS": "ignore"}
+    command = ["bash", str(ROOT / "scripts" / "gpu-check.sh"), "--cpu", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("   exit 0 after") == 3 and "exit 1" not in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "environment.txt", "sta_overhead-fa2.txt", "sta_overhead-sdpa.txt", "tests.txt", "train_step-2b.txt",
+        "train_step.txt",
+    ]  # fmt: skip
+    assert "depth 1, bfloat16" in (tmp_path / "sta_overhead-sdpa.txt").read_text()
+    for name, title in [("train_step", "tiny-qwen2-vl, "), ("train_step-2b", "qwen2-vl-2b (1 layers), ")]:
+        table = (tmp_path / f"{name}.txt").read_text()
+        assert title in table and ", cpu, " in table, table
+        rows = {line.split()[0]: line.split() for line in table.splitlines() if line.startswith(("lora", "sta+"))}
+        assert set(rows) == {"lora", "sta+lora"} and all(float(row[2]) > 0 for row in rows.values()), table
+        assert float(rows["sta+lora"][3]) > float(rows["lora"][3])  # STA's operations in the sta+lora arm
+    assert ", cpu, bfloat16," in (tmp_path / "train_step-2b.txt").read_text()
 
 
 def test_video_backends_benchmark_compares_every_usable_backend():

@@ -4,9 +4,11 @@ conversation formats, plus an SSv2-style file. Generated in well under a second.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from stave.video.encode import write_video
 
@@ -26,25 +28,37 @@ def moving_square(direction: str, frames: int = 4, size: int = 56, seed: int = 0
     return video
 
 
-def write_dataset(root: Path, n: int = 8, *, text_only_at: int | None = None) -> Path:
+def write_dataset(
+    root: Path, n: int = 8, *, text_only_at: int | None = None, kinds: Sequence[str] | None = None
+) -> Path:
     """`n` LLaVA-style samples (alternating right/left) in root/train.jsonl, videos in root/videos/.
-    With text_only_at=i, sample i is a text-only conversation (no video)."""
+    With text_only_at=i, sample i is a text-only conversation (no video). With `kinds` (one of "video",
+    "image", "text" per sample; n is its length), sample i is of kind kinds[i]: an image sample shows the
+    first frame of its video (root/images/, PNG). Every answer is one word, so every sample has as many
+    answer tokens as any other."""
+    kinds = list(kinds) if kinds is not None else ["text" if i == text_only_at else "video" for i in range(n)]
     (root / "videos").mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(parents=True, exist_ok=True)
     lines = []
-    for i in range(n):
+    for i, kind in enumerate(kinds):
         direction = "right" if i % 2 == 0 else "left"
-        if i == text_only_at:
+        if kind == "text":
             lines.append(
                 {"conversations": [{"from": "human", "value": "say right"}, {"from": "gpt", "value": "right"}]}
             )
             continue
-        name = f"videos/{i:03d}.mp4"
-        write_video(root / name, moving_square(direction, seed=i), fps=4)
+        frames = moving_square(direction, seed=i)
+        if kind == "image":
+            name = f"images/{i:03d}.png"
+            Image.fromarray(frames[0]).save(root / name)
+        else:
+            name = f"videos/{i:03d}.mp4"
+            write_video(root / name, frames, fps=4)
         lines.append(
             {
-                "video": name,
+                kind: name,
                 "conversations": [
-                    {"from": "human", "value": f"<video>\n{QUESTION}"},
+                    {"from": "human", "value": f"<{kind}>\n{QUESTION}"},
                     {"from": "gpt", "value": direction},
                 ],
             }

@@ -86,6 +86,31 @@ TINY_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 
 
+# Whole models of published shape (the released config.json values, vision and text), for benchmarks with random
+# weights: nothing is downloaded.
+SHAPED_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "qwen2-vl-2b": (
+        "qwen2_vl",
+        VISION_PRESETS["qwen2-vl-2b"][1],
+        dict(
+            hidden_size=1536,
+            intermediate_size=8960,
+            num_hidden_layers=28,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            hidden_act="silu",
+            vocab_size=151936,
+            max_position_embeddings=32768,
+            rms_norm_eps=1e-6,
+            rope_theta=1000000.0,
+            rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+            tie_word_embeddings=True,
+            bos_token_id=151643,
+            eos_token_id=151645,
+        ),
+    ),
+}
+
 def tiny_vocabulary(preset: str) -> list[str]:
     """Words a tiny preset's tokenizer always holds, besides those of the training texts (a tokenizer built for
     a base model must know the words of later fine-tunes too)."""
@@ -138,6 +163,50 @@ def tiny_model(
     if preset not in TINY_PRESETS:
         raise ValueError(f"unknown tiny preset {preset!r}; known: {sorted(TINY_PRESETS)}")
     family, vision, text = TINY_PRESETS[preset]
+    text = dict(text)
+    if tokenizer is not None:
+        text["vocab_size"] = len(tokenizer)
+    return _random_model(family, vision, text, seed, attn_implementation, tokenizer)
+
+
+def shaped_model(
+    preset: str,
+    *,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+    tokenizer: Any = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    layers: int | None = None,
+) -> nn.Module:
+    """A randomly initialised ForConditionalGeneration model of a published shape (SHAPED_PRESETS), in eval
+    mode, built in `dtype` on `device` — e.g. "qwen2-vl-2b": 2.2e9 parameters, 4.4 GB in bfloat16.
+
+    With a `tokenizer`, the vision token ids come from it (the published vocabulary size is kept, or grown to
+    the tokenizer's); `layers` makes both the vision tower and the LLM that many blocks deep (same widths),
+    for a run on a small machine.
+    """
+    if preset not in SHAPED_PRESETS:
+        raise ValueError(f"unknown shaped preset {preset!r}; known: {sorted(SHAPED_PRESETS)}")
+    family, vision, text = SHAPED_PRESETS[preset]
+    vision, text = dict(vision), dict(text)
+    if tokenizer is not None:
+        text["vocab_size"] = max(text["vocab_size"], len(tokenizer))
+    if layers is not None:
+        vision["depth"] = text["num_hidden_layers"] = layers
+        vision.pop("fullatt_block_indexes", None)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return _random_model(family, vision, text, seed, attn_implementation, tokenizer)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def _random_model(
+    family: str, vision: dict[str, Any], text: dict[str, Any], seed: int, attn_implementation: str, tokenizer: Any
+) -> nn.Module:
     config_class, _, _ = _classes(family)
     ids = dict(_TINY_IDS)
     text = dict(text)
@@ -150,12 +219,12 @@ def tiny_model(
         ):
             ids[key] = tokenizer.convert_tokens_to_ids(token)
         text.update(
-            vocab_size=len(tokenizer),
             bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
-    config = config_class(text_config=text, vision_config=dict(vision), **ids)
+    tied = {"tie_word_embeddings": text["tie_word_embeddings"]} if "tie_word_embeddings" in text else {}
+    config = config_class(text_config=text, vision_config=dict(vision), **ids, **tied)
     if family == "qwen2_vl":
         from transformers import Qwen2VLForConditionalGeneration as model_class
     else:

@@ -57,9 +57,11 @@ RUN_FILE = "stave-run.json"
 
 
 class StaveTrainer(Trainer):
-    """The Trainer, plus: every trainable parameter takes part in every step — a batch without pixels runs
-    the tower on a 2x2-patch blank image, weighted 0, and a batch whose samples all failed (on_error=skip)
-    runs with zero loss — so DDP/FSDP/ZeRO ranks never wait for gradients another rank does not produce;
+    """The Trainer, plus: every trainable parameter takes part in every step and every rank runs the vision
+    tower equally often — a batch without pixels, or with fewer kinds of them (images, videos) than another
+    rank's, runs the tower on 2x2-patch blank images, weighted 0, and a batch whose samples all failed
+    (on_error=skip) runs with zero loss — so DDP/FSDP/ZeRO ranks never wait for gradients or shards another
+    rank does not produce;
     every batch's counts of drawn and skipped samples go to `skip_budget` (summed over ranks), which stops
     the run on every rank at the same step when too many were skipped; an optional sequential sampler
     (data.shuffle=false); and FSDP: sharded by the model family's blocks (stave.models.shard_units), on the
@@ -103,11 +105,14 @@ class StaveTrainer(Trainer):
         counts = inputs.pop(SAMPLE_COUNTS, None)
         if counts is not None and self.skip_budget is not None and model.training:
             self.skip_budget.add(counts["seen"], counts["skipped"], counts["reasons"], reduce=self._sum_over_ranks)
-        without_pixels = inputs.get("pixel_values") is None and inputs.get("pixel_values_videos") is None
-        if not (model.training and without_pixels):
+        empty = inputs.pop(EMPTY_BATCH, None)
+        if not model.training:
             return super().compute_loss(model, inputs, *args, **kwargs)
-        with vision_participation(model):
-            if not inputs.pop(EMPTY_BATCH, None):
+        # every rank runs the tower as often as the rank that runs it most (at least once), blank images making up
+        # the difference: sharded ranks (FSDP, ZeRO-3) gather each vision block's shards the same number of times
+        own = tower_passes(inputs)
+        with vision_participation(model, passes=self._max_over_ranks(max(own, 1)) - own):
+            if not empty:
                 return super().compute_loss(model, inputs, *args, **kwargs)
             # every sample of this batch failed and was skipped: all labels ignored, the model's loss would be 0/0
             inputs.pop("labels", None)
@@ -117,23 +122,42 @@ class StaveTrainer(Trainer):
 
     def _sum_over_ranks(self, values: list[int]) -> list[int]:
         """Integers summed over every process of a distributed run (as they are in one process)."""
+        return self._reduce_over_ranks(values, "SUM")
+
+    def _max_over_ranks(self, value: int) -> int:
+        """An integer's largest value over every process of a distributed run (itself in one process)."""
+        return self._reduce_over_ranks([value], "MAX")[0]
+
+    def _reduce_over_ranks(self, values: list[int], op: str) -> list[int]:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return values
         total = torch.tensor(values, dtype=torch.long, device=self.accelerator.device)
-        torch.distributed.all_reduce(total)
+        torch.distributed.all_reduce(total, op=getattr(torch.distributed.ReduceOp, op))
         return total.tolist()
 
 
+def tower_passes(inputs: dict[str, Any]) -> int:
+    """How often a forward of the model on batch `inputs` runs the vision tower: once for the batch's images
+    (pixel_values), once for its videos (pixel_values_videos)."""
+    return sum(inputs.get(key) is not None for key in ("pixel_values", "pixel_values_videos"))
+
+
 @contextmanager
-def vision_participation(model: nn.Module) -> Iterator[None]:
-    """Within, a forward of `model` without pixels runs the vision tower anyway, on one blank 2x2-patch image,
-    right after the token embedding — where a forward with pixels runs it — and adds its output times 0 to
-    the token embeddings: every vision-tower parameter (STA and LoRA included) gets its (zero) gradient, the
-    values stay the same, and the step runs the same collectives in the same order as a rank whose batch has
-    pixels (FSDP gathers and reduces each shard unit in the order of the graph)."""
+def vision_participation(model: nn.Module, passes: int = 1) -> Iterator[None]:
+    """Within, a forward of `model` runs the vision tower `passes` more times, each on one blank 2x2-patch
+    image, right after the token embedding — before the forward's own passes for its images and videos — and
+    adds their outputs times 0 to the token embeddings: every vision-tower parameter (STA and LoRA included)
+    gets its (zero) gradient, the values stay the same, and a rank whose batch has fewer images or videos than
+    another's runs the same collectives in the same order (FSDP gathers and reduces each shard unit in the
+    order of the graph)."""
+    if passes <= 0:
+        yield
+        return
 
     def run_tower(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        return output + _blank_image_zero(model).to(output.dtype)
+        for _ in range(passes):
+            output = output + _blank_image_zero(model).to(output.dtype)
+        return output
 
     inner = model  # DDP and DeepSpeed wrap the model as .module; FSDP2 and peft models embed themselves
     while not hasattr(inner, "get_input_embeddings") and isinstance(getattr(inner, "module", None), nn.Module):
@@ -280,7 +304,7 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
         budget.check(final=True)  # the same totals on every rank: all raise or none
     except DataError as error:
         raise DataError(f"stage {stage.name}: {error}") from error
-    logger.info("stage %s: trained as %s", stage.name, type(trainer.model_wrapped).__name__)
+    logger.info("stage %s: trained as %s", stage.name, wrapper_name(trainer))
 
     skipped, reasons = skipped_report(stage_dir)
     if skipped:
@@ -303,6 +327,15 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
     trainer.accelerator.wait_for_everyone()
     logger.info("stage %s: model saved to %s", stage.name, target)
     return target
+
+
+def wrapper_name(trainer: Trainer) -> str:
+    """The class the model was trained in (DistributedDataParallel, FSDP..., DeepSpeedEngine), with DeepSpeed's
+    ZeRO stage as it ran ("DeepSpeedEngine (ZeRO-3)")."""
+    wrapped = trainer.model_wrapped
+    name = type(wrapped).__name__
+    stage = getattr(wrapped, "zero_optimization_stage", None)
+    return f"{name} (ZeRO-{stage()})" if callable(stage) else name
 
 
 def stage_seed(recipe: Recipe, stage: StageSpec) -> int:
