@@ -51,6 +51,8 @@ class VisionFamily:
         video_prompt: None: a video is one vision block of t*h*w/merge^2 pads (Qwen2-VL, Qwen2.5-VL); else how
             its prompt is laid out (VideoPrompt), and the LLM places each vision block as a grid (1, h, w).
         llm_linears: names (within an LLM decoder layer) of the linears LoRA adapts.
+        pixel_mean, pixel_std: per-channel normalisation of the family's processors (published
+            preprocessor_config.json): CLIP's for Qwen2-VL / Qwen2.5-VL, 0.5 for Qwen3-VL / Qwen3.5.
     """
 
     name: str
@@ -70,6 +72,8 @@ class VisionFamily:
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
     )  # fmt: skip
+    pixel_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    pixel_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
     @property
     def class_names(self) -> list[str]:
