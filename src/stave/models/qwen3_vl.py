@@ -91,19 +91,20 @@ def _family(name: str, model_type: str, module_name: str, prefix: str, *, moe: b
     )
 
 
-# Attention (full attention layers; Qwen3.5's linear-attention layers are the GatedDeltaNet projections) and the
-# dense MLP. In an MoE layer only attention and the shared expert's MLP (Qwen3.5-MoE) are adapted: the routed
-# experts are one fused 3-D parameter per layer (gate_up_proj, down_proj), not nn.Linear modules, so peft's LoRA
-# cannot wrap them, and the router (`gate`) stays as trained so that expert choice does not drift.
-_LLM_LINEARS = (
+# LoRA on the LLM. Dense: attention (Qwen3.5's full-attention layers as Qwen3-VL's; its linear-attention layers
+# through the Gated DeltaNet's large projections in_proj_qkv, in_proj_z and out_proj, not the per-head gate
+# projections in_proj_a / in_proj_b) and the MLP. MoE: the same attention, the MLP of any dense layer
+# (mlp_only_layers) and Qwen3.5-MoE's shared expert; not the routed experts, which are two fused 3-D parameters
+# per layer (experts.gate_up_proj, experts.down_proj) that peft's LoRA cannot wrap as linears, and not the router
+# (mlp.gate) nor the shared expert's gate, so that which experts a token reaches stays as pretrained.
+_ATTENTION = (
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
     "linear_attn.in_proj_qkv", "linear_attn.in_proj_z", "linear_attn.out_proj",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
 )  # fmt: skip
+_MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+_LLM_LINEARS = (*_ATTENTION, *_MLP)
 _LLM_LINEARS_MOE = (
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "linear_attn.in_proj_qkv", "linear_attn.in_proj_z", "linear_attn.out_proj",
-    "mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj", "mlp.shared_expert.down_proj",
+    *_ATTENTION, *_MLP, "mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj", "mlp.shared_expert.down_proj"
 )  # fmt: skip
 
 QWEN3_VL = _family("Qwen3-VL", "qwen3_vl", "qwen3_vl", "Qwen3VL", moe=False)
