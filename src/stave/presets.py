@@ -22,6 +22,23 @@ _QWEN2_5_VL_TOWER = dict(
     fullatt_block_indexes=[7, 15, 23, 31],
 )
 
+# Qwen3-VL (vision_config of https://huggingface.co/Qwen/Qwen3-VL-{2B,8B,30B-A3B}-Instruct/blob/main/config.json):
+# patch 16, 48x48 position table (num_position_embeddings 2304), gelu_pytorch_tanh MLP; 2B: depth 24, width 1024,
+# 16 heads, MLP 4096, deepstack taps [5, 11, 17]; 8B and 30B-A3B: depth 27, width 1152, 16 heads, MLP 4304,
+# taps [8, 16, 24]; out_hidden_size is the LLM width (2048, 4096, 2048). These values were written from the
+# published files without re-downloading them in this repository (no hub access here); 8B's are the ones issue #14
+# quotes (depth 27, width 1152, 16 heads of 72). Qwen3.5 (vision_config of
+# https://huggingface.co/Qwen/Qwen3.5-27B/blob/main/config.json): the Qwen3-VL-8B tower without deepstack taps,
+# as transformers' Qwen3_5VisionConfig defaults document for that checkpoint (depth 27, width 1152, 16 heads, MLP
+# 4304); only depth, width and heads enter STA's figures.
+_QWEN3_VL_TOWER = dict(
+    depth=27, hidden_size=1152, num_heads=16, intermediate_size=4304, hidden_act="gelu_pytorch_tanh",
+    num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
+)  # fmt: skip
+_QWEN3_VL_SMALL_TOWER = dict(_QWEN3_VL_TOWER, depth=24, hidden_size=1024, intermediate_size=4096,
+                             deepstack_visual_indexes=[5, 11, 17])  # fmt: skip
+_QWEN3_5_TOWER = {k: v for k, v in _QWEN3_VL_TOWER.items() if k != "deepstack_visual_indexes"}
+
 #: preset name -> (family key, vision config values)
 VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2-vl-2b": ("qwen2_vl", {**_QWEN2_VL_TOWER, "hidden_size": 1536}),
@@ -30,7 +47,23 @@ VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2.5-vl-3b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 2048}),
     "qwen2.5-vl-7b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 3584}),
     "qwen2.5-vl-72b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 8192}),
+    "qwen3-vl-2b": ("qwen3_vl", {**_QWEN3_VL_SMALL_TOWER, "out_hidden_size": 2048}),
+    "qwen3-vl-8b": ("qwen3_vl", {**_QWEN3_VL_TOWER, "out_hidden_size": 4096}),
+    "qwen3-vl-30b-a3b": ("qwen3_vl_moe", {**_QWEN3_VL_TOWER, "out_hidden_size": 2048}),
+    "qwen3.5-27b": ("qwen3_5", {**_QWEN3_5_TOWER, "out_hidden_size": 5120}),
 }
+
+
+def preset_available(preset: str) -> str | None:
+    """None if the installed transformers has the preset's family, else why not (the version it needs)."""
+    from .models import family_for_model_type
+
+    family = (VISION_PRESETS.get(preset) or TINY_PRESETS.get(preset) or (None,))[0]
+    try:
+        family_for_model_type(family)
+    except ValueError as error:
+        return str(error)
+    return None
 
 # Tiny random models (FIELD_NOTES: mrope_section must sum to head_dim / 2; special ids below vocab_size).
 _TINY_TEXT = dict(
