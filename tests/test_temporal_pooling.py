@@ -143,10 +143,11 @@ def test_bad_mode_and_bare_tower_are_refused():
         stave.set_temporal_pooling(stave.vision_tower(tiny_model()), "mean")
 
 
-def test_generate_works_pooled_and_agrees_with_the_forward_pass(preset):
-    model = stave.set_temporal_pooling(tiny_model(preset), "mean")
+@pytest.mark.parametrize("pooling", [None, "mean"])
+def test_generate_agrees_with_the_step_by_step_forward_pass_pooled_or_not(preset, pooling):
+    model = stave.set_temporal_pooling(tiny_model(preset), pooling)
     inputs = model_inputs(model, videos=[(4, 4, 4)], images=[(1, 4, 4)])
-    assert _count(inputs, model.config.video_token_id) == 4
+    assert _count(inputs, model.config.video_token_id) == (4 if pooling else 16)
     with torch.no_grad():
         out = model.generate(
             **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=2, output_logits=True,
@@ -251,6 +252,7 @@ def test_qwen3_pooled_prompt_is_one_block_with_the_mean_frame_time_and_reverse_i
     block whose timestamp is the mean time of its sampled frames, so a clip and its exact reverse (the same
     frame times) give the LLM identical inputs, and without STA identical logits; unpooled they differ."""
     from conftest import FAMILIES
+
     from stave.presets import tiny_vocabulary
 
     if family_preset not in FAMILIES:

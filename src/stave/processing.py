@@ -188,11 +188,13 @@ class VideoChatProcessor:
         prompt = self.family.video_prompt
         if prompt is None:
             return VISION_START + VIDEO_PAD * (patches * pads) + VISION_END
-        from .models.qwen3_vl import patch_timestamps
-
-        times = list(clip.timestamps)
-        stamps = [sum(times) / len(times)] if self.temporal_pooling else patch_timestamps(times, self.spec.temporal_patch_size)
-        text = "".join(f"{before}{VISION_START}{VIDEO_PAD * count}{VISION_END}" for before, count in prompt.blocks(stamps, pads))
+        times = list(clip.timestamps)  # seconds of each sampled frame in the source
+        if self.temporal_pooling:  # one block for the whole video, at a time that reversing the clip keeps
+            stamps = [sum(times) / len(times)]
+        else:
+            stamps = prompt.patch_times(times, self.spec.temporal_patch_size)
+        blocks = prompt.blocks(stamps, pads)
+        text = "".join(f"{before}{VISION_START}{VIDEO_PAD * count}{VISION_END}" for before, count in blocks)
         return f"{VISION_START}{text}{VISION_END}" if prompt.outer_vision_tokens else text
 
     def _render(

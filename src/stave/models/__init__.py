@@ -17,6 +17,8 @@ class VideoPrompt:
     its timestamp text).
 
     Attributes:
+        patch_times: (frame_times, temporal_patch_size) -> the time (seconds) of each temporal patch, from the
+            source times of the sampled frames.
         blocks: (timestamps, pads_per_patch) -> one (text, pads) entry per vision block, in order: the text
             written before the block and the number of video pads in it. `timestamps` has one value (seconds) per
             temporal patch the LLM sees.
@@ -24,6 +26,7 @@ class VideoPrompt:
             stay around the blocks (transformers 5.x replaces only the pad) or are replaced with it (4.57).
     """
 
+    patch_times: Callable[[Sequence[float], int], list[float]]
     blocks: Callable[[Sequence[float], int], list[tuple[str, int]]]
     outer_vision_tokens: bool
 

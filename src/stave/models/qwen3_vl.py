@@ -83,7 +83,8 @@ def _family(name: str, model_type: str, module_name: str, prefix: str, *, moe: b
         vision_linears=("attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"),
         token_order=lambda tower, h, w: torch.arange(h * w),
         model_type=model_type,
-        video_prompt=VideoPrompt(qwen3_video_prompt, outer_vision_tokens=TRANSFORMERS_MAJOR >= 5),
+        # 5.x's processor keeps the template's own vision tokens around the blocks; 4.57's replaces them
+        video_prompt=VideoPrompt(patch_timestamps, qwen3_video_prompt, outer_vision_tokens=TRANSFORMERS_MAJOR >= 5),
         llm_linears=_LLM_LINEARS_MOE if moe else _LLM_LINEARS,
         # Qwen3-VL-8B-Instruct / Qwen3.5 preprocessor_config.json: image_mean = image_std = [0.5, 0.5, 0.5]
         pixel_mean=(0.5, 0.5, 0.5),

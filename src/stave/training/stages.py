@@ -5,8 +5,8 @@ LoRA goes on the vision blocks' attention/MLP linears (named per family in stave
 vision SwiGLU is told from the LLM's MLP by its `visual.blocks.N.` prefix; the mergers, Qwen3-VL's deepstack
 mergers included, sit outside `visual.blocks` and are never adapted) and on the LLM's attention/MLP linears
 (per family too: an MoE layer adapts attention and, in Qwen3.5-MoE, the shared expert, not the routed experts
-or the router; see stave.models.qwen3_vl); never on the STA layers, which train in full through peft's `modules_to_save` (so peft checkpoints
-hold them too), as does the head when a LoRA stage trains it.
+or the router; see stave.models.qwen3_vl); never on the STA layers, which train in full through peft's
+`modules_to_save` (so peft checkpoints hold them too), as does the head when a LoRA stage trains it.
 
 The weights a stage creates (STA, LoRA) are random draws, each part from its own seed derived from the stage's
 seed (`part_seed`): the same recipe seed gives the same weights in every process, whatever ran before in it,
