@@ -101,21 +101,26 @@ def families() -> tuple[VisionFamily, ...]:
     return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES)
 
 
+def missing_family(model_type: str) -> str | None:
+    """Why the installed transformers lacks the family of `model_type` (the version it needs), or None."""
+    from .qwen3_vl import NEEDS_NEWER
+
+    if model_type not in NEEDS_NEWER:
+        return None
+    import transformers
+
+    installed = transformers.__version__
+    return f"model_type {model_type!r} needs transformers >= {NEEDS_NEWER[model_type]} (installed: {installed})"
+
+
 def family_for_model_type(model_type: str) -> VisionFamily:
     """The family whose full model has config.model_type `model_type`; a ValueError naming the transformers
     version a family needs when the installed one lacks it, or the supported model types."""
-    from .qwen3_vl import NEEDS_NEWER
-
     for family in families():
         if family.model_type == model_type:
             return family
-    if model_type in NEEDS_NEWER:
-        import transformers
-
-        raise ValueError(
-            f"model_type {model_type!r} needs transformers >= {NEEDS_NEWER[model_type]} "
-            f"(installed: {transformers.__version__})"
-        )
+    if missing_family(model_type):
+        raise ValueError(missing_family(model_type))
     raise ValueError(f"model_type must be one of {[f.model_type for f in families()]}, got {model_type!r}")
 
 
