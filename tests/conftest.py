@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random Qwen2-VL / Qwen2.5-VL models and helpers that hide version differences."""
+"""Shared fixtures: tiny random models of every supported family and helpers that hide version differences."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 pytest_plugins = ["version_independence"]  # which tests need running on every transformers version
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the straightforward reference implementation lives there
 
-FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl"]
+# Qwen3.5 exists from transformers 5 on; the other families on 4.57 and 5.x.
+FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3-vl-moe"]
+if int(transformers.__version__.split(".")[0]) >= 5:
+    FAMILIES += ["tiny-qwen3.5", "tiny-qwen3.5-moe"]
 # scripts/test.sh sets STAVE_EXPECT_EXTRAS=1 in the extras environment (torchvision, torchcodec, decord2), where the
 # tests of the optional backends and the live comparisons with transformers' processors must run, and
 # STAVE_EXPECT_DEEPSPEED=1 in the main environment, where scripts/setup.sh installs deepspeed and the ZeRO tests
@@ -50,8 +54,14 @@ def _deterministic():
 
 def merged_tokens(tower, pixels, grid_thw, **kwargs) -> torch.Tensor:
     """The tower's merged output tokens in item order, on transformers 4.57 (a tensor) and 5.x (an output object)."""
-    out = tower(pixels, grid_thw=grid_thw, **kwargs)
-    return out.pooler_output if hasattr(out, "pooler_output") else out
+    return tower_outputs(tower, pixels, grid_thw, **kwargs)[0]
+
+
+def tower_outputs(tower, pixels, grid_thw, **kwargs) -> list[torch.Tensor]:
+    """Everything the tower hands the LLM: its merged tokens, then Qwen3-VL's deepstack features, if any."""
+    from stave.models import vision_outputs
+
+    return vision_outputs(tower(pixels, grid_thw=grid_thw, **kwargs))
 
 
 def randomize_temporal(model, std: float = 0.3, seed: int = 1) -> None:

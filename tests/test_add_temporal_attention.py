@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from conftest import merged_tokens, randomize_temporal
+from conftest import merged_tokens, randomize_temporal, tower_outputs
 from torch import nn
 
 import stave
@@ -37,11 +37,13 @@ def test_zero_init_is_exact_identity(preset, order, batch):
     tower = stave.vision_tower(model)
     with torch.no_grad():
         base_logits = model(**inputs).logits
-        base_tokens = merged_tokens(tower, pixels, grid_thw)
+        base_outputs = tower_outputs(tower, pixels, grid_thw)
         stave.add_temporal_attention(model, order=order)
         logits = model(**inputs).logits
-        tokens = merged_tokens(tower, pixels, grid_thw)
-    assert (tokens - base_tokens).abs().max() <= 1e-6
+        outputs = tower_outputs(tower, pixels, grid_thw)
+    assert len(outputs) == len(base_outputs)  # merged tokens (and Qwen3-VL's deepstack features)
+    for tokens, base_tokens in zip(outputs, base_outputs, strict=True):
+        assert (tokens - base_tokens).abs().max() <= 1e-6
     assert (logits - base_logits).abs().max() <= 1e-6
 
 

@@ -132,3 +132,24 @@ def test_not_a_checkpoint_directory(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     with pytest.raises(TypeError, match="LlamaForCausalLM.*not supported"):
         stave.load_model(tmp_path)
+
+
+def test_a_family_the_installed_transformers_lacks_is_named_with_the_version_it_needs(tmp_path):
+    """Qwen3.5 exists from transformers 5 on: on 4.57 its checkpoints and tiny presets are refused naming that;
+    on 5.x a checkpoint without "architectures" loads as its model_type's full model."""
+    from conftest import FAMILIES
+
+    if "tiny-qwen3.5" in FAMILIES:
+        model = tiny_model("tiny-qwen3.5")
+        model.save_pretrained(tmp_path)
+        config = json.loads((tmp_path / "config.json").read_text())
+        config.pop("architectures")
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        assert type(stave.load_model(tmp_path)).__name__ == "Qwen3_5ForConditionalGeneration"
+        return
+    with pytest.raises(ValueError, match=r"'qwen3_5' needs transformers >= 5 \(installed: 4\.57"):
+        tiny_model("tiny-qwen3.5")
+    config = {"model_type": "qwen3_5", "architectures": ["Qwen3_5ForConditionalGeneration"]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TypeError, match=r"config\.json: model_type 'qwen3_5' needs transformers >= 5"):
+        stave.load_model(tmp_path)

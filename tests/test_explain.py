@@ -19,12 +19,15 @@ from stave.video import PatchSpec, VideoOptions, pack_frames
 from stave.video.packing import patch_positions
 
 
-def explained_model(preset: str, height: int, width: int, **config):
-    """A tiny model of `preset` with random STA and a processor that keeps height x width frames as they are."""
+def explained_model(preset: str, rows: int, columns: int, **config):
+    """A tiny model of `preset` with random STA, a processor that keeps frames of rows x columns patches as they
+    are, and the patch side in pixels (14: Qwen2-VL, Qwen2.5-VL; 16: Qwen3-VL, Qwen3.5)."""
     tokenizer = build_word_tokenizer(["."])
     model = stave.add_temporal_attention(tiny_model(preset, tokenizer=tokenizer), init="random", **config)
-    options = VideoOptions(nframes=8, min_pixels=height * width, max_pixels=height * width)
-    return model, VideoChatProcessor.for_model(tokenizer, model, options)
+    patch = model.config.vision_config.patch_size
+    pixels = rows * columns * patch * patch
+    options = VideoOptions(nframes=8, min_pixels=pixels, max_pixels=pixels)
+    return model, VideoChatProcessor.for_model(tokenizer, model, options), patch
 
 
 def test_weights_rebuild_the_layer_output():
@@ -65,14 +68,14 @@ def test_cross_time_puts_each_position_at_its_row_and_column():
 def test_map_weights_rebuild_the_layer_output_in_the_towers_row_order(preset):
     from training_data import moving_square
 
-    model, processor = explained_model(preset, 112, 112)
+    model, processor, patch = explained_model(preset, 8, 8)
     tower = find_vision_tower(model)[1]
     block = sta_blocks(model)[-1]
     layer = tower.blocks[block].temp_attn
     captured = {}
     hook = layer.register_forward_hook(lambda _module, args, out: captured.update(x=args[0], update=out))
     try:
-        result = temporal_attention_map(model, processor, moving_square("right", frames=8, size=112))
+        result = temporal_attention_map(model, processor, moving_square("right", frames=8, size=8 * patch))
     finally:
         hook.remove()
     t, h, w = result.grid
@@ -86,28 +89,30 @@ def test_map_weights_rebuild_the_layer_output_in_the_towers_row_order(preset):
 
 
 def test_cross_time_marks_the_one_patch_that_changes_at_its_image_position(preset):
-    # STA in block 0 before spatial attention: each row it sees is the embedding of one patch's pixels alone, so
-    # every unchanging patch of a uniform background gets the same weights and only the changing patch differs
-    model, processor = explained_model(preset, 112, 168, layers=[0], order="temporal_first")
+    # STA in block 0 before spatial attention: each row it sees is the embedding of one patch's pixels alone (plus,
+    # in Qwen3-VL / Qwen3.5, the learned position embedding of its place), so against the same video without the
+    # change only the changing patch's weights differ
+    model, processor, p = explained_model(preset, 8, 12, layers=[0], order="temporal_first")
     row, column = 3, 5  # in patches: Qwen2.5-VL's window order (2 x 3 windows of 4 x 4 patches) moves its row
-    video = np.full((8, 112, 168, 3), 90, dtype=np.uint8)
+    video = np.full((8, 8 * p, 12 * p, 3), 90, dtype=np.uint8)
     for i in range(8):
-        video[i, 14 * row : 14 * row + 14, 14 * column : 14 * column + 14] = 30 * i
+        video[i, p * row : p * row + p, p * column : p * column + p] = 30 * i
     family, tower = find_vision_tower(model)
     packed_row = patch_positions(8, 12, 2).tolist().index(row * 12 + column)
     block_row = family.token_order(tower, 8, 12).tolist().index(packed_row)
     assert (block_row != packed_row) == (family.name == "Qwen2.5-VL")  # else a missing un-permutation goes unseen
     cross = temporal_attention_map(model, processor, video).cross_time()
     assert cross.shape == (4, 8, 12)
-    departure = (cross - cross[:, :1, :1]).abs().amax(0)  # (h, w): largest difference from the background
+    still = temporal_attention_map(model, processor, np.full_like(video, 90)).cross_time()
+    departure = (cross - still).abs().amax(0)  # (h, w): largest difference from the unchanging video
     assert (departure > 1e-3).nonzero().tolist() == [[row, column]]
 
 
 def test_map_of_a_tiny_model_on_a_video(preset, tmp_path):
     from training_data import moving_square
 
-    model, processor = explained_model(preset, 112, 112)
-    video = moving_square("right", frames=8, size=112)
+    model, processor, patch = explained_model(preset, 8, 8)
+    video = moving_square("right", frames=8, size=8 * patch)
     result = temporal_attention_map(model, processor, video)
     depth = len(find_vision_tower(model)[1].blocks)
     assert result.grid == (4, 8, 8) and result.block == depth - 1 and result.matrix.shape == (4, 4)

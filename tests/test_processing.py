@@ -542,3 +542,59 @@ def test_llamafactory_dataset_info_columns_and_tags_rename_the_keys():
     ]:
         with pytest.raises(ConversationError, match=message):
             RecordLayout.from_dataset_info({"file_name": "d.json", **bad}, "info['x']")
+
+
+# --- Qwen3-VL / Qwen3.5 prompts: parity with transformers' Qwen3VLProcessor ---------------------------------
+
+
+def _assert_same_qwen3_inputs(name: str, ours: dict, theirs: dict, *, token_types: bool) -> None:
+    keys = {k for k in theirs if k != "mm_token_type_ids" or token_types}
+    assert keys <= set(ours), (name, sorted(keys - set(ours)))
+    for key in sorted(keys):
+        expected = torch.as_tensor(theirs[key])
+        if expected.is_floating_point():
+            assert ours[key].shape == expected.shape, (name, key)
+            assert (ours[key] - expected.float()).abs().max() <= 1e-5, (name, key)
+        else:
+            assert ours[key].tolist() == expected.tolist(), (name, key)
+
+
+def test_qwen3_inputs_equal_the_stored_outputs_of_transformers_processor():
+    """Token ids (a `<t.t seconds>` text and a vision block per temporal patch), mm_token_type_ids, pixel values
+    and grids equal what transformers 5.24's Qwen3VLProcessor made of the same frames and settings
+    (tests/fixtures/make_qwen3_processor_fixture.py). transformers 4.57's processor writes the blocks without the
+    template's outer <|vision_start|>/<|vision_end|> and marks no video tokens in mm_token_type_ids (which 4.57's
+    model does not take): there the token ids are compared live (next test)."""
+    from fixtures.make_qwen3_processor_fixture import FIXTURE, conversation_cases, stave_inputs
+    from safetensors.torch import load_file
+
+    stored = load_file(FIXTURE)
+    tok = None
+    for case in conversation_cases():
+        from fixtures.make_qwen3_processor_fixture import tokenizer as fixture_tokenizer
+
+        tok = tok or fixture_tokenizer()
+        ours, _ = stave_inputs(case, tok)
+        theirs = {key.split(".", 1)[1]: value for key, value in stored.items() if key.split(".", 1)[0] == case["name"]}
+        assert theirs, case["name"]
+        if TRANSFORMERS_MAJOR < 5:
+            theirs = {k: v for k, v in theirs.items() if k not in ("input_ids", "mm_token_type_ids")}
+        _assert_same_qwen3_inputs(case["name"], ours, theirs, token_types=True)
+
+
+def test_qwen3_inputs_equal_transformers_processor_live():
+    """The same comparison against transformers' Qwen3VLProcessor run here, where torchvision imports (see
+    README, "Parity with transformers' processors"), on the installed transformers."""
+    from conftest import skip_optional
+    from fixtures.make_qwen3_processor_fixture import conversation_cases, reference_inputs, stave_inputs, tokenizer
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:  # torchvision fails to import in several ways beside a mismatched torch
+        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+    tok = tokenizer()
+    for case in conversation_cases():
+        ours, indices = stave_inputs(case, tok)
+        _assert_same_qwen3_inputs(
+            case["name"], ours, reference_inputs(case, indices, tok), token_types=TRANSFORMERS_MAJOR >= 5
+        )

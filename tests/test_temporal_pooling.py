@@ -93,7 +93,8 @@ def _video_logits(model, frames: torch.Tensor) -> torch.Tensor:
 
 
 def test_pooled_llm_cannot_see_frame_order_and_only_sta_can_carry_it(preset):
-    video = _held_video()
+    factor = PatchSpec.from_vision_config(tiny_model(preset).config.vision_config).factor
+    video = _held_video(size=2 * factor)
     reverse = video.flip(0)
 
     plain = tiny_model(preset)  # unpooled: M-RoPE shows the LLM which temporal patch came first
@@ -142,10 +143,11 @@ def test_bad_mode_and_bare_tower_are_refused():
         stave.set_temporal_pooling(stave.vision_tower(tiny_model()), "mean")
 
 
-def test_generate_works_pooled_and_agrees_with_the_forward_pass(preset):
-    model = stave.set_temporal_pooling(tiny_model(preset), "mean")
+@pytest.mark.parametrize("pooling", [None, "mean"])
+def test_generate_agrees_with_the_step_by_step_forward_pass_pooled_or_not(preset, pooling):
+    model = stave.set_temporal_pooling(tiny_model(preset), pooling)
     inputs = model_inputs(model, videos=[(4, 4, 4)], images=[(1, 4, 4)])
-    assert _count(inputs, model.config.video_token_id) == 4
+    assert _count(inputs, model.config.video_token_id) == (4 if pooling else 16)
     with torch.no_grad():
         out = model.generate(
             **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=2, output_logits=True,
@@ -239,3 +241,47 @@ def test_recipe_rejects_an_unknown_pooling_naming_the_key(data, tmp_path):
     with pytest.raises(RecipeError, match=r"model\.temporal_pooling: must be null or one of \['mean'\], got 'max'"):
         train(tiny_recipe(data, tmp_path / "out"), ["model.temporal_pooling=max"])
     assert not (tmp_path / "out").exists()
+
+
+QWEN3 = ["tiny-qwen3-vl", "tiny-qwen3-vl-moe", "tiny-qwen3.5", "tiny-qwen3.5-moe"]
+
+
+@pytest.mark.parametrize("family_preset", QWEN3)
+def test_qwen3_pooled_prompt_is_one_block_with_the_mean_frame_time_and_reverse_invariant(family_preset):
+    """Qwen3-VL / Qwen3.5 prompts give each temporal patch a timestamp and a vision block; pooled, a video is one
+    block whose timestamp is the mean time of its sampled frames, so a clip and its exact reverse (the same
+    frame times) give the LLM identical inputs, and without STA identical logits; unpooled they differ."""
+    from conftest import FAMILIES
+
+    from stave.presets import tiny_vocabulary
+
+    if family_preset not in FAMILIES:
+        pytest.skip(f"{family_preset} needs transformers 5")
+    tokenizer = build_word_tokenizer([*WORDS, *tiny_vocabulary(family_preset)])
+    options = VideoOptions(nframes=8, min_pixels=64 * 64, max_pixels=64 * 64)
+    frames = _held_video(size=64).permute(0, 2, 3, 1).numpy()
+
+    def question(video):
+        return [{"role": "user", "content": [{"type": "video", "video": video, "source_fps": 2.0},
+                                             {"type": "text", "text": "what ?"}]}]  # fmt: skip
+
+    plain = tiny_model(family_preset, tokenizer=tokenizer)
+    processor = VideoChatProcessor.for_model(tokenizer, plain, options)
+    forward = processor.encode(question(frames), train=False)
+    text = tokenizer.decode(forward["input_ids"])
+    assert "< 0 . 2 seconds >" in text  # the first temporal patch: frames at 0 and 0.5 s, "<0.2 seconds>" (0.25)
+    assert (forward["input_ids"] == tokenizer.convert_tokens_to_ids("<|vision_start|>")).sum() >= 4
+
+    pooled = stave.set_temporal_pooling(tiny_model(family_preset, tokenizer=tokenizer), "mean")
+    processor = VideoChatProcessor.for_model(tokenizer, pooled, options)
+    clip = processor.encode(question(frames), train=False)
+    reverse = processor.encode(question(frames[::-1].copy()), train=False)
+    assert torch.equal(clip["input_ids"], reverse["input_ids"])
+    text = tokenizer.decode(clip["input_ids"])
+    assert text.count("seconds") == 1 and "< 1 . 8 seconds >" in text  # mean of 0, 0.5, ..., 3.5 = 1.75 -> 1.8
+    assert (clip["input_ids"] == tokenizer.convert_tokens_to_ids("<|video_pad|>")).sum() == 4  # (64/16)^2 / 4
+    logits = [_logits(pooled, processor.collate([item])) for item in (clip, reverse)]
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=1e-5)
+    unpooled = VideoChatProcessor.for_model(tokenizer, plain, options)
+    batches = [unpooled.collate([unpooled.encode(question(v), train=False)]) for v in (frames, frames[::-1].copy())]
+    assert (_logits(plain, batches[0]) - _logits(plain, batches[1])).abs().max() > 1e-3

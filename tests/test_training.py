@@ -54,6 +54,8 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
     stages = [(stage.name, stage.trains) for stage in recipe.stages]
     if path.name == "tiny-pretrain.yaml":  # the tiny base is trained from scratch, in full
         assert stages == [("pretrain", ["full"])]
+    elif path.name.endswith("-lora.yaml"):  # a recipe's LoRA baseline: the comparison row, no STA
+        assert stages == [("baseline", ["lora"])]
     else:
         assert stages == [("stage1", ["temporal"]), ("stage2", ["temporal", "lora"])]
 
@@ -164,12 +166,19 @@ def _lora_size(model, names: list[str], r: int) -> int:
 def test_each_stage_trains_exactly_its_parameters(preset, trains):
     base = tiny_model(preset)
     family, tower = stave.models.find_vision_tower(base)
-    llm = [n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and ".language_model.layers." in n]
+    llm = [
+        n
+        for n, _ in base.named_modules()
+        if (m := re.fullmatch(r".*\.language_model\.layers\.\d+\.(.+)", n)) and m.group(1) in family.llm_linears
+    ]
     vision = [
         n
         for n, _ in base.named_modules()
         if (m := re.fullmatch(r".*\.visual\.blocks\.\d+\.(.+)", n)) and m.group(1) in family.vision_linears
     ]
+    # the family's lists name linears the model has: the vision blocks' four (five: SwiGLU) and the LLM's
+    assert {".".join(n.split(".")[-2:]) for n in vision} == set(family.vision_linears)
+    assert llm and all(isinstance(dict(base.named_modules())[n], torch.nn.Linear) for n in llm)
     expected_lora = 0
     if "lora" in trains:
         qkv = [n for n in vision if n.endswith("attn.qkv")]
@@ -186,8 +195,10 @@ def test_each_stage_trains_exactly_its_parameters(preset, trains):
     assert not any("temp_attn" in n and "lora_" in n for n in names), "LoRA must never sit on STA"
     if "lora" in trains:  # Qwen2.5-VL: vision SwiGLU and LLM MLP are both adapted, each by its own path
         assert any(".visual.blocks.0.mlp." in n and "lora_A" in n for n in names)
-        assert any(".language_model.layers.0.mlp." in n and "lora_A" in n for n in names)
-        assert not any(".merger." in n for n in names)
+        if any(".language_model.layers.0.mlp." in n for n in llm):  # MoE: only a shared expert's MLP is adapted
+            assert any(".language_model.layers.0.mlp." in n and "lora_A" in n for n in names)
+        assert not any(".merger." in n or "deepstack_merger" in n for n in names)
+        assert not any(".experts." in n or n.endswith("mlp.gate.weight") for n in names)  # MoE: routed experts, router
     assert ("temporal" in trains) == (stave.temporal_config(model) is not None)
 
 

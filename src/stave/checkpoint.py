@@ -29,7 +29,7 @@ from transformers.utils import logging as hf_logging
 
 from .config import PositionScheme, PositionSchemeError, TemporalConfig
 from .modeling import CONFIG_KEY, POOLING_KEY, add_temporal_attention, set_temporal_pooling
-from .models import find_vision_tower, supported_classes
+from .models import families, find_vision_tower, missing_family, supported_classes
 from .positions import SCHEME_KEY, set_position_scheme
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,6 @@ TEMPORAL_KEY = re.compile(r"(?:^|\.)blocks\.(\d+)\.((?:temp_attn\.(?:qkv|proj)|n
 #: Anything that looks like part of a temporal layer (used to catch malformed names too).
 TEMPORAL_LIKE = re.compile(r"(?:^|\.)(?:temp_attn|norm3)(?:\.|$)")
 
-# Default class per config.json model_type, for directories without an "architectures" entry.
-_DEFAULT_CLASS = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
-
-
 def load_model(
     path: str | Path,
     temporal: TemporalConfig | None = None,
@@ -51,8 +47,8 @@ def load_model(
     position_scheme: str | PositionScheme | None = None,
     **from_pretrained_kwargs: Any,
 ) -> nn.Module:
-    """Load a Qwen2-VL-family checkpoint, with its temporal attention, temporal pooling and position scheme if it
-    has any.
+    """Load a checkpoint of a supported family (stave.models), with its temporal attention, temporal pooling and
+    position scheme if it has any.
 
     Args:
         path: a directory written by `save_pretrained` (config.json + safetensors).
@@ -129,11 +125,17 @@ def _position_scheme(stored: Any, given: str | PositionScheme | None, config_fil
 
 
 def _model_class(config: dict[str, Any], config_file: Path) -> type[nn.Module]:
+    """The class named by config.json's "architectures", or (without one) the full model of its model_type's
+    family; a family the installed transformers lacks is named with the version it needs."""
     classes = supported_classes()
-    names = list(config.get("architectures") or []) or [_DEFAULT_CLASS.get(config.get("model_type"), "")]
+    model_type = config.get("model_type")
+    default = next((f.model_classes[0].__name__ for f in families() if f.model_type == model_type), "")
+    names = list(config.get("architectures") or []) or [default]
     for name in names:
         if name in classes:
             return classes[name][1]
+    if missing_family(str(model_type)):
+        raise TypeError(f"{config_file}: {missing_family(str(model_type))}")
     raise TypeError(
         f"{config_file}: architectures {names or None} (model_type {config.get('model_type')!r}) is not supported; "
         f"supported: {sorted(classes)}"

@@ -14,7 +14,7 @@ from torch import nn
 from .config import POSITION_SCHEMES, TemporalConfig
 from .errors import StaveError, error_message
 from .modeling import add_temporal_attention, temporal_parameters
-from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower
+from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower, preset_available
 
 
 def linear_macs_per_token(module: nn.Module) -> int:
@@ -47,6 +47,8 @@ def sta_cost(preset: str, config: TemporalConfig) -> dict[str, float | int | str
 def cmd_info(args: argparse.Namespace) -> int:
     config = TemporalConfig(head_scale=args.head_scale, layers=args.layers)
     presets = [args.preset] if args.preset else list(VISION_PRESETS)
+    if args.preset and preset_available(args.preset):
+        raise ValueError(f"{args.preset}: {preset_available(args.preset)}")
     header = (
         f"{'preset':<16}{'blocks':>8}{'STA blocks':>12}{'t-heads':>9}{'tower params':>16}"
         f"{'STA/block':>13}{'STA total':>14}{'STA/tower':>11}{'+MACs/block':>13}"
@@ -54,13 +56,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"Stacked temporal attention, {config}")
     print(header)
     print("-" * len(header))
+    unavailable = {preset: preset_available(preset) for preset in presets if not args.preset}
     for preset in presets:
+        if unavailable.get(preset):
+            continue
         c = sta_cost(preset, config)
         print(
             f"{c['preset']:<16}{c['blocks']:>8}{c['sta_blocks']:>12}{c['heads']:>9}{c['tower_params']:>16,}"
             f"{c['sta_per_block']:>13,}{c['sta_total']:>14,}{c['param_ratio']:>10.2%}{c['mac_share']:>13.2%}"
         )
     print("(+MACs/block: added linear multiply-adds per token in a block with STA, relative to the block)")
+    for preset, reason in unavailable.items():
+        if reason:
+            print(f"({preset} left out: {reason})")
     return 0
 
 

@@ -240,16 +240,30 @@ def _pooled_grid(grid_thw: torch.Tensor) -> torch.Tensor:
 
 
 def _pooled_video_features(base: nn.Module, pixel_values_videos: torch.Tensor, video_grid_thw=None, **kwargs):
+    """get_video_features with each video's tokens (and Qwen3-VL's deepstack features, which the LLM adds onto
+    the same video positions) averaged over its temporal patches."""
     features = type(base).get_video_features
     if getattr(base.config, POOLING_KEY, None) is None:
         return features(base, pixel_values_videos, video_grid_thw, **kwargs)
     merge = base.config.vision_config.spatial_merge_size
-    if _TRANSFORMERS_MAJOR < 5:  # 4.57: a tuple of per-video tensors
-        return mean_over_time(features(base, pixel_values_videos, video_grid_thw, **kwargs), video_grid_thw, merge)
+    sizes = (video_grid_thw.prod(-1) // merge**2).tolist()
+
+    def pool(per_video: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if isinstance(per_video, torch.Tensor):  # one level of 4.57's deepstack: all videos concatenated
+            per_video = per_video.split(sizes)
+        return mean_over_time(per_video, video_grid_thw, merge)
+
+    if _TRANSFORMERS_MAJOR < 5:
+        out = features(base, pixel_values_videos, video_grid_thw, **kwargs)
+        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], list):  # Qwen3-VL: (tokens, deepstack)
+            return pool(out[0]), [torch.cat(pool(level)) for level in out[1]]
+        return pool(out)  # a tuple of per-video tensors
     # 5.x: an output object whose pooler_output holds the per-video tokens (as a tuple if return_dict=False)
     return_dict = kwargs.pop("return_dict", None)
     out = features(base, pixel_values_videos, video_grid_thw, return_dict=True, **kwargs)
-    out.pooler_output = mean_over_time(out.pooler_output, video_grid_thw, merge)
+    out.pooler_output = pool(out.pooler_output)
+    if getattr(out, "deepstack_features", None) is not None:
+        out.deepstack_features = [pool(level) for level in out.deepstack_features]
     return_dict = base.config.return_dict if return_dict is None else return_dict
     return out if return_dict else out.to_tuple()
 

@@ -22,6 +22,23 @@ _QWEN2_5_VL_TOWER = dict(
     fullatt_block_indexes=[7, 15, 23, 31],
 )
 
+# Qwen3-VL (vision_config of https://huggingface.co/Qwen/Qwen3-VL-{2B,8B,30B-A3B}-Instruct/blob/main/config.json):
+# patch 16, 48x48 position table (num_position_embeddings 2304), gelu_pytorch_tanh MLP; 2B: depth 24, width 1024,
+# 16 heads, MLP 4096, deepstack taps [5, 11, 17]; 8B and 30B-A3B: depth 27, width 1152, 16 heads, MLP 4304,
+# taps [8, 16, 24]; out_hidden_size is the LLM width (2048, 4096, 2048). These values were written from the
+# published files without re-downloading them in this repository (no hub access here); 8B's are the ones issue #14
+# quotes (depth 27, width 1152, 16 heads of 72). Qwen3.5 (vision_config of
+# https://huggingface.co/Qwen/Qwen3.5-27B/blob/main/config.json): the Qwen3-VL-8B tower without deepstack taps,
+# as transformers' Qwen3_5VisionConfig defaults document for that checkpoint (depth 27, width 1152, 16 heads, MLP
+# 4304); only depth, width and heads enter STA's figures.
+_QWEN3_VL_TOWER = dict(
+    depth=27, hidden_size=1152, num_heads=16, intermediate_size=4304, hidden_act="gelu_pytorch_tanh",
+    num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
+)  # fmt: skip
+_QWEN3_VL_SMALL_TOWER = dict(_QWEN3_VL_TOWER, depth=24, hidden_size=1024, intermediate_size=4096,
+                             deepstack_visual_indexes=[5, 11, 17])  # fmt: skip
+_QWEN3_5_TOWER = {k: v for k, v in _QWEN3_VL_TOWER.items() if k != "deepstack_visual_indexes"}
+
 #: preset name -> (family key, vision config values)
 VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2-vl-2b": ("qwen2_vl", {**_QWEN2_VL_TOWER, "hidden_size": 1536}),
@@ -30,7 +47,23 @@ VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2.5-vl-3b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 2048}),
     "qwen2.5-vl-7b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 3584}),
     "qwen2.5-vl-72b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 8192}),
+    "qwen3-vl-2b": ("qwen3_vl", {**_QWEN3_VL_SMALL_TOWER, "out_hidden_size": 2048}),
+    "qwen3-vl-8b": ("qwen3_vl", {**_QWEN3_VL_TOWER, "out_hidden_size": 4096}),
+    "qwen3-vl-30b-a3b": ("qwen3_vl_moe", {**_QWEN3_VL_TOWER, "out_hidden_size": 2048}),
+    "qwen3.5-27b": ("qwen3_5", {**_QWEN3_5_TOWER, "out_hidden_size": 5120}),
 }
+
+
+def preset_available(preset: str) -> str | None:
+    """None if the installed transformers has the preset's family, else why not (the version it needs)."""
+    from .models import family_for_model_type
+
+    family = (VISION_PRESETS.get(preset) or TINY_PRESETS.get(preset) or (None,))[0]
+    try:
+        family_for_model_type(family)
+    except ValueError as error:
+        return str(error)
+    return None
 
 # Tiny random models (FIELD_NOTES: mrope_section must sum to head_dim / 2; special ids below vocab_size).
 _TINY_TEXT = dict(
@@ -86,6 +119,51 @@ TINY_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 
 
+# Qwen3-VL / Qwen3.5 (transformers' Qwen3VLConfig, Qwen3VLMoeConfig, Qwen3_5Config, Qwen3_5MoeConfig): vision patch
+# 16, a learned position table (here 8x8) interpolated to each grid, deepstack taps after vision blocks 0 and 1
+# (Qwen3-VL); text with interleaved M-RoPE (mrope_section sums to the rotary dims / 2), Qwen3.5 with one
+# linear-attention (Gated DeltaNet) and one full-attention layer, MoE with 4 experts of which 2 are routed.
+_TINY_QWEN3_VISION = dict(
+    depth=3, hidden_size=32, num_heads=4, intermediate_size=48, out_hidden_size=32, num_position_embeddings=64
+)
+_TINY_QWEN3_TEXT = dict(
+    _TINY_TEXT,
+    head_dim=8,
+    rope_scaling={"rope_type": "default", "mrope_section": [2, 1, 1], "mrope_interleaved": True},
+)
+_TINY_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
+_TINY_QWEN3_5_TEXT = dict(
+    _TINY_TEXT,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    layer_types=["linear_attention", "full_attention"],
+    linear_key_head_dim=8,
+    linear_value_head_dim=8,
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+    rope_scaling={
+        "rope_type": "default", "mrope_section": [2, 1, 1], "mrope_interleaved": True, "partial_rotary_factor": 0.5
+    },
+)  # fmt: skip
+TINY_PRESETS.update(
+    {
+        "tiny-qwen3-vl": ("qwen3_vl", dict(_TINY_QWEN3_VISION, deepstack_visual_indexes=[0, 1]), _TINY_QWEN3_TEXT),
+        "tiny-qwen3-vl-moe": (
+            "qwen3_vl_moe",
+            dict(_TINY_QWEN3_VISION, deepstack_visual_indexes=[0, 1]),
+            dict(_TINY_QWEN3_TEXT, **_TINY_MOE),
+        ),
+        "tiny-qwen3.5": ("qwen3_5", _TINY_QWEN3_VISION, _TINY_QWEN3_5_TEXT),
+        "tiny-qwen3.5-moe": (
+            "qwen3_5_moe",
+            _TINY_QWEN3_VISION,
+            dict(_TINY_QWEN3_5_TEXT, **_TINY_MOE, shared_expert_intermediate_size=32),
+        ),
+    }
+)
+
+
 # Whole models of published shape (the released config.json values, vision and text), for benchmarks with random
 # weights: nothing is downloaded.
 SHAPED_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -118,23 +196,26 @@ def tiny_vocabulary(preset: str) -> list[str]:
         from .synthetic import vocabulary
 
         return vocabulary()
+    family = TINY_PRESETS[preset][0] if preset in TINY_PRESETS else None
+    if family in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"):
+        # the words of Qwen3-VL's timestamp texts, "<12.5 seconds>", for clips of up to two minutes
+        return ["<", ">", "seconds", ".", *(str(n) for n in range(121))]
     return []
 
 
 def _classes(family: str) -> tuple[type, type, type]:
-    """(full config class, vision config class, vision tower class) of a family."""
-    if family == "qwen2_vl":
-        from transformers import Qwen2VLConfig
-        from transformers.models.qwen2_vl import modeling_qwen2_vl as m
+    """(full config class, vision config class, vision tower class) of a family (its config.model_type); a
+    ValueError naming the transformers version it needs where the installed one lacks it."""
+    from .models import family_for_model_type
 
-        return Qwen2VLConfig, Qwen2VLConfig.sub_configs["vision_config"], m.Qwen2VisionTransformerPretrainedModel
-    if family == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLConfig
-        from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m
+    adapter = family_for_model_type(family)
+    return adapter.model_classes[0].config_class, adapter.tower_class.config_class, adapter.tower_class
 
-        vision_config = Qwen2_5_VLConfig.sub_configs["vision_config"]
-        return Qwen2_5_VLConfig, vision_config, m.Qwen2_5_VisionTransformerPretrainedModel
-    raise ValueError(f"unknown family {family!r}")
+
+def _model_class(family: str) -> type:
+    from .models import family_for_model_type
+
+    return family_for_model_type(family).model_classes[0]
 
 
 def build_vision_tower(preset: str, *, device: str | torch.device = "meta", **overrides: Any) -> nn.Module:
@@ -225,10 +306,7 @@ def _random_model(
         )
     tied = {"tie_word_embeddings": text["tie_word_embeddings"]} if "tie_word_embeddings" in text else {}
     config = config_class(text_config=text, vision_config=dict(vision), **ids, **tied)
-    if family == "qwen2_vl":
-        from transformers import Qwen2VLForConditionalGeneration as model_class
-    else:
-        from transformers import Qwen2_5_VLForConditionalGeneration as model_class
+    model_class = _model_class(family)
     torch.manual_seed(seed)
     model = model_class._from_config(config, attn_implementation=attn_implementation)
     return model.eval()

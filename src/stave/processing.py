@@ -6,12 +6,16 @@ normalised there. A video content item may carry its own settings, as with qwen-
 min/max_frames, min/max/total_pixels, video_start/video_end (seconds), and source_fps for frame folders and
 frame lists; an image item its own min/max_pixels.
 Each video placeholder becomes <|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>, or
-x (h*w / merge^2) for a model that pools video tokens over time (stave.modeling.set_temporal_pooling).
+x (h*w / merge^2) for a model that pools video tokens over time (stave.modeling.set_temporal_pooling). In
+Qwen3-VL and Qwen3.5 (families with a VideoPrompt, stave.models) each temporal patch is its own vision block
+after its `<t.t seconds>` text, as transformers' Qwen3VLProcessor writes it; a pooled video is one block whose
+timestamp is the mean time of the video's sampled frames (the same for a clip and its reverse).
 For training, labels are -100 everywhere except the tokens of assistant answers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,16 +28,15 @@ import transformers
 from .config import TEMPORAL_POOLING_MODES
 from .conversations import ConversationError, item_video_options, to_messages
 from .modeling import POOLING_KEY, temporal_pooling
+from .models import VisionFamily, family_for_model_type
 from .video import PatchSpec, VideoOptions, pack_frames, read_image, read_video, seconds_per_grid
 from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
 
 IGNORE_INDEX = -100
-# transformers 5.x's Qwen2-VL forward needs mm_token_type_ids next to input_ids; 4.57's rejects it.
+# transformers 5.x's forward needs mm_token_type_ids next to input_ids; 4.57's rejects it.
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 NEEDS_MM_TOKEN_TYPES = TRANSFORMERS_MAJOR >= 5
-# Model families (config.model_type) whose forward takes `second_per_grid_ts`: Qwen2.5-VL aligns the temporal
-# rotary positions of video tokens with seconds of source time; Qwen2-VL counts temporal patches.
-MODEL_TYPES = {"qwen2_vl": False, "qwen2_5_vl": True}
+VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD = "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"
 
 
 @dataclass
@@ -42,12 +45,14 @@ class VideoChatProcessor:
 
     Attributes:
         tokenizer: a tokenizer with a chat template and Qwen's vision tokens.
-        spec: patch geometry of the vision tower (PatchSpec.from_vision_config(model.config.vision_config)).
+        spec: patch geometry and pixel normalisation of the vision tower (`for_model` takes them from the
+            model's vision config and family).
         video_options: how videos are sampled and resized (logged with every run).
         data_root: media paths are relative to it.
         image_min_pixels, image_max_pixels: smart_resize bounds for images.
-        model_type: the model's config.model_type, "qwen2_vl" or "qwen2_5_vl"; for Qwen2.5-VL every
-            encoded sample and batch with videos carries `second_per_grid_ts` (see `seconds_per_grid`).
+        model_type: the model's config.model_type (a supported family, stave.models); for Qwen2.5-VL every
+            encoded sample and batch with videos carries `second_per_grid_ts` (see `seconds_per_grid`), for
+            Qwen3-VL / Qwen3.5 every temporal patch gets its own timestamped vision block.
         cache: a VideoCache that keeps decoded videos, so a video read again with the same options (next
             epoch, next evaluation) is not decoded again.
         temporal_pooling: the model's temporal pooling (None or "mean", stave.modeling.temporal_pooling):
@@ -67,10 +72,13 @@ class VideoChatProcessor:
 
     @classmethod
     def for_model(cls, tokenizer: Any, model: Any, video_options: VideoOptions | None = None, **kwargs: Any):
-        """A processor with the patch geometry, model type and temporal pooling of `model` (a Qwen2-VL or
-        Qwen2.5-VL model, also inside a peft or DDP wrapper, or its config)."""
+        """A processor with the patch geometry, model type and temporal pooling of `model` (a model of a
+        supported family, also inside a peft or DDP wrapper, or its config)."""
         config = getattr(model, "config", model)
-        spec = PatchSpec.from_vision_config(config.vision_config)
+        family = family_for_model_type(config.model_type)
+        spec = dataclasses.replace(
+            PatchSpec.from_vision_config(config.vision_config), mean=family.pixel_mean, std=family.pixel_std
+        )
         pooling = temporal_pooling(model) if isinstance(model, torch.nn.Module) else getattr(config, POOLING_KEY, None)
         return cls(
             tokenizer,
@@ -82,19 +90,18 @@ class VideoChatProcessor:
         )
 
     def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ValueError(f"model_type must be one of {sorted(MODEL_TYPES)}, got {self.model_type!r}")
+        self.family: VisionFamily = family_for_model_type(self.model_type)
         if self.temporal_pooling is not None and self.temporal_pooling not in TEMPORAL_POOLING_MODES:
             raise ValueError(
                 f"temporal_pooling must be None or one of {list(TEMPORAL_POOLING_MODES)}, got {self.temporal_pooling!r}"
             )
         ids = {}
-        for token in ("<|video_pad|>", "<|image_pad|>"):
+        for token in (VIDEO_PAD, IMAGE_PAD, VISION_START, VISION_END):
             token_id = self.tokenizer.convert_tokens_to_ids(token)
             if token_id is None or token_id == self.tokenizer.unk_token_id:
                 raise ValueError(f"the tokenizer has no {token} token")
             ids[token] = token_id
-        self.video_token_id, self.image_token_id = ids["<|video_pad|>"], ids["<|image_pad|>"]
+        self.video_token_id, self.image_token_id = ids[VIDEO_PAD], ids[IMAGE_PAD]
 
     def encode(self, sample: Any, *, train: bool, name: str = "sample") -> dict[str, Any]:
         """One sample -> token ids (1-D), optional labels, packed pixels and grids, and video metadata.
@@ -115,31 +122,12 @@ class VideoChatProcessor:
                 elif item["type"] == "image":
                     images.append(pack_frames(self._load_image(item), self.spec))
 
-        ids, labels = self._tokenize(messages, train, name)
         merge = self.spec.merge_size**2
-        counts = {  # a pooling model's LLM sees each video as one temporal patch
-            self.video_token_id: [(1 if self.temporal_pooling else t) * h * w // merge for _, (t, h, w) in videos],
-            self.image_token_id: [g[0] * g[1] * g[2] // merge for _, g in images],
-        }
+        video_texts = [self._video_text(clip, grid) for clip, (_, grid) in zip(clips, videos, strict=True)]
+        image_texts = [IMAGE_PAD * (g[0] * g[1] * g[2] // merge) for _, g in images]
+        out_ids, out_labels = self._tokenize(messages, train, name, video_texts, image_texts)
         kinds = {self.video_token_id: 2, self.image_token_id: 1}
-        out_ids, out_labels, types = [], [], []
-        used = {self.video_token_id: 0, self.image_token_id: 0}
-        for token, label in zip(ids, labels, strict=True):
-            if token in counts:
-                if used[token] >= len(counts[token]):
-                    raise ConversationError(f"{name}: the chat template produced more vision pads than media items")
-                n = counts[token][used[token]]
-                used[token] += 1
-                out_ids += [token] * n
-                out_labels += [IGNORE_INDEX] * n
-                types += [kinds[token]] * n
-            else:
-                out_ids.append(token)
-                out_labels.append(label)
-                types.append(0)
-        for token, n in used.items():
-            if n != len(counts[token]):
-                raise ConversationError(f"{name}: the chat template dropped a media item (its pad token is missing)")
+        types = [kinds.get(token, 0) for token in out_ids]
 
         encoded: dict[str, Any] = {"input_ids": torch.tensor(out_ids), "mm_token_type_ids": torch.tensor(types)}
         if train:
@@ -152,7 +140,7 @@ class VideoChatProcessor:
                 encoded["video_grid_thw" if key == "videos" else "image_grid_thw"] = torch.tensor(
                     [g for _, g in packed], dtype=torch.long
                 )
-        if videos and MODEL_TYPES[self.model_type]:
+        if videos and self.family.seconds_per_grid:
             encoded["second_per_grid_ts"] = self._second_per_grid_ts(clips)
         encoded["clips"] = clips
         return encoded
@@ -190,20 +178,73 @@ class VideoChatProcessor:
                 batch[key] = torch.cat(parts)
         return batch
 
-    def _tokenize(self, messages, train: bool, name: str) -> tuple[list[int], list[int]]:
-        template = self.tokenizer.apply_chat_template
-        ids = template(messages, tokenize=True, add_generation_prompt=not train, return_dict=False)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    def _video_text(self, clip, grid: Sequence[int]) -> str:
+        """The text that stands for one video in the prompt, from <|vision_start|> to <|vision_end|>: one vision
+        block of pads (Qwen2-VL, Qwen2.5-VL), or the family's VideoPrompt blocks (Qwen3-VL, Qwen3.5: each
+        temporal patch after its timestamp; one block with the mean frame time when the model pools)."""
+        t, h, w = grid
+        pads = h * w // self.spec.merge_size**2
+        patches = 1 if self.temporal_pooling else t
+        prompt = self.family.video_prompt
+        if prompt is None:
+            return VISION_START + VIDEO_PAD * (patches * pads) + VISION_END
+        times = list(clip.timestamps)  # seconds of each sampled frame in the source
+        if self.temporal_pooling:  # one block for the whole video, at a time that reversing the clip keeps
+            stamps = [sum(times) / len(times)]
+        else:
+            stamps = prompt.patch_times(times, self.spec.temporal_patch_size)
+        blocks = prompt.blocks(stamps, pads)
+        text = "".join(f"{before}{VISION_START}{VIDEO_PAD * count}{VISION_END}" for before, count in blocks)
+        return f"{VISION_START}{text}{VISION_END}" if prompt.outer_vision_tokens else text
+
+    def _render(
+        self, messages, generation_prompt: bool, name: str, video_texts, image_texts
+    ) -> tuple[list[int], dict[str, int]]:
+        """Token ids of the chat template's text for `messages`, each vision placeholder (in order of appearance)
+        replaced with its media's text, as transformers' processors replace them in the rendered prompt; and how
+        many placeholders of each kind were replaced."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        parts, used = [], {VIDEO_PAD: 0, IMAGE_PAD: 0}
+        media = {VIDEO_PAD: video_texts, IMAGE_PAD: image_texts}
+        position = 0
+        triple = VISION_START + VIDEO_PAD + VISION_END
+        while True:
+            found = [(text.find(pad, position), pad) for pad in (VIDEO_PAD, IMAGE_PAD)]
+            found = [(index, pad) for index, pad in found if index >= 0]
+            if not found:
+                break
+            index, pad = min(found)
+            if used[pad] >= len(media[pad]):
+                raise ConversationError(f"{name}: the chat template produced more vision pads than media items")
+            replacement = media[pad][used[pad]]
+            used[pad] += 1
+            if pad == VIDEO_PAD and text.startswith(triple, index - len(VISION_START)):
+                # the media's text holds its own <|vision_start|> ... <|vision_end|>
+                parts.append(text[position : index - len(VISION_START)])
+                position = index + len(VIDEO_PAD) + len(VISION_END)
+            elif pad == VIDEO_PAD:
+                parts.append(text[position:index])
+                replacement = replacement[len(VISION_START) : -len(VISION_END)]
+                position = index + len(VIDEO_PAD)
+            else:
+                parts.append(text[position:index])
+                position = index + len(IMAGE_PAD)
+            parts.append(replacement)
+        parts.append(text[position:])
+        return list(self.tokenizer("".join(parts), add_special_tokens=False)["input_ids"]), used
+
+    def _tokenize(self, messages, train: bool, name: str, video_texts, image_texts) -> tuple[list[int], list[int]]:
+        ids, used = self._render(messages, not train, name, video_texts, image_texts)
+        if used != {VIDEO_PAD: len(video_texts), IMAGE_PAD: len(image_texts)}:
+            raise ConversationError(f"{name}: the chat template dropped a media item (its pad token is missing)")
         labels = [IGNORE_INDEX] * len(ids)
         if not train:
             return ids, labels
         for k, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            start_ids = template(messages[:k], tokenize=True, add_generation_prompt=True, return_dict=False)
-            end_ids = template(messages[: k + 1], tokenize=True, add_generation_prompt=False, return_dict=False)
-            start_ids = list(start_ids["input_ids"] if isinstance(start_ids, dict) else start_ids)
-            end_ids = list(end_ids["input_ids"] if isinstance(end_ids, dict) else end_ids)
+            start_ids, _ = self._render(messages[:k], True, name, video_texts, image_texts)
+            end_ids, _ = self._render(messages[: k + 1], False, name, video_texts, image_texts)
             if ids[: len(end_ids)] != end_ids or end_ids[: len(start_ids)] != start_ids:
                 raise ConversationError(f"{name}: the chat template does not render conversations prefix by prefix")
             labels[len(start_ids) : len(end_ids)] = ids[len(start_ids) : len(end_ids)]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .modeling import temporal_pooling
+from .models import find_vision_tower
 
 Grid = tuple[int, int, int]
 
@@ -40,23 +41,35 @@ def model_inputs(
     seed: int = 0,
     text_tokens: int = 3,
 ) -> dict[str, torch.Tensor]:
-    """Inputs for a Qwen2-VL-family ForConditionalGeneration: one sequence holding every image, then every
+    """Inputs for a supported ForConditionalGeneration: one sequence holding every image, then every
     video, each as <vision_start> pad*(t*h*w/merge^2) <vision_end>, followed by a few text tokens. A video
     gets h*w/merge^2 pads when the model pools video tokens over time (stave.modeling.set_temporal_pooling).
+    In a family whose prompt gives each temporal patch its own vision block (Qwen3-VL, Qwen3.5: VideoPrompt), a
+    video is one such block per temporal patch (one when pooled), each after one text token standing for its
+    timestamp text.
 
     mm_token_type_ids (0 text, 1 image, 2 video) is included when the model's forward takes it
     (transformers 5.x).
     """
     config = model.config
+    prompt = find_vision_tower(model)[0].video_prompt
     merge = config.vision_config.spatial_merge_size**2
     pooled = temporal_pooling(model) is not None
     ids: list[int] = []
     types: list[int] = []
     for grids, pad_id, kind in ((images, config.image_token_id, 1), (videos, config.video_token_id, 2)):
         for t, h, w in grids:
-            count = (1 if pooled and kind == 2 else t) * h * w // merge
-            ids += [config.vision_start_token_id, *[pad_id] * count, config.vision_end_token_id]
-            types += [0, *[kind] * count, 0]
+            patches = 1 if pooled and kind == 2 else t
+            if kind == 2 and prompt is not None:
+                blocks = [(3, count) for _, count in prompt.blocks([float(k) for k in range(patches)], h * w // merge)]
+            else:
+                blocks = [(None, patches * h * w // merge)]
+            for text_id, count in blocks:
+                if text_id is not None:
+                    ids.append(text_id)
+                    types.append(0)
+                ids += [config.vision_start_token_id, *[pad_id] * count, config.vision_end_token_id]
+                types += [0, *[kind] * count, 0]
     generator = torch.Generator().manual_seed(seed + 1)
     text = torch.randint(3, 100, (text_tokens,), generator=generator).tolist()
     ids += text

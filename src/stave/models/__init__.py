@@ -4,7 +4,7 @@ else about STA is family-independent (stave.temporal)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,26 @@ class PositionAdapter:
 
 
 @dataclass(frozen=True)
+class VideoPrompt:
+    """How a family's prompt holds a video (Qwen3-VL, Qwen3.5: one vision block per temporal patch, each after
+    its timestamp text).
+
+    Attributes:
+        patch_times: (frame_times, temporal_patch_size) -> the time (seconds) of each temporal patch, from the
+            source times of the sampled frames.
+        blocks: (timestamps, pads_per_patch) -> one (text, pads) entry per vision block, in order: the text
+            written before the block and the number of video pads in it. `timestamps` has one value (seconds) per
+            temporal patch the LLM sees.
+        outer_vision_tokens: whether the template's own <|vision_start|> ... <|vision_end|> around the video pad
+            stay around the blocks (transformers 5.x replaces only the pad) or are replaced with it (4.57).
+    """
+
+    patch_times: Callable[[Sequence[float], int], list[float]]
+    blocks: Callable[[Sequence[float], int], list[tuple[str, int]]]
+    outer_vision_tokens: bool
+
+
+@dataclass(frozen=True)
 class VisionFamily:
     """What stave needs to know about one model family.
 
@@ -50,6 +70,14 @@ class VisionFamily:
         token_order: (tower, h, w) -> (h*w,) long: for one temporal patch of h x w patches, the index into the
             tower's input rows (the processor's patch order, stave.video.packing) of each row its blocks see;
             the same for every temporal patch of a video.
+        model_type: config.model_type of the family's full model.
+        seconds_per_grid: the forward takes `second_per_grid_ts` (Qwen2.5-VL: temporal rotary positions follow
+            seconds of source time).
+        video_prompt: None: a video is one vision block of t*h*w/merge^2 pads (Qwen2-VL, Qwen2.5-VL); else how
+            its prompt is laid out (VideoPrompt), and the LLM places each vision block as a grid (1, h, w).
+        llm_linears: names (within an LLM decoder layer) of the linears LoRA adapts.
+        pixel_mean, pixel_std: per-channel normalisation of the family's processors (published
+            preprocessor_config.json): CLIP's for Qwen2-VL / Qwen2.5-VL, 0.5 for Qwen3-VL / Qwen3.5.
         positions: how its LLM positions are replaced (stave.set_position_scheme); None: the family has only
             its stock positions.
     """
@@ -64,6 +92,15 @@ class VisionFamily:
     make_norm: Callable[[nn.Module, int], nn.Module]
     vision_linears: tuple[str, ...]
     token_order: Callable[[nn.Module, int, int], torch.Tensor]
+    model_type: str
+    seconds_per_grid: bool = False
+    video_prompt: VideoPrompt | None = None
+    llm_linears: tuple[str, ...] = (
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+    )  # fmt: skip
+    pixel_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    pixel_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     positions: PositionAdapter | None = None
 
     @property
@@ -84,8 +121,45 @@ def shard_units(model: nn.Module) -> list[str]:
 def families() -> tuple[VisionFamily, ...]:
     from .qwen2_5_vl import QWEN2_5_VL
     from .qwen2_vl import QWEN2_VL
+    from .qwen3_vl import FAMILIES as QWEN3_FAMILIES
 
-    return (QWEN2_VL, QWEN2_5_VL)
+    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES)
+
+
+def missing_family(model_type: str) -> str | None:
+    """Why the installed transformers lacks the family of `model_type` (the version it needs), or None."""
+    from .qwen3_vl import NEEDS_NEWER
+
+    if model_type not in NEEDS_NEWER:
+        return None
+    import transformers
+
+    installed = transformers.__version__
+    return f"model_type {model_type!r} needs transformers >= {NEEDS_NEWER[model_type]} (installed: {installed})"
+
+
+def family_for_model_type(model_type: str) -> VisionFamily:
+    """The family whose full model has config.model_type `model_type`; a ValueError naming the transformers
+    version a family needs when the installed one lacks it, or the supported model types."""
+    for family in families():
+        if family.model_type == model_type:
+            return family
+    if missing_family(model_type):
+        raise ValueError(missing_family(model_type))
+    raise ValueError(f"model_type must be one of {[f.model_type for f in families()]}, got {model_type!r}")
+
+
+def vision_outputs(out: object) -> list[torch.Tensor]:
+    """Every tensor a vision tower's forward hands on to the LLM: the merged tokens, and Qwen3-VL's deepstack
+    features. Accepts what towers return on transformers 4.57 (a tensor; Qwen3-VL: (tokens, [deepstack])) and
+    5.x (an output object with pooler_output and, for Qwen3-VL, deepstack_features)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)) and not hasattr(out, "pooler_output"):
+        return [t for item in out for t in vision_outputs(item)]
+    tensors = [out.pooler_output]
+    tensors += list(getattr(out, "deepstack_features", None) or [])
+    return tensors
 
 
 def supported_classes() -> dict[str, tuple[VisionFamily, type[nn.Module]]]:

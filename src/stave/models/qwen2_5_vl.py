@@ -47,5 +47,7 @@ QWEN2_5_VL = VisionFamily(
     # SwiGLU: the same names as the LLM's MLP, told apart by the `visual.blocks.N.` prefix (stave.training)
     vision_linears=("attn.qkv", "attn.proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
     token_order=window_order,
+    model_type="qwen2_5_vl",
+    seconds_per_grid=True,
     positions=MROPE,
 )

@@ -28,5 +28,6 @@ QWEN2_VL = VisionFamily(
     make_norm=lambda block, dim: nn.LayerNorm(dim, eps=block.norm1.eps),
     vision_linears=("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
     token_order=lambda tower, h, w: torch.arange(h * w),
+    model_type="qwen2_vl",
     positions=MROPE,
 )

@@ -32,7 +32,7 @@ from .. import __version__
 from ..checkpoint import load_model
 from ..distributed import check_joined, owned_process_group, shard_on_cpus, training_settings
 from ..modeling import set_temporal_pooling
-from ..models import find_vision_tower, shard_units
+from ..models import find_vision_tower, shard_units, vision_outputs
 from ..positions import set_position_scheme
 from ..processing import VideoChatProcessor
 from ..tokenizer import save_tokenizer
@@ -170,7 +170,8 @@ def vision_participation(model: nn.Module, passes: int = 1) -> Iterator[None]:
 
 
 def _blank_image_zero(model: nn.Module) -> torch.Tensor:
-    """The vision tower of `model` run on one blank 2x2-patch image, times 0 (float32 scalar)."""
+    """The vision tower of `model` run on one blank 2x2-patch image, all its outputs summed, times 0 (float32
+    scalar)."""
     _, tower = find_vision_tower(model)
     config = tower.config
     spec = PatchSpec.from_vision_config(config)
@@ -179,9 +180,8 @@ def _blank_image_zero(model: nn.Module) -> torch.Tensor:
     width = 3 * spec.temporal_patch_size * spec.patch_size**2
     pixels = torch.zeros(merge * merge, width, dtype=parameter.dtype, device=parameter.device)
     grid = torch.tensor([[1, merge, merge]], device=parameter.device)
-    out = tower(pixels, grid_thw=grid)
-    out = out.pooler_output if hasattr(out, "pooler_output") else out
-    return out.float().sum() * 0.0
+    # every output the LLM would get (Qwen3-VL: the deepstack features too, so their mergers join the graph)
+    return sum(out.float().sum() for out in vision_outputs(tower(pixels, grid_thw=grid))) * 0.0
 
 
 class SealCheckpoints(TrainerCallback):

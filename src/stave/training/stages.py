@@ -2,9 +2,11 @@
 everything (`full`) — as parameter selection on one model, never as separate code paths.
 
 LoRA goes on the vision blocks' attention/MLP linears (named per family in stave.models, so Qwen2.5-VL's
-vision SwiGLU is told from the LLM's MLP by its `visual.blocks.N.` prefix) and on the LLM's attention/MLP
-linears; never on the STA layers, which train in full through peft's `modules_to_save` (so peft checkpoints
-hold them too), as does the head when a LoRA stage trains it.
+vision SwiGLU is told from the LLM's MLP by its `visual.blocks.N.` prefix; the mergers, Qwen3-VL's deepstack
+mergers included, sit outside `visual.blocks` and are never adapted) and on the LLM's attention/MLP linears
+(per family too: an MoE layer adapts attention and, in Qwen3.5-MoE, the shared expert, not the routed experts
+or the router; see stave.models.qwen3_vl); never on the STA layers, which train in full through peft's
+`modules_to_save` (so peft checkpoints hold them too), as does the head when a LoRA stage trains it.
 
 The weights a stage creates (STA, LoRA) are random draws, each part from its own seed derived from the stage's
 seed (`part_seed`): the same recipe seed gives the same weights in every process, whatever ran before in it,
@@ -26,7 +28,6 @@ from .recipe import LoraSection, StageSpec
 
 TEMPORAL_MODULES = ["temp_attn", "norm3"]
 HEAD_MODULES = ["lm_head"]
-LLM_LINEARS = r"language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 VISION_QKV = r"visual\.blocks\.\d+\.attn\.qkv"
 
 
@@ -38,7 +39,8 @@ def lora_targets(model: nn.Module, lora: LoraSection) -> str:
         names = "|".join(re.escape(name) for name in family.vision_linears)
         parts.append(rf"visual\.blocks\.\d+\.({names})")
     if lora.llm:
-        parts.append(LLM_LINEARS)
+        names = "|".join(re.escape(name) for name in family.llm_linears)
+        parts.append(rf"language_model\.layers\.\d+\.({names})")
     if not parts:
         raise ValueError("lora: neither vision nor llm is enabled; a lora stage would train nothing")
     return rf"(.*\.)?({'|'.join(parts)})"
