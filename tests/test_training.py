@@ -312,9 +312,11 @@ def test_skip_policy_counts_and_reports_failed_samples(data, tmp_path, caplog):
         train(load_recipe(recipe, ["data.on_error=raise"]))
 
 
-def test_text_only_batches_give_every_trainable_parameter_a_gradient(data, tmp_path, preset):
-    """A batch without pixels still reaches every STA and vision-LoRA parameter (with zero gradient), so
-    DDP/FSDP/ZeRO ranks never wait for gradients another rank does not produce."""
+@pytest.mark.parametrize("trains", [["temporal", "lora"], ["full"]])
+def test_text_only_batches_give_every_trainable_parameter_a_gradient(data, tmp_path, preset, trains):
+    """A batch without pixels still reaches every STA and vision-LoRA parameter (with zero gradient) and, in full
+    fine-tuning, every tower parameter (Qwen3-VL's deepstack mergers too), so DDP/FSDP/ZeRO ranks never wait for
+    gradients another rank does not produce."""
     from stave.processing import VideoChatProcessor
     from stave.tokenizer import build_word_tokenizer
     from stave.training.run import StaveTrainer
@@ -322,7 +324,7 @@ def test_text_only_batches_give_every_trainable_parameter_a_gradient(data, tmp_p
 
     tokenizer = build_word_tokenizer(["say", "right"])
     model = tiny_model(preset, tokenizer=tokenizer).train()
-    model = prepare_stage(model, StageSpec(name="s", trains=["temporal", "lora"]), TemporalConfig(), LoraSection())
+    model = prepare_stage(model, StageSpec(name="s", trains=trains), TemporalConfig(), LoraSection())
     processor = VideoChatProcessor(tokenizer, spec=PatchSpec.from_vision_config(model.config.vision_config))
     sample = {"conversations": [{"from": "human", "value": "say right"}, {"from": "gpt", "value": "right"}]}
     batch = processor.collate([processor.encode(sample, train=True)])
