@@ -1,4 +1,4 @@
-"""stave: stacked temporal attention (STAVEQ2) for Qwen2-VL-family Video-LLMs."""
+"""stave: stacked temporal attention (STAVEQ2) for Video-LLMs: Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5."""
 
 from .checkpoint import load_model
 from .config import PositionScheme, TemporalConfig
