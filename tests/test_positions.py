@@ -11,21 +11,30 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT, generated_text, randomize_temporal
+from conftest import FAMILIES, ROOT, generated_text, randomize_temporal
 from training_data import tiny_recipe, write_dataset
 
 import stave
 from stave.config import PositionScheme, PositionSchemeError
 from stave.errors import StaveError
+from stave.models import families
 from stave.evaluation import load_answerer
 from stave.positions import UnsupportedPositionScheme
-from stave.presets import tiny_model
+from stave.presets import TINY_PRESETS, tiny_model
 from stave.testing import random_pixels
 from stave.tokenizer import build_word_tokenizer
 from stave.training import RecipeError, load_recipe, train
 from stave.video import VideoOptions
 
 MERGE = 2  # the tiny presets' spatial_merge_size
+# the families whose adapter can replace the LLM's positions (VisionFamily.positions: Qwen2-VL, Qwen2.5-VL); the
+# others refuse a scheme (test_bad_input_is_named)
+WITH_SCHEMES = [p for p in FAMILIES if any(f.model_type == TINY_PRESETS[p][0] and f.positions for f in families())]
+
+
+@pytest.fixture(params=WITH_SCHEMES)
+def preset(request) -> str:
+    return request.param
 SPACINGS = [1.0, 2.0, 0.5]
 
 
@@ -510,6 +519,10 @@ def test_unsupported_families_and_modules_are_refused_by_name(monkeypatch):
         stave.set_position_scheme(tiny_model(), "videorope")
     assert isinstance(error.value, TypeError) and isinstance(error.value, StaveError)
     assert stave.position_scheme(stave.set_position_scheme(tiny_model(), "mrope")).name == "mrope"  # stock: fine
+    for other in sorted(set(FAMILIES) - set(WITH_SCHEMES)):  # the real families without schemes (Qwen3-VL, ...)
+        with pytest.raises(UnsupportedPositionScheme, match="stave has no position schemes for this family"):
+            stave.set_position_scheme(tiny_model(other), "videorope")
+        assert stave.position_scheme(stave.set_position_scheme(tiny_model(other), "mrope")).name == "mrope"
 
 
 @pytest.mark.parametrize(
