@@ -55,7 +55,8 @@ def good_pairs(caption: str, seed: int) -> list[dict[str, str]]:
 class FakeServer:
     """Answers /v1/chat/completions. What it does depends on words in the caption (the first quoted line of the
     user message): SLOW (first attempt sleeps past the client's timeout), FLAKY (HTTP 503 twice), DOWN (always
-    HTTP 500), BADBODY (first answer not JSON), MALFORMED (text that is no JSON list), REFUSE (HTTP 400), RAW:...
+    HTTP 500), HOLD (answers after 0.4 s),
+    BADBODY (first answer not JSON), MALFORMED (text that is no JSON list), REFUSE (HTTP 400), RAW:...
     (the text after RAW: is the model's answer). Records every request body; counts requests in flight. With
     `gather`, each request waits (up to 10 s) until that many are in flight: how a test sees the concurrency
     reach its limit on a busy machine."""
@@ -113,6 +114,8 @@ class FakeServer:
             return 404, b'{"error": "no such route"}'
         if "REFUSE" in caption:
             return 400, b'{"error": {"message": "The model `nope` does not exist."}}'
+        if "HOLD" in caption:
+            time.sleep(0.4)
         if "DOWN" in caption and self.down or "FLAKY" in caption and attempt <= 2:
             return (500 if "DOWN" in caption else 503), b'{"error": "overloaded"}'
         if "SLOW" in caption and attempt == 1:
@@ -355,14 +358,17 @@ def test_a_refused_request_stops_the_run_with_the_servers_message(server, tmp_pa
 
 
 def test_an_endpoint_that_keeps_failing_stops_the_run(server, tmp_path):
-    path = write_webvid(tmp_path / "caps.csv", [f"DOWN scene {i}" for i in range(6)])
+    captions = [f"DOWN scene {i}" for i in range(3)] + ["DOWN HOLD scene 3", "DOWN HOLD scene 4", "DOWN scene 5"]
+    path = write_webvid(tmp_path / "caps.csv", captions)
     with pytest.raises(MakeQAError, match=r"3 videos in a row failed at every attempt; the last: .*line 4: HTTP 500"):
         make_qa(path, tmp_path / "qa", endpoint(server, concurrency=2, retries=0), max_consecutive_failures=3,
                 progress=False)  # fmt: skip
     assert [row["status"] for row in rows(tmp_path / "qa" / "generations.jsonl")] == ["failed"] * 3
-    time.sleep(0.3)
-    # at the stop 2 were in flight (videos 4, 5) and video 6 was queued: it is cancelled, never asked
-    assert len(server.requests) <= 5
+    time.sleep(0.6)
+    # at the stop both workers are held by videos 3 and 4 (or 4 is still queued) and video 5 is queued: the queued
+    # ones are cancelled, never asked
+    asked = [body["messages"][-1]["content"].split('"')[1] for body in server.requests]
+    assert "DOWN scene 5" not in asked and len(asked) <= 5, asked
 
 
 def test_a_rerun_with_other_settings_is_refused(server, tmp_path):

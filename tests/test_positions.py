@@ -17,8 +17,8 @@ from training_data import tiny_recipe, write_dataset
 import stave
 from stave.config import PositionScheme, PositionSchemeError
 from stave.errors import StaveError
-from stave.models import families
 from stave.evaluation import load_answerer
+from stave.models import families
 from stave.positions import UnsupportedPositionScheme
 from stave.presets import TINY_PRESETS, tiny_model
 from stave.testing import random_pixels
