@@ -196,11 +196,12 @@ def tiny_vocabulary(preset: str) -> list[str]:
         from .synthetic import vocabulary
 
         return vocabulary()
-    family = TINY_PRESETS[preset][0] if preset in TINY_PRESETS else None
-    if family in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"):
-        # the words of Qwen3-VL's timestamp texts, "<12.5 seconds>", for clips of up to two minutes
-        return ["<", ">", "seconds", ".", *(str(n) for n in range(121))]
-    return []
+    if preset not in TINY_PRESETS:
+        return []
+    from .models import family_for_model_type
+
+    prompt = family_for_model_type(TINY_PRESETS[preset][0]).video_prompt  # the words of its timestamp texts
+    return list(prompt.words) if prompt is not None else []
 
 
 def _classes(family: str) -> tuple[type, type, type]:

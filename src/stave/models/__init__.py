@@ -46,11 +46,13 @@ class VideoPrompt:
             temporal patch the LLM sees.
         outer_vision_tokens: whether the template's own <|vision_start|> ... <|vision_end|> around the video pad
             stay around the blocks (transformers 5.x replaces only the pad) or are replaced with it (4.57).
+        words: the words its block texts are made of, for word-level tokenizers of tiny models (stave.presets).
     """
 
     patch_times: Callable[[Sequence[float], int], list[float]]
     blocks: Callable[[Sequence[float], int], list[tuple[str, int]]]
     outer_vision_tokens: bool
+    words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
