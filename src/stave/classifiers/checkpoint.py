@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,12 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
-            f"{path}: torch.load(weights_only=True) refused the file ({_first_line(error)}); stave reads only plain "
+            f"{path}: torch.load(weights_only=True) refused the file ({_unpickler_reason(error)}); stave reads only plain "
             "tensor state dicts and never unpickles arbitrary objects. Re-save its state dict from a trusted "
             "environment (torch.save(checkpoint['model'], ...)) or as safetensors."
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_sentence(str(error))})") from None
     if isinstance(loaded, Mapping):
         wrapped = [key for key in WRAPPER_KEYS if isinstance(loaded.get(key), Mapping)]
         if wrapped:
@@ -192,6 +193,13 @@ def _write_config(config: InternVideo2Config, directory: Path) -> None:
     (directory / CONFIG_FILE).write_text(json.dumps(values, indent=2) + "\n")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _unpickler_reason(error: BaseException) -> str:
+    """What torch's weights-only unpickler objected to (e.g. "Unsupported global: GLOBAL argparse.Namespace ...")."""
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text, flags=re.DOTALL)
+    return _first_sentence(found.group(1) if found else text)
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text.split(". ")[0].rstrip(".") or "no reason given"

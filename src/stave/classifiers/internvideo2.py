@@ -255,6 +255,9 @@ class InternVideo2ForVideoClassification(nn.Module):
     clip_projector.*, fc_norm, head.
     """
 
+    config_class = InternVideo2Config
+    main_input_name = "pixel_values"
+
     def __init__(self, config: InternVideo2Config) -> None:
         super().__init__()
         self.config = config
