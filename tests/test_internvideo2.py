@@ -11,15 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import stave
 from stave.classifiers import (
     CheckpointError,
     InternVideo2Config,
     InternVideo2ForVideoClassification,
     convert_checkpoint,
-    load_classifier,
     load_public_state_dict,
     read_torch_checkpoint,
-    save_classifier,
     sincos_table,
 )
 from stave.presets import CLASSIFIER_PRESETS, TINY_CLASSIFIERS, tiny_classifier
@@ -112,7 +111,7 @@ def test_converter_round_trip_keeps_every_tensor(tmp_path, wrapper):
     torch.save({wrapper: state} if wrapper else state, source)
     out = convert_checkpoint(source, tmp_path / "converted", InternVideo2Config(**TINY_CLASSIFIERS["internvideo2"][1]))
     assert json.loads((out / "config.json").read_text())["num_labels"] == 5  # read from head.weight
-    model = load_classifier(out)
+    model = stave.load_model(out)
     assert model.config.num_labels == 5
     loaded = model.state_dict()
     assert loaded.keys() == state.keys()
@@ -123,7 +122,9 @@ def test_converter_round_trip_keeps_every_tensor(tmp_path, wrapper):
 def test_converter_refuses_what_weights_only_cannot_read(tmp_path):
     source = tmp_path / "pickled.pth"
     torch.save({"model": public_state_dict(CONFIG), "args": _Arguments()}, source)
-    refused = r"pickled\.pth: torch\.load\(weights_only=True\) refused the file \(Unsupported global: GLOBAL [\w.]*_Arguments"
+    refused = (
+        r"pickled\.pth: torch\.load\(weights_only=True\) refused the file \(Unsupported global: GLOBAL [\w.]*_Arguments"
+    )
     with pytest.raises(CheckpointError, match=refused):
         read_torch_checkpoint(source)
     (tmp_path / "garbage.pth").write_bytes(b"PK\x03\x04 cut short")
@@ -149,20 +150,31 @@ def test_save_load_round_trip_reproduces_logits(tmp_path):
     x = clips()
     with torch.no_grad():
         expected = model(pixel_values=x).logits
-        again = load_classifier(save_classifier(model, tmp_path / "saved"))(pixel_values=x).logits
+        model.save_pretrained(tmp_path / "saved")
+        again = stave.load_model(tmp_path / "saved")(pixel_values=x).logits
     assert torch.equal(again, expected)
     assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_from_pretrained_refuses_a_checkpoint_with_sta_and_names_load_model(tmp_path):
+    model = tiny_classifier("internvideo2")
+    stave.add_temporal_attention(model)
+    model.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="holds temporal attention .* stave.load_model"):
+        InternVideo2ForVideoClassification.from_pretrained(tmp_path)
+    assert stave.temporal_config(stave.load_model(tmp_path)) == stave.temporal_config(model)
 
 
 def test_load_names_a_missing_tensor(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    directory = save_classifier(tiny_classifier("internvideo2"), tmp_path / "saved")
+    directory = tmp_path / "saved"
+    tiny_classifier("internvideo2").save_pretrained(directory)
     tensors = load_file(directory / "model.safetensors")
     del tensors["fc_norm.bias"]
     save_file(tensors, directory / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"model\.safetensors: .*1 missing: fc_norm\.bias"):
-        load_classifier(directory)
+        stave.load_model(directory)
 
 
 @pytest.mark.parametrize("frames, size", [(4, 16), (6, 16), (8, 12), (3, 20)])
@@ -249,7 +261,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 def test_published_presets_have_the_published_sizes():
     from stave.presets import classifier
 
-    counts = {name: sum(p.numel() for p in classifier(name).parameters()) for name in ("internvideo2-1b", "internvideo2-6b")}
+    counts = {
+        name: sum(p.numel() for p in classifier(name).parameters()) for name in ("internvideo2-1b", "internvideo2-6b")
+    }
     # 1B: 40 blocks of width 1408; 6B: 48 of 3200 (the names round the counts)
     assert 0.95e9 < counts["internvideo2-1b"] < 1.1e9
     assert 5.5e9 < counts["internvideo2-6b"] < 6.2e9

@@ -15,7 +15,7 @@ from .config import POSITION_SCHEMES, TemporalConfig
 from .errors import StaveError, error_message
 from .modeling import add_temporal_attention, temporal_parameters
 from .models import find_vision_tower
-from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower, preset_available
+from .presets import CLASSIFIER_PRESETS, TINY_PRESETS, VISION_PRESETS, build_vision_tower, preset_available
 
 
 def linear_macs_per_token(module: nn.Module) -> int:
@@ -48,7 +48,7 @@ def sta_cost(preset: str, config: TemporalConfig) -> dict[str, float | int | str
 
 def cmd_info(args: argparse.Namespace) -> int:
     config = TemporalConfig(head_scale=args.head_scale, layers=args.layers)
-    presets = [args.preset] if args.preset else list(VISION_PRESETS)
+    presets = [args.preset] if args.preset else [*VISION_PRESETS, *CLASSIFIER_PRESETS]
     if args.preset and preset_available(args.preset):
         raise ValueError(f"{args.preset}: {preset_available(args.preset)}")
     header = (
@@ -71,6 +71,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     for preset, reason in unavailable.items():
         if reason:
             print(f"({preset} left out: {reason})")
+    return 0
+
+
+def cmd_convert_internvideo2(args: argparse.Namespace) -> int:
+    """The authors' InternVideo2 classifier weights (.pth) -> a stave directory (config.json + model.safetensors)."""
+    from .classifiers import InternVideo2Config, convert_checkpoint
+
+    family, values = CLASSIFIER_PRESETS[args.preset]
+    overrides = {k: v for k, v in (("num_frames", args.num_frames), ("image_size", args.image_size)) if v is not None}
+    config = InternVideo2Config(**{**values, **overrides})
+    out = convert_checkpoint(args.checkpoint, args.output, config, num_labels=args.num_labels)
+    print(f"wrote {out} ({args.preset}, {args.checkpoint} -> config.json + model.safetensors)")
     return 0
 
 
@@ -404,10 +416,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="STA parameter and compute cost on published vision towers (no weights needed)")
-    info.add_argument("--preset", choices=sorted(VISION_PRESETS), help="one preset (default: all)")
+    info.add_argument(
+        "--preset", choices=sorted([*VISION_PRESETS, *CLASSIFIER_PRESETS]), help="one preset (default: all)"
+    )
     info.add_argument("--head-scale", type=float, default=TemporalConfig.head_scale)
     info.add_argument("--layers", type=int, nargs="+", default=None, help="block indices (default: all)")
     info.set_defaults(func=cmd_info)
+
+    convert = sub.add_parser(
+        "convert-internvideo2",
+        help="convert the authors' InternVideo2 classifier weights (.pth, read with weights_only) to safetensors",
+    )
+    convert.add_argument("checkpoint", type=Path, help="the .pth file (e.g. 1B_ft_ssv2_f8.pth)")
+    convert.add_argument("output", type=Path, help="directory to write (config.json + model.safetensors)")
+    convert.add_argument(
+        "--preset", choices=sorted(k for k, v in CLASSIFIER_PRESETS.items() if v[0] == "internvideo2"), required=True
+    )
+    convert.add_argument("--num-labels", type=int, help="classes of the head (default: from head.weight)")
+    convert.add_argument("--num-frames", type=int, help="frames the checkpoint's pos_embed is for (default: preset's)")
+    convert.add_argument("--image-size", type=int, help="frame size the pos_embed is for (default: preset's)")
+    convert.set_defaults(func=cmd_convert_internvideo2)
 
     forward = sub.add_parser("forward", help="run a tiny random model with STA end to end and check identity")
     forward.add_argument("--preset", choices=sorted(TINY_PRESETS), default="tiny-qwen2-vl")

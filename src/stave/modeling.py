@@ -73,6 +73,8 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
         block.__class__ = family.temporal_block_class
         _rebind_instance_forward(block, index)
 
+    if family.temporal_tower_class is not None:  # a tower that does not pass keywords on to its blocks
+        tower.__class__ = family.temporal_tower_class
     tower.stave_temporal = config
     tower.stave_head_dim = head_dim
     tower.register_forward_pre_hook(_add_temporal_layout, with_kwargs=True)

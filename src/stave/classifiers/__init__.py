@@ -5,7 +5,7 @@ is used as it is). A classifier is called as `model(pixel_values=(B, T, C, H, W)
 from .checkpoint import (
     CheckpointError,
     convert_checkpoint,
-    load_classifier,
+    load_plain_classifier,
     load_public_state_dict,
     read_torch_checkpoint,
     save_classifier,
@@ -17,7 +17,7 @@ __all__ = [
     "InternVideo2Config",
     "InternVideo2ForVideoClassification",
     "convert_checkpoint",
-    "load_classifier",
+    "load_plain_classifier",
     "load_public_state_dict",
     "read_torch_checkpoint",
     "save_classifier",

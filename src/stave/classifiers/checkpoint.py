@@ -5,7 +5,8 @@ module layout (`blocks.N.attn.qkv.weight`, `cls_token`, `pos_embed`, `patch_embe
 `fc_norm.*`, `head.*`), sometimes wrapped as {"model": ...} or {"module": ...} (their training scripts look for
 both). `convert_checkpoint` reads such a file with `torch.load(weights_only=True)` only, checks every key against
 the configured model and writes a stave directory: config.json (InternVideo2Config) + model.safetensors.
-`save_classifier` / `load_classifier` write and read the same directory format, with STA when the model has it.
+`save_classifier` (the model's save_pretrained) writes the same directory format, with STA when the model has it;
+stave.load_model reads it (through the model's from_pretrained, which loads all but the temporal tensors).
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
-            f"{path}: torch.load(weights_only=True) refused the file ({_unpickler_reason(error)}); stave reads only plain "
-            "tensor state dicts and never unpickles arbitrary objects. Re-save its state dict from a trusted "
+            f"{path}: torch.load(weights_only=True) refused the file ({_unpickler_reason(error)}); stave reads only "
+            "plain tensor state dicts and never unpickles arbitrary objects. Re-save its state dict from a trusted "
             "environment (torch.save(checkpoint['model'], ...)) or as safetensors."
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
@@ -96,7 +97,10 @@ def check_state_dict(
 
 
 def load_public_state_dict(
-    model: InternVideo2ForVideoClassification, state_dict: Mapping[str, torch.Tensor], *, source: str | Path = "state dict"
+    model: InternVideo2ForVideoClassification,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str | Path = "state dict",
 ) -> None:
     """Load a state dict in the published key layout (plus temporal tensors if the model has STA) into `model`,
     every key used and none left over (CheckpointError naming the keys otherwise)."""
@@ -141,7 +145,8 @@ def convert_checkpoint(
 
 
 def save_classifier(model: InternVideo2ForVideoClassification, directory: str | Path) -> Path:
-    """Write `model` as config.json (its InternVideo2Config, the TemporalConfig included) + model.safetensors."""
+    """Write `model` as config.json (its InternVideo2Config, the TemporalConfig included) + model.safetensors (every
+    tensor, STA's included). Read back with stave.load_model."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -150,42 +155,39 @@ def save_classifier(model: InternVideo2ForVideoClassification, directory: str | 
     return directory
 
 
-def load_classifier(
-    directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
-) -> InternVideo2ForVideoClassification:
-    """Read a directory written by save_classifier or convert_checkpoint: the model with its weights (and STA when
-    config.json records it), in eval mode. Every tensor must be used and none missing (CheckpointError naming them).
+def load_plain_classifier(
+    directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+) -> tuple[InternVideo2ForVideoClassification, list[str]]:
+    """The classifier of a directory written by save_classifier or convert_checkpoint, in eval mode, with every
+    tensor but the temporal ones loaded (none missing, none left over: CheckpointError naming them), and the names of
+    the temporal tensors it holds, for stave.load_model to load once it has added STA.
 
     Args:
-        dtype: cast the weights to this dtype (default: as stored).
-        device: where the weights go.
+        dtype: cast floating-point weights to this dtype (default: as stored).
+        device: where the weights go (default: CPU).
     """
-    from ..config import TemporalConfig
-    from ..modeling import add_temporal_attention
+    from ..checkpoint import TEMPORAL_LIKE
 
     directory = Path(directory)
     config_file, weights_file = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for file in (config_file, weights_file):
         if not file.is_file():
-            raise FileNotFoundError(f"{directory}: no {file.name} (expected a directory written by save_classifier)")
+            raise FileNotFoundError(f"{directory}: no {file.name} (expected a directory written by save_pretrained)")
     try:
-        values = json.loads(config_file.read_text())
-        config = InternVideo2Config.from_dict(values)
+        config = InternVideo2Config.from_dict(json.loads(config_file.read_text()))
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise CheckpointError(f"{config_file}: {error}") from None
-    temporal = config.temporal_attention
-    config.temporal_attention = None
     with torch.device("meta"):
         model = InternVideo2ForVideoClassification(config)
-    if temporal is not None:
-        add_temporal_attention(model, TemporalConfig.from_dict(temporal))
-    with safe_open(weights_file, "pt", device=str(device)) as f:
-        state_dict = {name: f.get_tensor(name) for name in f.keys()}
+    with safe_open(weights_file, "pt", device=str(device or "cpu")) as f:
+        names = list(f.keys())
+        temporal = sorted(name for name in names if TEMPORAL_LIKE.search(name))
+        state_dict = {name: f.get_tensor(name) for name in names if name not in temporal}
     if dtype is not None:
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     check_state_dict(model.state_dict(), state_dict, source=weights_file)
     model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.eval()
+    return model.eval(), temporal
 
 
 def _write_config(config: InternVideo2Config, directory: Path) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,11 +92,17 @@ class InternVideo2Config:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"InternVideo2Config.{name} must be a positive int, got {value!r}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"InternVideo2Config: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(
+                f"InternVideo2Config: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
         if self.hidden_size % self.pool_heads:
-            raise ValueError(f"InternVideo2Config: hidden_size {self.hidden_size} is not divisible by pool_heads {self.pool_heads}")
+            raise ValueError(
+                f"InternVideo2Config: hidden_size {self.hidden_size} is not divisible by pool_heads {self.pool_heads}"
+            )
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"InternVideo2Config.hidden_act must be one of {sorted(ACTIVATIONS)}, got {self.hidden_act!r}")
+            raise ValueError(
+                f"InternVideo2Config.hidden_act must be one of {sorted(ACTIVATIONS)}, got {self.hidden_act!r}"
+            )
         if self.num_frames % self.tubelet_size or self.image_size % self.patch_size:
             raise ValueError(
                 f"InternVideo2Config: num_frames {self.num_frames} must be a multiple of tubelet_size "
@@ -292,6 +299,49 @@ class InternVideo2ForVideoClassification(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.pos_embed.copy_(sincos_table(self.config.hidden_size, *self.config.grid))
 
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """Write config.json + model.safetensors (STA's tensors and TemporalConfig included); read back with
+        stave.load_model."""
+        from .checkpoint import save_classifier
+
+        save_classifier(self, save_directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        output_loading_info: bool = False,
+        dtype: torch.dtype | None = None,
+        device_map: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+    ) -> InternVideo2ForVideoClassification | tuple[InternVideo2ForVideoClassification, dict[str, list[str]]]:
+        """The classifier of a directory written by save_pretrained or stave.classifiers.convert_checkpoint, in eval
+        mode, as transformers' from_pretrained: what stave.load_model calls. Every stored tensor is used, none is
+        missing (CheckpointError naming them), except the temporal ones: with output_loading_info they are returned
+        as "unexpected_keys" for stave.load_model, which adds STA and loads them; without it a checkpoint with STA is
+        refused (use stave.load_model).
+
+        Args:
+            dtype: cast the weights (default: as stored). device_map: a device for every weight (default: CPU).
+            attn_implementation: only "sdpa" (the one this model has) or None.
+        """
+        from .checkpoint import CheckpointError, load_plain_classifier
+
+        if attn_implementation not in (None, "sdpa"):
+            raise ValueError(f"{cls.__name__} has SDPA attention only, got attn_implementation={attn_implementation!r}")
+        if device_map is not None and not isinstance(device_map, (str, torch.device)):
+            raise ValueError(f"{cls.__name__}: device_map must be one device, got {device_map!r}")
+        model, temporal = load_plain_classifier(path, dtype=dtype, device=device_map)
+        if output_loading_info:
+            return model, {"missing_keys": [], "unexpected_keys": temporal, "mismatched_keys": []}
+        if temporal or model.config.temporal_attention is not None:
+            raise CheckpointError(
+                f"{path}: holds temporal attention ({len(temporal)} tensors); load it with stave.load_model, which "
+                "adds STA and loads them"
+            )
+        return model
+
     @property
     def dtype(self) -> torch.dtype:
         return self.patch_embed.proj.weight.dtype
@@ -311,13 +361,17 @@ class InternVideo2ForVideoClassification(nn.Module):
     def token_grid(self, pixel_values: torch.Tensor) -> tuple[int, int, int]:
         """(t, h, w) tokens of clips of shape (B, T, C, H, W); a ValueError naming the dimension that does not fit."""
         if pixel_values.dim() != 5:
-            raise ValueError(f"pixel_values must be (batch, frames, channels, height, width), got shape {tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"pixel_values must be (batch, frames, channels, height, width), got shape {tuple(pixel_values.shape)}"
+            )
         _, frames, channels, height, width = pixel_values.shape
         c = self.config
         if channels != c.num_channels:
             raise ValueError(f"pixel_values has {channels} channels, the model takes {c.num_channels}")
         if frames == 0 or frames % c.tubelet_size:
-            raise ValueError(f"pixel_values has {frames} frames, which is not a positive multiple of tubelet_size {c.tubelet_size}")
+            raise ValueError(
+                f"pixel_values has {frames} frames, which is not a positive multiple of tubelet_size {c.tubelet_size}"
+            )
         for name, size in (("height", height), ("width", width)):
             if size == 0 or size % c.patch_size:
                 raise ValueError(f"pixel_values {name} {size} is not a positive multiple of patch_size {c.patch_size}")
@@ -387,5 +441,3 @@ def sincos_table(dim: int, t: int, h: int, w: int) -> torch.Tensor:
     time = encode(torch.arange(t), dim // 4)
     table = torch.cat([time[:, None].expand(t, h * w, -1), plane[None].expand(t, -1, -1)], dim=-1)
     return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table.reshape(t * h * w, dim)]).float()[None]
-
-

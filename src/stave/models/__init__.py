@@ -77,7 +77,7 @@ class VisionFamily:
         model_classes: the full and base model classes that contain such a tower.
         block_class: the stock vision block class.
         temporal_block_class: `block_class` with stave.temporal.TemporalBlockMixin mixed in.
-        llm_layer_class: the LLM's decoder layer class.
+        llm_layer_class: the LLM's decoder layer class; None for a family without an LLM (video classifiers).
         width: token width D of the tower, from its config.
         make_norm: a new, identity-initialised norm of the block's norm1 type, for width D.
         vision_linears: names (within a block) of the attention and MLP linears that LoRA adapts.
@@ -101,6 +101,9 @@ class VisionFamily:
             alone (a CLS token: 1).
         blocks: tower -> the ModuleList of its blocks (STA goes into these).
         spatial_heads: vision config -> the number of heads of the blocks' spatial attention.
+        temporal_tower_class: for a tower whose forward does not hand `temporal_layout` on to its blocks (VideoMAE's
+            encoder): a subclass of tower_class that does, switched in by add_temporal_attention; None: the tower's
+            own forward passes its keyword arguments on.
     """
 
     name: str
@@ -108,7 +111,7 @@ class VisionFamily:
     model_classes: tuple[type[nn.Module], ...]
     block_class: type[nn.Module]
     temporal_block_class: type[nn.Module]
-    llm_layer_class: type[nn.Module]
+    llm_layer_class: type[nn.Module] | None
     width: Callable[[object], int]
     make_norm: Callable[[nn.Module, int], nn.Module]
     vision_linears: tuple[str, ...]
@@ -127,10 +130,11 @@ class VisionFamily:
     row_prefix: int = 0
     blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
+    temporal_tower_class: type[nn.Module] | None = None
 
     @property
     def class_names(self) -> list[str]:
-        return [c.__name__ for c in (*self.model_classes, self.tower_class)]
+        return list(dict.fromkeys(c.__name__ for c in (*self.model_classes, self.tower_class)))
 
 
 def shard_units(model: nn.Module) -> list[str]:
@@ -138,17 +142,19 @@ def shard_units(model: nn.Module) -> list[str]:
     vision blocks (STA blocks included) and LLM decoder layers, as far as `model` holds them, in a fixed order.
     Works through peft and DDP/FSDP wrappers (find_vision_tower)."""
     family, _ = find_vision_tower(model)
-    units = (family.block_class, family.llm_layer_class)
+    units = tuple(c for c in (family.block_class, family.llm_layer_class) if c is not None)
     present = {type(m) for m in model.modules() if isinstance(m, units)}
     return sorted(c.__name__ for c in present)
 
 
 def families() -> tuple[VisionFamily, ...]:
+    from .internvideo2 import INTERNVIDEO2
     from .qwen2_5_vl import QWEN2_5_VL
     from .qwen2_vl import QWEN2_VL
     from .qwen3_vl import FAMILIES as QWEN3_FAMILIES
+    from .videomae import VIDEOMAE
 
-    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES)
+    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, VIDEOMAE, INTERNVIDEO2)
 
 
 def missing_family(model_type: str) -> str | None:
