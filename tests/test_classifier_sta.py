@@ -183,3 +183,24 @@ def test_videomae_tokens_are_time_major_temporal_patches_of_the_frame_grid():
         moved = (embeddings(changed, None) - embeddings(x, None)).abs().amax(-1)[0]
     assert moved.shape == (4 * 16,)
     assert moved.nonzero().flatten().tolist() == [1 * 16 + 1 * 4 + 2]
+
+
+@pytest.mark.parametrize(
+    "preset, width, spatial_heads, depth, norm_params",
+    [  # published shapes (stave.presets cites the sources); RMSNorm norm3: D weights, LayerNorm: 2D
+        pytest.param("internvideo2-1b", 1408, 16, 40, 1, marks=pytest.mark.version_independent),
+        pytest.param("internvideo2-6b", 3200, 25, 48, 1, marks=pytest.mark.version_independent),
+        ("videomae-base", 768, 12, 12, 2),
+    ],
+)
+def test_info_counts_sta_on_the_published_classifiers(capsys, preset, width, spatial_heads, depth, norm_params):
+    from stave.cli import main
+
+    assert main(["info", "--preset", preset, "--gate", "layerscale"]) == 0
+    row = capsys.readouterr().out.splitlines()[-2].split()
+    heads = max(1, round(spatial_heads * 0.25))
+    inner = heads * (width // spatial_heads)
+    per_block = width * 3 * inner + 3 * inner + inner * width + width + norm_params * width + width  # ... + gate
+    assert row[0] == preset and row[1] == row[2] == str(depth)
+    assert row[3] == f"{heads}x{width // spatial_heads}"
+    assert row[5:7] == [f"{per_block:,}", f"{per_block * depth:,}"]

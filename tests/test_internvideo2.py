@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 import stave
 from stave.classifiers import (
-    CheckpointError,
     InternVideo2Config,
     InternVideo2ForVideoClassification,
+    WeightsError,
     convert_checkpoint,
     load_public_state_dict,
     read_torch_checkpoint,
@@ -99,7 +99,7 @@ def test_public_layout_loads_with_every_key_used():
 def test_a_key_that_does_not_fit_is_named(change, named):
     state = public_state_dict(CONFIG)
     change(state)
-    with pytest.raises(CheckpointError, match="public.pth") as error:
+    with pytest.raises(WeightsError, match="public.pth") as error:
         load_public_state_dict(InternVideo2ForVideoClassification(CONFIG), state, source="public.pth")
     assert named in str(error.value)
 
@@ -125,10 +125,10 @@ def test_converter_refuses_what_weights_only_cannot_read(tmp_path):
     refused = (
         r"pickled\.pth: torch\.load\(weights_only=True\) refused the file \(Unsupported global: GLOBAL [\w.]*_Arguments"
     )
-    with pytest.raises(CheckpointError, match=refused):
+    with pytest.raises(WeightsError, match=refused):
         read_torch_checkpoint(source)
     (tmp_path / "garbage.pth").write_bytes(b"PK\x03\x04 cut short")
-    with pytest.raises(CheckpointError, match=r"garbage\.pth: not a readable PyTorch checkpoint \(PytorchStreamReader"):
+    with pytest.raises(WeightsError, match=r"garbage\.pth: not a readable PyTorch checkpoint \(PytorchStreamReader"):
         read_torch_checkpoint(tmp_path / "garbage.pth")
 
 
@@ -140,7 +140,7 @@ def test_converter_names_a_key_the_configured_model_lacks(tmp_path):
     state = public_state_dict(CONFIG)
     state["pos_embed_temporal"] = torch.zeros(1, 8, 32)
     torch.save(state, tmp_path / "sep.pth")
-    with pytest.raises(CheckpointError, match=r"sep\.pth: .*1 unexpected: pos_embed_temporal"):
+    with pytest.raises(WeightsError, match=r"sep\.pth: .*1 unexpected: pos_embed_temporal"):
         convert_checkpoint(tmp_path / "sep.pth", tmp_path / "out", CONFIG)
     assert not (tmp_path / "out").exists()
 
@@ -160,7 +160,7 @@ def test_from_pretrained_refuses_a_checkpoint_with_sta_and_names_load_model(tmp_
     model = tiny_classifier("internvideo2")
     stave.add_temporal_attention(model)
     model.save_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match="holds temporal attention .* stave.load_model"):
+    with pytest.raises(WeightsError, match="holds temporal attention .* stave.load_model"):
         InternVideo2ForVideoClassification.from_pretrained(tmp_path)
     assert stave.temporal_config(stave.load_model(tmp_path)) == stave.temporal_config(model)
 
@@ -173,7 +173,7 @@ def test_load_names_a_missing_tensor(tmp_path):
     tensors = load_file(directory / "model.safetensors")
     del tensors["fc_norm.bias"]
     save_file(tensors, directory / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: .*1 missing: fc_norm\.bias"):
+    with pytest.raises(WeightsError, match=r"model\.safetensors: .*1 missing: fc_norm\.bias"):
         stave.load_model(directory)
 
 
@@ -268,3 +268,18 @@ def test_published_presets_have_the_published_sizes():
     assert 0.95e9 < counts["internvideo2-1b"] < 1.1e9
     assert 5.5e9 < counts["internvideo2-6b"] < 6.2e9
     assert CLASSIFIER_PRESETS["internvideo2-1b"][1]["intermediate_size"] == int(1408 * 48 / 11)
+
+
+def test_convert_command_writes_a_directory_load_model_reads(tmp_path, capsys):
+    from stave.cli import main
+
+    state = public_state_dict(CONFIG)
+    torch.save(state, tmp_path / "ft.pth")
+    # the tiny architecture is not a preset: give the command a preset whose shape the file does not have
+    assert (
+        main(["convert-internvideo2", str(tmp_path / "ft.pth"), str(tmp_path / "out"), "--preset", "internvideo2-1b"])
+        == 2
+    )
+    assert "ft.pth: the weights do not fit the model" in capsys.readouterr().err
+    out = convert_checkpoint(tmp_path / "ft.pth", tmp_path / "out", CONFIG)
+    assert torch.equal(stave.load_model(out).head.weight, state["head.weight"])

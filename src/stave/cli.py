@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import POSITION_SCHEMES, TemporalConfig
+from .config import GATES, POSITION_SCHEMES, TemporalConfig
 from .errors import StaveError, error_message
 from .modeling import add_temporal_attention, temporal_parameters
 from .models import find_vision_tower
@@ -47,7 +47,7 @@ def sta_cost(preset: str, config: TemporalConfig) -> dict[str, float | int | str
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    config = TemporalConfig(head_scale=args.head_scale, layers=args.layers)
+    config = TemporalConfig(head_scale=args.head_scale, layers=args.layers, gate=args.gate)
     presets = [args.preset] if args.preset else [*VISION_PRESETS, *CLASSIFIER_PRESETS]
     if args.preset and preset_available(args.preset):
         raise ValueError(f"{args.preset}: {preset_available(args.preset)}")
@@ -421,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--head-scale", type=float, default=TemporalConfig.head_scale)
     info.add_argument("--layers", type=int, nargs="+", default=None, help="block indices (default: all)")
+    info.add_argument("--gate", choices=GATES, default="none", help="layerscale: count STA's gate vector too")
     info.set_defaults(func=cmd_info)
 
     convert = sub.add_parser(

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PretrainedConfig
 
 _QWEN2_VL_TOWER = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, hidden_act="quick_gelu")
 _QWEN2_5_VL_TOWER = dict(
@@ -260,12 +261,16 @@ def build_vision_tower(preset: str, *, device: str | torch.device = "meta", **ov
 
     `overrides` replace vision config values (e.g. depth=4 for a shallower tower in a CPU benchmark).
     """
-    if preset in CLASSIFIER_PRESETS:
-        from .modeling import vision_tower
+    if preset in CLASSIFIER_PRESETS:  # the tower alone (VideoMAE: its encoder, without the slow sin-cos table)
+        from .models import family_for_model_type
 
         family, values = CLASSIFIER_PRESETS[preset]
+        adapter = family_for_model_type(family)
+        config = adapter.model_classes[0].config_class(**{**values, **overrides})
+        if isinstance(config, PretrainedConfig):
+            config._attn_implementation = "sdpa"
         with torch.device(device):
-            return vision_tower(_build_classifier(family, {**values, **overrides}))
+            return adapter.tower_class(config)
     if preset not in VISION_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted([*VISION_PRESETS, *CLASSIFIER_PRESETS])}")
     family, values = VISION_PRESETS[preset]

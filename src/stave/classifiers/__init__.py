@@ -3,7 +3,7 @@ is used as it is). A classifier is called as `model(pixel_values=(B, T, C, H, W)
 (B, num_labels)."""
 
 from .checkpoint import (
-    CheckpointError,
+    WeightsError,
     convert_checkpoint,
     load_plain_classifier,
     load_public_state_dict,
@@ -13,7 +13,7 @@ from .checkpoint import (
 from .internvideo2 import InternVideo2Config, InternVideo2ForVideoClassification, sincos_table
 
 __all__ = [
-    "CheckpointError",
+    "WeightsError",
     "InternVideo2Config",
     "InternVideo2ForVideoClassification",
     "convert_checkpoint",

@@ -31,14 +31,15 @@ WEIGHTS_FILE = "model.safetensors"
 WRAPPER_KEYS = ("model", "module")
 
 
-class CheckpointError(StaveError, ValueError):
-    """A checkpoint that does not fit the model: the message names the file and the keys or shapes at fault."""
+class WeightsError(StaveError, ValueError):
+    """Weights that cannot be read without unpickling, or that do not fit the model: the message names the file
+    and the keys or shapes at fault."""
 
 
 def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a `.pth` file, read with torch.load(weights_only=True) (no arbitrary unpickling).
 
-    A dict wrapped under one of WRAPPER_KEYS is unwrapped. Raises CheckpointError naming the file when torch
+    A dict wrapped under one of WRAPPER_KEYS is unwrapped. Raises WeightsError naming the file when torch
     refuses to read it without unpickling arbitrary objects, or when it does not hold a name -> tensor mapping.
     """
     path = Path(path)
@@ -47,22 +48,22 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(
+        raise WeightsError(
             f"{path}: torch.load(weights_only=True) refused the file ({_unpickler_reason(error)}); stave reads only "
             "plain tensor state dicts and never unpickles arbitrary objects. Re-save its state dict from a trusted "
             "environment (torch.save(checkpoint['model'], ...)) or as safetensors."
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_sentence(str(error))})") from None
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({_first_sentence(str(error))})") from None
     if isinstance(loaded, Mapping):
         wrapped = [key for key in WRAPPER_KEYS if isinstance(loaded.get(key), Mapping)]
         if wrapped:
             loaded = loaded[wrapped[0]]
     if not isinstance(loaded, Mapping):
-        raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a state dict (name -> tensor)")
+        raise WeightsError(f"{path}: holds a {type(loaded).__name__}, not a state dict (name -> tensor)")
     not_tensors = sorted(str(k) for k, v in loaded.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
-        raise CheckpointError(
+        raise WeightsError(
             f"{path}: {len(not_tensors)} entr(y/ies) that are not tensors: {', '.join(not_tensors[:8])}; "
             f"expected a state dict (optionally under {' or '.join(map(repr, WRAPPER_KEYS))})"
         )
@@ -72,7 +73,7 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 def check_state_dict(
     expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], *, source: str | Path
 ) -> None:
-    """Raise CheckpointError unless `given` has exactly the keys of `expected`, each of the same shape; the message
+    """Raise WeightsError unless `given` has exactly the keys of `expected`, each of the same shape; the message
     names the missing, unexpected and mismatched keys (first eight of each, with counts)."""
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
@@ -93,7 +94,7 @@ def check_state_dict(
                 " (pos_embed is stored for the config's num_frames x image_size: give the checkpoint's values there; "
                 "other frame counts and sizes are interpolated at run time)"
             )
-        raise CheckpointError(f"{source}: the weights do not fit the model — {'; '.join(problems)}{hint}")
+        raise WeightsError(f"{source}: the weights do not fit the model — {'; '.join(problems)}{hint}")
 
 
 def load_public_state_dict(
@@ -103,7 +104,7 @@ def load_public_state_dict(
     source: str | Path = "state dict",
 ) -> None:
     """Load a state dict in the published key layout (plus temporal tensors if the model has STA) into `model`,
-    every key used and none left over (CheckpointError naming the keys otherwise)."""
+    every key used and none left over (WeightsError naming the keys otherwise)."""
     check_state_dict(model.state_dict(), state_dict, source=source)
     model.load_state_dict(state_dict, strict=True)
 
@@ -122,7 +123,7 @@ def convert_checkpoint(
 
     Returns:
         The destination directory. Tensors keep their dtype. Every key of the file must be a parameter of the
-        configured model and every parameter must be in the file (CheckpointError naming them otherwise).
+        configured model and every parameter must be in the file (WeightsError naming them otherwise).
     """
     state_dict = read_torch_checkpoint(source)
     head = state_dict.get("head.weight")
@@ -133,7 +134,7 @@ def convert_checkpoint(
         values["num_labels"] = num_labels
     config = InternVideo2Config.from_dict(values)
     if config.temporal_attention is not None:
-        raise CheckpointError(f"{source}: convert plain weights with a config without temporal_attention")
+        raise WeightsError(f"{source}: convert plain weights with a config without temporal_attention")
     with torch.device("meta"):
         expected = InternVideo2ForVideoClassification(config).state_dict()
     check_state_dict(expected, state_dict, source=source)
@@ -159,7 +160,7 @@ def load_plain_classifier(
     directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None
 ) -> tuple[InternVideo2ForVideoClassification, list[str]]:
     """The classifier of a directory written by save_classifier or convert_checkpoint, in eval mode, with every
-    tensor but the temporal ones loaded (none missing, none left over: CheckpointError naming them), and the names of
+    tensor but the temporal ones loaded (none missing, none left over: WeightsError naming them), and the names of
     the temporal tensors it holds, for stave.load_model to load once it has added STA.
 
     Args:
@@ -176,7 +177,7 @@ def load_plain_classifier(
     try:
         config = InternVideo2Config.from_dict(json.loads(config_file.read_text()))
     except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{config_file}: {error}") from None
+        raise WeightsError(f"{config_file}: {error}") from None
     with torch.device("meta"):
         model = InternVideo2ForVideoClassification(config)
     with safe_open(weights_file, "pt", device=str(device or "cpu")) as f:

@@ -318,7 +318,7 @@ class InternVideo2ForVideoClassification(nn.Module):
     ) -> InternVideo2ForVideoClassification | tuple[InternVideo2ForVideoClassification, dict[str, list[str]]]:
         """The classifier of a directory written by save_pretrained or stave.classifiers.convert_checkpoint, in eval
         mode, as transformers' from_pretrained: what stave.load_model calls. Every stored tensor is used, none is
-        missing (CheckpointError naming them), except the temporal ones: with output_loading_info they are returned
+        missing (WeightsError naming them), except the temporal ones: with output_loading_info they are returned
         as "unexpected_keys" for stave.load_model, which adds STA and loads them; without it a checkpoint with STA is
         refused (use stave.load_model).
 
@@ -326,7 +326,7 @@ class InternVideo2ForVideoClassification(nn.Module):
             dtype: cast the weights (default: as stored). device_map: a device for every weight (default: CPU).
             attn_implementation: only "sdpa" (the one this model has) or None.
         """
-        from .checkpoint import CheckpointError, load_plain_classifier
+        from .checkpoint import WeightsError, load_plain_classifier
 
         if attn_implementation not in (None, "sdpa"):
             raise ValueError(f"{cls.__name__} has SDPA attention only, got attn_implementation={attn_implementation!r}")
@@ -336,7 +336,7 @@ class InternVideo2ForVideoClassification(nn.Module):
         if output_loading_info:
             return model, {"missing_keys": [], "unexpected_keys": temporal, "mismatched_keys": []}
         if temporal or model.config.temporal_attention is not None:
-            raise CheckpointError(
+            raise WeightsError(
                 f"{path}: holds temporal attention ({len(temporal)} tensors); load it with stave.load_model, which "
                 "adds STA and loads them"
             )
