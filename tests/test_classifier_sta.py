@@ -204,3 +204,16 @@ def test_info_counts_sta_on_the_published_classifiers(capsys, preset, width, spa
     assert row[0] == preset and row[1] == row[2] == str(depth)
     assert row[3] == f"{heads}x{width // spatial_heads}"
     assert row[5:7] == [f"{per_block:,}", f"{per_block * depth:,}"]
+
+
+def test_sta_in_some_blocks_only(family):
+    """Stock blocks next to STA blocks get no temporal layout (VideoMAE's stock layers would refuse one)."""
+    model = tiny_classifier(family)
+    x = clips()
+    with torch.no_grad():
+        base = model(pixel_values=x).logits
+        stave.add_temporal_attention(model, layers=[1])
+        assert torch.equal(model(pixel_values=x).logits, base)
+        randomize_temporal(model)
+        assert (model(pixel_values=x).logits - base).abs().max() > 1e-4
+    assert [name.split("temp_attn")[0] for name, _ in stave.temporal_parameters(model)][0].endswith(".1.")
