@@ -217,3 +217,13 @@ def test_sta_in_some_blocks_only(family):
         randomize_temporal(model)
         assert (model(pixel_values=x).logits - base).abs().max() > 1e-4
     assert [name.split("temp_attn")[0] for name, _ in stave.temporal_parameters(model)][0].endswith(".1.")
+
+
+def test_internvideo2_loads_in_the_dtype_given_to_load_model(tmp_path):
+    """stave.load_model hands the dtype on under its transformers name (4.57: torch_dtype): not version-independent."""
+    model = tiny_classifier("internvideo2")
+    stave.add_temporal_attention(model, gate="layerscale")
+    model.save_pretrained(tmp_path)
+    loaded = stave.load_model(tmp_path, dtype=torch.bfloat16)
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    assert stave.temporal_config(loaded) == stave.temporal_config(model)
