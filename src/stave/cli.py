@@ -50,7 +50,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.preset and preset_available(args.preset):
         raise ValueError(f"{args.preset}: {preset_available(args.preset)}")
     header = (
-        f"{'preset':<16}{'blocks':>8}{'STA blocks':>12}{'t-heads':>9}{'tower params':>16}"
+        f"{'preset':<20}{'blocks':>8}{'STA blocks':>12}{'t-heads':>9}{'tower params':>16}"
         f"{'STA/block':>13}{'STA total':>14}{'STA/tower':>11}{'+MACs/block':>13}"
     )
     print(f"Stacked temporal attention, {config}")
@@ -62,7 +62,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             continue
         c = sta_cost(preset, config)
         print(
-            f"{c['preset']:<16}{c['blocks']:>8}{c['sta_blocks']:>12}{c['heads']:>9}{c['tower_params']:>16,}"
+            f"{c['preset']:<20}{c['blocks']:>8}{c['sta_blocks']:>12}{c['heads']:>9}{c['tower_params']:>16,}"
             f"{c['sta_per_block']:>13,}{c['sta_total']:>14,}{c['param_ratio']:>10.2%}{c['mac_share']:>13.2%}"
         )
     print("(+MACs/block: added linear multiply-adds per token in a block with STA, relative to the block)")
