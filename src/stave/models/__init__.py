@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..video.options import VideoOptions
+
 
 @dataclass(frozen=True)
 class PositionAdapter:
@@ -82,6 +84,10 @@ class VisionFamily:
             preprocessor_config.json): CLIP's for Qwen2-VL / Qwen2.5-VL, 0.5 for Qwen3-VL / Qwen3.5.
         positions: how its LLM positions are replaced (stave.set_position_scheme); None: the family has only
             its stock positions.
+        video_options: how its videos are sampled and resized where the user gives no options (what its
+            published processors do by default; VideoChatProcessor.for_model): qwen-vl-utils' rules for Qwen2-VL
+            and Qwen2.5-VL, transformers' Qwen3VLVideoProcessor's as the checkpoints configure it for Qwen3-VL and
+            Qwen3.5 (stave.models.qwen3_vl.VIDEO_OPTIONS).
     """
 
     name: str
@@ -104,6 +110,7 @@ class VisionFamily:
     pixel_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     pixel_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     positions: PositionAdapter | None = None
+    video_options: VideoOptions = VideoOptions()
 
     @property
     def class_names(self) -> list[str]:
