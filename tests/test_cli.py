@@ -274,3 +274,22 @@ def test_qwen3_tiny_families_forward_train_eval_ask_and_explain_from_the_command
     assert capsys.readouterr().out == (answer or "(the model produced no text)") + "\n"
     assert main(["explain", *flags, "--out", str(tmp_path / "map.png")]) == 0
     assert "grid t,h,w = (2, 4, 4)" in capsys.readouterr().out and (tmp_path / "map.png").stat().st_size > 2000
+
+
+def test_without_sampling_flags_a_command_uses_the_model_familys_video_options(tmp_path):
+    """`stave ask` / `eval` / `explain` with no sampling flag pass no VideoOptions (the model family's defaults
+    apply; `stave eval` reads them from the folder's config.json before the model loads, and records them); any
+    flag gives VideoOptions with its own defaults for the rest, as before."""
+    from stave.models.qwen3_vl import VIDEO_OPTIONS
+
+    parser = cli.build_parser()
+    assert cli._video_options(parser.parse_args(["ask", "--model", "m", "--video", "v.mp4", "q"])) is None
+    flagged = cli._video_options(parser.parse_args(["ask", "--model", "m", "--video", "v.mp4", "q", "--frames", "6"]))
+    assert flagged == VideoOptions(nframes=6)
+    for model_type, expected in (("qwen3_vl", VIDEO_OPTIONS), ("qwen2_vl", VideoOptions())):
+        folder = tmp_path / model_type
+        folder.mkdir()
+        (folder / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+        assert cli._model_video_options(str(folder)) == expected
+    with pytest.raises(ValueError, match=r"config\.json: cannot read the model's model_type"):
+        cli._model_video_options(str(tmp_path / "missing"))

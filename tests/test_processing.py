@@ -699,6 +699,7 @@ def test_one_size_within_a_budget_over_the_video_is_transformers_qwen3_smart_res
         (5, 70, 100, *published), (40, 720, 1280, *published), (41, 720, 1280, *published), (768, 360, 640, *published),
         (4, 1080, 1920, *published), (7, 97, 130, 8 * 1024 * 7, 16 * 1024 * 7), (2, 40, 52, 6 * 1024 * 2, 9 * 1024 * 2),
         (3, 33, 33, 64 * 1024, 128 * 1024), (9, 2000, 64, 4096, 50000), (6, 64, 64, 4096, 4096),
+        (5, 64, 64, 4096, 18432), (7, 64, 64, 30000, 10**6),  # within the budget only as 4 and 8 frames
     ]  # fmt: skip
     if TRANSFORMERS_MAJOR >= 5:
         cases += [(4, 20, 300, *published), (4, 24, 24, *published), (10, 8, 100, 4096, 100000)]
