@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..temporal.layout import grid_items
+from ..video.options import VideoOptions
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ class VisionFamily:
             alone (a CLS token: 1).
         blocks: tower -> the ModuleList of its blocks (STA goes into these).
         spatial_heads: vision config -> the number of heads of the blocks' spatial attention.
+        video_options: how its videos are sampled and resized where the user gives no options (what its
+            published processors do by default; VideoChatProcessor.for_model): qwen-vl-utils' rules for Qwen2-VL
+            and Qwen2.5-VL, transformers' Qwen3VLVideoProcessor's as the checkpoints configure it for Qwen3-VL and
+            Qwen3.5 (stave.models.qwen3_vl.VIDEO_OPTIONS).
     """
 
     name: str
@@ -127,6 +132,7 @@ class VisionFamily:
     row_prefix: int = 0
     blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
+    video_options: VideoOptions = VideoOptions()
 
     @property
     def class_names(self) -> list[str]:
