@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..temporal.layout import grid_items
+from ..video.options import VideoOptions
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,10 @@ class VisionFamily:
         temporal_tower_class: for a tower whose forward does not hand `temporal_layout` on to its blocks (VideoMAE's
             encoder): a subclass of tower_class that does, switched in by add_temporal_attention; None: the tower's
             own forward passes its keyword arguments on.
+        video_options: how its videos are sampled and resized where the user gives no options (what its
+            published processors do by default; VideoChatProcessor.for_model): qwen-vl-utils' rules for Qwen2-VL
+            and Qwen2.5-VL, transformers' Qwen3VLVideoProcessor's as the checkpoints configure it for Qwen3-VL and
+            Qwen3.5 (stave.models.qwen3_vl.VIDEO_OPTIONS).
     """
 
     name: str
@@ -131,6 +136,7 @@ class VisionFamily:
     blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
     temporal_tower_class: type[nn.Module] | None = None
+    video_options: VideoOptions = VideoOptions()
 
     @property
     def class_names(self) -> list[str]:
