@@ -313,6 +313,7 @@ class InternVideo2ForVideoClassification(nn.Module):
         *,
         output_loading_info: bool = False,
         dtype: torch.dtype | None = None,
+        torch_dtype: torch.dtype | None = None,
         device_map: str | torch.device | None = None,
         attn_implementation: str | None = None,
     ) -> InternVideo2ForVideoClassification | tuple[InternVideo2ForVideoClassification, dict[str, list[str]]]:
@@ -323,7 +324,8 @@ class InternVideo2ForVideoClassification(nn.Module):
         refused (use stave.load_model).
 
         Args:
-            dtype: cast the weights (default: as stored). device_map: a device for every weight (default: CPU).
+            dtype: cast the weights (default: as stored); torch_dtype: its transformers 4.x name (stave.load_model
+                passes that on 4.57). device_map: a device for every weight (default: CPU).
             attn_implementation: only "sdpa" (the one this model has) or None.
         """
         from .checkpoint import WeightsError, load_plain_classifier
@@ -332,7 +334,7 @@ class InternVideo2ForVideoClassification(nn.Module):
             raise ValueError(f"{cls.__name__} has SDPA attention only, got attn_implementation={attn_implementation!r}")
         if device_map is not None and not isinstance(device_map, (str, torch.device)):
             raise ValueError(f"{cls.__name__}: device_map must be one device, got {device_map!r}")
-        model, temporal = load_plain_classifier(path, dtype=dtype, device=device_map)
+        model, temporal = load_plain_classifier(path, dtype=dtype or torch_dtype, device=device_map)
         if output_loading_info:
             return model, {"missing_keys": [], "unexpected_keys": temporal, "mismatched_keys": []}
         if temporal or model.config.temporal_attention is not None:
