@@ -209,21 +209,30 @@ class TrainingSet(torch.utils.data.Dataset):
         except (VideoError, ConversationError, OSError) as error:
             if self.on_error == "raise":
                 raise DataError(f"{record.source}: {error}") from error
-            self._log(record, error)
+            log_skipped(self.log_dir, record.source, error)
             return {"failed": record.source, "reason": f"{type(error).__name__}: {error}"}
         encoded.pop("clips", None)
         return encoded
 
-    def _log(self, record: Record, error: Exception) -> None:
-        if self.log_dir is None:
-            return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"sample": record.source, "error": type(error).__name__, "reason": str(error)})
-        # one small append per failure: whole lines, safe across dataloader workers and ranks
-        with open(self.log_dir / SKIPPED_FILE, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+
+def log_skipped(log_dir: Path | None, source: str, error: Exception) -> None:
+    """Append a skipped sample (its source "file:index", the error type and reason) to log_dir/skipped.jsonl."""
+    if log_dir is None:
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"sample": source, "error": type(error).__name__, "reason": str(error)})
+    # one small append per failure: whole lines, safe across dataloader workers and ranks
+    with open(log_dir / SKIPPED_FILE, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def sample_counts(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(the samples that did not fail, the batch's SAMPLE_COUNTS entry: drawn, skipped and their reasons)."""
+    good = [item for item in items if "failed" not in item]
+    failed = [f"{item['failed']}: {item['reason']}" for item in items if "failed" in item]
+    return good, {"seen": len(items), "skipped": len(failed), "reasons": failed}
 
 
 class Collator:
@@ -235,8 +244,7 @@ class Collator:
         self.processor = processor
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        good = [item for item in items if "failed" not in item]
-        failed = [f"{item['failed']}: {item['reason']}" for item in items if "failed" in item]
+        good, counts = sample_counts(items)
         if not good:
             pad = torch.tensor([[self.processor.tokenizer.pad_token_id]])
             batch = {"input_ids": pad, "attention_mask": torch.ones_like(pad), EMPTY_BATCH: len(items)}
@@ -247,7 +255,7 @@ class Collator:
                 batch["mm_token_type_ids"] = torch.zeros_like(pad)
         else:
             batch = self.processor.collate(good, padding_side="right")
-        batch[SAMPLE_COUNTS] = {"seen": len(items), "skipped": len(failed), "reasons": failed}
+        batch[SAMPLE_COUNTS] = counts
         return batch
 
 
