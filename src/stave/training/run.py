@@ -162,6 +162,26 @@ class ClassifierTrainer(StaveTrainer):
             loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         return (loss, outputs) if kwargs.get("return_outputs") else loss
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """The Trainer's own load, then — where the checkpoint's tensor names differ from the model's — every weight
+        again through stave.classification.model.load_classifier: transformers 5.x's Trainer loads a checkpoint's
+        safetensors into the model without the renaming from_pretrained does (VideoMAE saves its query/value biases
+        as q_bias/v_bias), which would leave those weights as they were before the resume."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model = model if model is not None else self.model
+        weights = Path(resume_from_checkpoint) / "model.safetensors"
+        if not weights.is_file():  # sharded or adapter checkpoints: the Trainer's load stands
+            return
+        from safetensors import safe_open
+
+        from ..classification.model import load_classifier
+
+        with safe_open(str(weights), framework="pt") as handle:
+            if set(handle.keys()) == set(model.state_dict()):
+                return
+        stored = load_classifier(resume_from_checkpoint).state_dict()
+        model.load_state_dict(stored, strict=True)
+
 
 def tower_passes(inputs: dict[str, Any]) -> int:
     """How often a forward of the model on batch `inputs` runs the vision tower: once for the batch's images
