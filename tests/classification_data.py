@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from stave.video.encode import write_video
 
@@ -57,20 +58,12 @@ def write_ssv2(root: Path, train: int = 6, validation: int = 6, *, frames: int =
 
 
 def classification_recipe(data: Path, output: Path, **training) -> dict:
-    """The tiny classification recipe (configs/tiny-classifier.yaml's values) on a generated data set."""
-    return {
-        "output_dir": str(output),
-        "task": "classification",
-        "model": {"path": "tiny-videomae"},
-        "data": {
-            "datasets": [
-                {"path": str(data / "train.json"), "root": str(data / "videos"), "format": "ssv2",
-                 "video_pattern": "{id}.mp4"}
-            ],
-            "shuffle": False,
-        },
-        "classification": {"label_smoothing": 0.1},
-        "stages": [{"name": "full", "trains": ["full"]}],
-        "training": {"learning_rate": 1e-3, "max_steps": 4, "per_device_train_batch_size": 2,
-                     "report_to": "none", "disable_tqdm": True, **training},
-    }  # fmt: skip
+    """configs/tiny-classifier.yaml on a generated data set (write_ssv2): its model, loss and schedule, with 4 steps
+    of batch 2 in file order, and `training` values over it."""
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny-classifier.yaml").read_text())
+    recipe["output_dir"] = str(output)
+    [dataset] = recipe["data"]["datasets"]
+    dataset.update(path=str(data / "train.json"), root=str(data / "videos"), video_pattern="{id}.mp4")
+    recipe["data"]["shuffle"] = False
+    recipe["training"] |= {"max_steps": 4, "save_steps": 500, "disable_tqdm": True, **training}
+    return recipe

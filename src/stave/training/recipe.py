@@ -6,7 +6,8 @@ fail in `load_recipe`, before any model is built, naming the key or file.
 
 Stages are configuration. A stage names what trains: `temporal` (the STA layers: temp_attn and norm3), `lora`
 (peft adapters on the vision and LLM linears), `head` (the output layer, lm_head, in full: needed when the answer
-words are new to the model, as on stave's tiny base), or `full` (every parameter: pretraining from scratch).
+words are new to the model, as on stave's tiny base), or `full` (every parameter: pretraining from scratch;
+`[temporal, full]` adds STA first and trains everything with it, as a classifier's full fine-tune with STA).
 Four stages are built in and can be listed by name:
     stage1:   trains [temporal]        the paper's first stage (zero-initialised STA, everything else frozen)
     stage2:   trains [temporal, lora]  the paper's second stage
@@ -296,8 +297,11 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
         bad = [t for t in stage.trains if t not in TRAINABLE]
         if bad or not stage.trains:
             raise RecipeError(f"{name}: stages[{i}].trains: must be a non-empty subset of {list(TRAINABLE)}, got {bad}")
-        if "full" in stage.trains and len(stage.trains) > 1:
-            raise RecipeError(f"{name}: stages[{i}].trains: 'full' trains every parameter; list it alone")
+        if "full" in stage.trains and set(stage.trains) - {"full", "temporal"}:
+            raise RecipeError(
+                f"{name}: stages[{i}].trains: 'full' trains every parameter; list it alone, or with 'temporal' to "
+                "add STA first"
+            )
         check_training_arguments(stage.training, f"{name}: stages[{i}] ({stage.name})")
     if not recipe.data.datasets:
         raise RecipeError(f"{name}: data.datasets: at least one dataset is needed")
