@@ -18,11 +18,11 @@ from PIL import Image
 
 from stave.classification import ClassifierAnswerer, ClipInput, Views, opposing_pairs, pair_confusion, read_views
 from stave.classification.clips import crop_offsets, segment_indices
-from stave.classification.data import load_class_data, read_class_records
+from stave.classification.data import ClassificationCollator, ClassificationSet, load_class_data, read_class_records
 from stave.evaluation.items import EvalItem, VideoRef
 from stave.evaluation.run import EvalError, EvalSettings, evaluate
 from stave.ssv2 import SUBSETS
-from stave.training.data import DataError
+from stave.training.data import EMPTY_BATCH, SAMPLE_COUNTS, DataError
 from stave.training.recipe import DatasetSpec, RecipeError
 from stave.video import VideoSamplingError, read_video, resize_frames
 
@@ -153,6 +153,27 @@ def test_subsets_and_classes_choose_the_label_space(tmp_path):
     assert [r.label for r in records] == [1, 0, 1, 0]  # records 1, 2, 4, 5 (left-to-right, right-to-left)
     with pytest.raises(RecipeError, match=r"lacks the classes \['Juggling'\]"):
         load_class_data([DatasetSpec(path=str(root / "train.json"), format="ssv2", classes=["Juggling"])], seed=0)
+
+
+def test_a_failing_training_video_is_named_or_skipped_logged_and_counted(tmp_path):
+    root = write_ssv2(tmp_path / "data", train=3, validation=0)
+    (root / "videos" / "1001.mp4").unlink()
+    videos = {"root": str(root / "videos"), "video_pattern": "{id}.mp4"}
+    spec = DatasetSpec(path=str(root / "train.json"), format="ssv2", **videos)
+    records = read_class_records(spec, list(CLASSES))
+    clip_input = ClipInput(frames=4, size=32)
+    with pytest.raises(DataError, match=r"train\.json \[1\] \(id '1001'\): .*1001\.mp4"):
+        ClassificationSet(records, clip_input, on_error="raise")[1]
+    skipping = ClassificationSet(records, clip_input, on_error="skip", log_dir=tmp_path / "stage")
+    collate = ClassificationCollator(clip_input)
+    batch = collate([skipping[0], skipping[1], skipping[2]])
+    assert batch["pixel_values"].shape == (2, 4, 3, 32, 32) and batch["labels"].tolist() == [0, 2]
+    assert batch[SAMPLE_COUNTS]["seen"] == 3 and batch[SAMPLE_COUNTS]["skipped"] == 1
+    assert "1001.mp4" in batch[SAMPLE_COUNTS]["reasons"][0]
+    [line] = (tmp_path / "stage" / "skipped.jsonl").read_text().splitlines()
+    assert json.loads(line)["sample"].endswith("train.json [1] (id '1001')")
+    empty = collate([skipping[1]])
+    assert empty[EMPTY_BATCH] == 1 and empty["pixel_values"].shape == (1, 4, 3, 32, 32)
 
 
 # --- evaluation of a classifier -----------------------------------------------------------------------------------

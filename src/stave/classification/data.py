@@ -21,7 +21,7 @@ import torch
 from ..evaluation.benchmarks.ssv2 import annotation_file, read_labels, read_records
 from ..evaluation.items import BenchmarkFormatError
 from ..ssv2 import subset_classes, t10_split
-from ..training.data import EMPTY_BATCH, SAMPLE_COUNTS, DataError, log_skipped, mixture, sample_counts
+from ..training.data import EMPTY_BATCH, SAMPLE_COUNTS, DataError, SkippingSet, mixture, sample_counts
 from ..training.recipe import DatasetSpec, RecipeError
 from ..video import VideoError
 from .clips import ClipInput, read_views
@@ -94,7 +94,7 @@ def load_class_data(specs: Sequence[DatasetSpec], seed: int) -> tuple[list[Class
     return mixture(datasets, [spec.ratio for spec in specs], seed), labels
 
 
-class ClassificationSet(torch.utils.data.Dataset):
+class ClassificationSet(SkippingSet):
     """Records read on access as {"pixel_values": (T, 3, size, size) float32, "labels": int} (one view: the
     middle frame of each of T segments, centre crop). A failing video is a `failed` marker under
     on_error="skip" (logged in log_dir/skipped.jsonl, dropped and counted by the collator) and a DataError
@@ -103,23 +103,15 @@ class ClassificationSet(torch.utils.data.Dataset):
     def __init__(
         self, records: Sequence[ClassRecord], clip_input: ClipInput, *, on_error: str = "skip", log_dir=None
     ) -> None:
-        self.records = list(records)
+        super().__init__(records, on_error=on_error, log_dir=log_dir)
         self.clip_input = clip_input
-        self.on_error = on_error
-        self.log_dir = Path(log_dir) if log_dir is not None else None
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         try:
             pixels = read_views(record.video, self.clip_input)[0]
         except (VideoError, OSError) as error:
-            if self.on_error == "raise":
-                raise DataError(f"{record.source}: {error}") from error
-            log_skipped(self.log_dir, record.source, error)
-            return {"failed": record.source, "reason": f"{type(error).__name__}: {error}"}
+            return self.failed(record.source, error)
         return {"pixel_values": pixels, "labels": record.label}
 
 

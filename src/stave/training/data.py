@@ -186,20 +186,35 @@ def mixture(datasets: Sequence[list[Record]], ratios: Sequence[float], seed: int
     return mixed
 
 
-class TrainingSet(torch.utils.data.Dataset):
-    """Records encoded on access by a VideoChatProcessor. A failing sample is returned as a `Failed` marker
-    under on_error="skip" (the collator drops it and the failure is logged) and raised under "raise"."""
+class SkippingSet(torch.utils.data.Dataset):
+    """Records read on access, with the skip policy: `failed` turns a sample's error into a DataError naming its
+    record (on_error="raise") or logs it (log_dir/skipped.jsonl) and returns the marker the collators drop and
+    count (on_error="skip")."""
 
-    def __init__(
-        self, records: list[Record], processor: VideoChatProcessor, *, on_error: str = "skip", log_dir=None
-    ) -> None:
-        self.records = records
-        self.processor = processor
+    def __init__(self, records: Sequence[Any], *, on_error: str = "skip", log_dir=None) -> None:
+        self.records = list(records)
         self.on_error = on_error
         self.log_dir = Path(log_dir) if log_dir is not None else None
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def failed(self, source: str, error: Exception) -> dict[str, str]:
+        if self.on_error == "raise":
+            raise DataError(f"{source}: {error}") from error
+        log_skipped(self.log_dir, source, error)
+        return {"failed": source, "reason": f"{type(error).__name__}: {error}"}
+
+
+class TrainingSet(SkippingSet):
+    """Records encoded on access by a VideoChatProcessor. A failing sample is returned as a `failed` marker
+    under on_error="skip" (the collator drops it and the failure is logged) and raised under "raise"."""
+
+    def __init__(
+        self, records: list[Record], processor: VideoChatProcessor, *, on_error: str = "skip", log_dir=None
+    ) -> None:
+        super().__init__(records, on_error=on_error, log_dir=log_dir)
+        self.processor = processor
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
@@ -207,10 +222,7 @@ class TrainingSet(torch.utils.data.Dataset):
         try:
             encoded = self.processor.encode(record.messages, train=True, name=record.source)
         except (VideoError, ConversationError, OSError) as error:
-            if self.on_error == "raise":
-                raise DataError(f"{record.source}: {error}") from error
-            log_skipped(self.log_dir, record.source, error)
-            return {"failed": record.source, "reason": f"{type(error).__name__}: {error}"}
+            return self.failed(record.source, error)
         encoded.pop("clips", None)
         return encoded
 
