@@ -102,6 +102,14 @@ def test_pair_confusion_counts_each_direction():
     assert pair_confusion([], [("a", "b")])[0]["confused"] is None
 
 
+def test_the_synthetic_direction_classes_pair_up():
+    """stave synth's 8 pair-task classes (labels.json): 4 pairs, each class and its time reverse."""
+    from stave.synthetic import labels
+
+    pairs = opposing_pairs(list(labels()))
+    assert len(pairs) == 4 and {name for pair in pairs for name in pair} == set(labels())
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the SSv2 format excerpts (../shared) are not here")
 @pytest.mark.parametrize("name", ["validation.json", "validation_T10.json", "validation_edgecases.json"])
 def test_published_ssv2_records_become_class_indices(name):

@@ -19,6 +19,7 @@ SWAPS: tuple[tuple[tuple[str, str], ...], ...] = (
     (("approaching", "moving away from"),),  # the camera's own motion
     (("open", "close"), ("opening", "closing")),
     (("folding", "unfolding"),),
+    (("clockwise", "counterclockwise"),),  # stave synth's rotation pair (no SSv2 class)
     (("into", "out of"), ("onto", "off of")),
 )
 
