@@ -210,7 +210,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     examples, examples_report = None, LoadReport()
     if args.shots:
         examples = load_examples(args.benchmark, args.data, report=examples_report, **loading)
-    options = _video_options(args) or _model_video_options(args.model)
+    if args.task == "classification":  # a classifier reads its clips by its own input (clip_input), recorded too
+        from .video import VideoOptions
+
+        options = _video_options(args) or VideoOptions()
+    else:
+        options = _video_options(args) or _model_video_options(args.model)
     scheme = _position_scheme(args)
     settings = EvalSettings(
         benchmark=args.benchmark,
