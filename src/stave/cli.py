@@ -212,6 +212,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.items import LoadReport
     from .evaluation.run import prepare
 
+    if args.task == "classification" and (args.shots or args.prompt_classes or args.scoring != "generate"):
+        raise ValueError("--task classification: a classifier is scored by its logits; --shots, --prompt-classes "
+                         "and --scoring apply to Video-LLMs")  # fmt: skip
     report = LoadReport()
     benchmark_options = dict(args.benchmark_option)
     loading = {"on_missing": args.on_missing, "seed": args.seed, **benchmark_options}
@@ -219,13 +222,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     examples, examples_report = None, LoadReport()
     if args.shots:
         examples = load_examples(args.benchmark, args.data, report=examples_report, **loading)
-    options = _video_options(args) or _model_video_options(args.model)
+    if args.task == "classification":  # a classifier reads its clips by its own input (clip_input), recorded too
+        from .video import VideoOptions
+
+        options = _video_options(args) or VideoOptions()
+    else:
+        options = _video_options(args) or _model_video_options(args.model)
     scheme = _position_scheme(args)
     settings = EvalSettings(
         benchmark=args.benchmark,
         data=str(args.data),
         model=str(args.model),
-        scoring=args.scoring,
+        scoring="classify" if args.task == "classification" else args.scoring,
         template=args.template,
         video=options,
         max_new_tokens=args.max_new_tokens,
@@ -241,14 +249,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     output = args.output or f"runs/eval/{args.benchmark}-{Path(args.model).name}"
     with owned_process_group():
         process_state()  # under a launcher: one run of all its processes, or a LaunchError before the model loads
-        answerer = load_answerer(
-            args.model,
-            video_options=options,
-            template=args.template,
-            max_new_tokens=args.max_new_tokens,
-            position_scheme=scheme,
-        )
-        settings.position_scheme = _recorded_scheme(answerer.model)
+        if args.task == "classification":
+            answerer = _classifier_answerer(args, settings)
+        else:
+            answerer = load_answerer(
+                args.model,
+                video_options=options,
+                template=args.template,
+                max_new_tokens=args.max_new_tokens,
+                position_scheme=scheme,
+            )
+            settings.position_scheme = _recorded_scheme(answerer.model)
         results = evaluate(
             answerer,
             items,
@@ -263,6 +274,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print((Path(output) / "results.md").read_text())
         print(f"predictions and results in {output}")
     return 0
+
+
+def _classifier_answerer(args: argparse.Namespace, settings):
+    """A video classifier's answerer (stave.classification) with the input it records, `--frames` and the views
+    asked; fills the settings that record them."""
+    from .base import resolve_model
+    from .classification import ClassifierAnswerer, Views, load_classifier
+    from .classification.model import clip_input, model_labels
+
+    model = load_classifier(resolve_model(args.model))
+    clip = clip_input(model, frames=args.frames)
+    views = Views(clips=args.clips, crops=args.crops)
+    settings.clip_input, settings.views, settings.labels = clip.to_dict(), views.to_dict(), model_labels(model)
+    return ClassifierAnswerer(model, clip, views)
 
 
 def _recorded_scheme(model) -> dict | None:
@@ -482,6 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--benchmark", required=True, help="benchmark name (see stave.evaluation.BENCHMARKS)")
     evaluate.add_argument("--data", required=True, type=Path, help="the benchmark's root folder")
     evaluate.add_argument("--output", help="run folder (default: runs/eval/BENCHMARK-MODEL); rerun to resume")
+    evaluate.add_argument(
+        "--task",
+        choices=["chat", "classification"],
+        default="chat",
+        help="chat: a Video-LLM answers; classification: a video classifier's logits give top-1/top-5 accuracy, "
+        "per-class accuracy and the confusion of opposing class pairs (stave.classification)",
+    )
+    evaluate.add_argument("--clips", type=int, default=1, help="classification: temporal views per video")
+    evaluate.add_argument("--crops", type=int, default=1, help="classification: spatial views (1: centre, 3: ends)")
     evaluate.add_argument("--scoring", choices=["generate", "loglik"], default="generate")
     evaluate.add_argument("--template", choices=sorted(TEMPLATES), default=DEFAULT_TEMPLATE)
     evaluate.add_argument("--batch-size", type=int, default=4)
