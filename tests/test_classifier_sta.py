@@ -227,3 +227,26 @@ def test_internvideo2_loads_in_the_dtype_given_to_load_model(tmp_path):
     loaded = stave.load_model(tmp_path, dtype=torch.bfloat16)
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
     assert stave.temporal_config(loaded) == stave.temporal_config(model)
+
+
+def test_internvideo2_takes_the_classification_task_s_labels_and_input_record(tmp_path):
+    """stave.classification.load_classifier gives label names (a head of another size is drawn afresh, reported) and
+    training records the clip input on the config: both survive save and load."""
+    from stave.classification import load_classifier
+    from stave.classification.model import INPUT_KEY, model_labels
+
+    model = tiny_classifier("internvideo2", num_labels=4)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    model.save_pretrained(tmp_path / "four")
+    loaded = load_classifier(tmp_path / "four", ["up", "down", "left"])
+    assert model_labels(loaded) == ["up", "down", "left"] and loaded.head.weight.shape == (3, 24)
+    for name, param in stave.temporal_parameters(model):  # STA (and every other block tensor) kept
+        assert torch.equal(dict(stave.temporal_parameters(loaded))[name], param)
+    setattr(loaded.config, INPUT_KEY, {"frames": 8, "size": 16})
+    loaded.save_pretrained(tmp_path / "three")
+    again = load_classifier(tmp_path / "three", ["up", "down", "left"])
+    assert getattr(again.config, INPUT_KEY) == {"frames": 8, "size": 16}
+    assert torch.equal(again.head.weight, loaded.head.weight)  # same labels: the head is kept
+    with pytest.raises(Exception, match="other labels"):
+        load_classifier(tmp_path / "three", ["a", "b", "c"])

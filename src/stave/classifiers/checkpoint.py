@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from ..errors import StaveError
 from .internvideo2 import InternVideo2Config, InternVideo2ForVideoClassification
@@ -129,10 +130,7 @@ def convert_checkpoint(
     head = state_dict.get("head.weight")
     if num_labels is None and head is not None and head.dim() == 2:
         num_labels = head.shape[0]
-    values = config.to_dict()
-    if num_labels is not None:
-        values["num_labels"] = num_labels
-    config = InternVideo2Config.from_dict(values)
+    config = InternVideo2Config.from_dict(_replaced(config.to_dict(), {"num_labels": num_labels} if num_labels else {}))
     if config.temporal_attention is not None:
         raise WeightsError(f"{source}: convert plain weights with a config without temporal_attention")
     with torch.device("meta"):
@@ -157,15 +155,23 @@ def save_classifier(model: InternVideo2ForVideoClassification, directory: str | 
 
 
 def load_plain_classifier(
-    directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None
-) -> tuple[InternVideo2ForVideoClassification, list[str]]:
+    directory: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    config_values: dict[str, Any] | None = None,
+    redraw_head: bool = False,
+) -> tuple[InternVideo2ForVideoClassification, list[str], list[str]]:
     """The classifier of a directory written by save_classifier or convert_checkpoint, in eval mode, with every
-    tensor but the temporal ones loaded (none missing, none left over: WeightsError naming them), and the names of
-    the temporal tensors it holds, for stave.load_model to load once it has added STA.
+    tensor but the temporal ones loaded (none missing, none left over: WeightsError naming them); the names of the
+    temporal tensors it holds, for stave.load_model to load once it has added STA; and the head tensors drawn afresh.
 
     Args:
         dtype: cast floating-point weights to this dtype (default: as stored).
         device: where the weights go (default: CPU).
+        config_values: InternVideo2Config values that replace the stored ones (e.g. num_labels, id2label).
+        redraw_head: a stored head (head.weight, head.bias) of another shape than the configured one is replaced by
+            a freshly initialised one instead of refused.
     """
     from ..checkpoint import TEMPORAL_LIKE
 
@@ -175,20 +181,41 @@ def load_plain_classifier(
         if not file.is_file():
             raise FileNotFoundError(f"{directory}: no {file.name} (expected a directory written by save_pretrained)")
     try:
-        config = InternVideo2Config.from_dict(json.loads(config_file.read_text()))
+        config = InternVideo2Config.from_dict(_replaced(json.loads(config_file.read_text()), config_values or {}))
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise WeightsError(f"{config_file}: {error}") from None
     with torch.device("meta"):
-        model = InternVideo2ForVideoClassification(config)
+        shell = InternVideo2ForVideoClassification(config)
     with safe_open(weights_file, "pt", device=str(device or "cpu")) as f:
         names = list(f.keys())
         temporal = sorted(name for name in names if TEMPORAL_LIKE.search(name))
         state_dict = {name: f.get_tensor(name) for name in names if name not in temporal}
+    expected = shell.state_dict()
+    redrawn = []
+    if redraw_head and any(
+        name in state_dict and state_dict[name].shape != expected[name].shape for name in ("head.weight", "head.bias")
+    ):
+        fresh = nn.Linear(config.pool_size, config.num_labels, device=device or "cpu")
+        nn.init.trunc_normal_(fresh.weight, std=0.02)  # as a new model's head (reset_parameters)
+        nn.init.zeros_(fresh.bias)
+        for part in ("weight", "bias"):
+            stored = state_dict.get(f"head.{part}")
+            state_dict[f"head.{part}"] = getattr(fresh, part).detach().to(stored.dtype if stored is not None else None)
+            redrawn.append(f"head.{part}")
     if dtype is not None:
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
-    check_state_dict(model.state_dict(), state_dict, source=weights_file)
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.eval(), temporal
+    check_state_dict(expected, state_dict, source=weights_file)
+    shell.load_state_dict(state_dict, strict=True, assign=True)
+    return shell.eval(), temporal, redrawn
+
+
+def _replaced(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Config values with `changes` applied; a new num_labels without label names drops the old names."""
+    values = dict(values)
+    if "num_labels" in changes and "id2label" not in changes:
+        values.pop("id2label", None)
+        values.pop("label2id", None)
+    return {**values, **changes}
 
 
 def _write_config(config: InternVideo2Config, directory: Path) -> None:

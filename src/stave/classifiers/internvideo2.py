@@ -61,6 +61,10 @@ class InternVideo2Config:
         num_labels: classes of the head.
         drop_path_rate: stochastic depth, rising linearly from 0 at the first block to this at the last (training).
         temporal_attention: the TemporalConfig as a dict, recorded by stave.add_temporal_attention; None: no STA.
+        id2label, label2id: the class names (as transformers' configs name them); default LABEL_0, LABEL_1, ...
+
+    Other entries that parts of stave record on a model's config (e.g. the classification input, stave_clip_input)
+    are kept as attributes, as transformers' configs keep them, and saved with the rest.
     """
 
     hidden_size: int = 1408
@@ -82,6 +86,8 @@ class InternVideo2Config:
     num_labels: int = 174
     drop_path_rate: float = 0.0
     temporal_attention: dict[str, Any] | None = None
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
 
     model_type = "internvideo2"
 
@@ -108,6 +114,16 @@ class InternVideo2Config:
                 f"InternVideo2Config: num_frames {self.num_frames} must be a multiple of tubelet_size "
                 f"{self.tubelet_size} and image_size {self.image_size} a multiple of patch_size {self.patch_size}"
             )
+        if self.id2label is None:
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        self.id2label = {int(i): str(name) for i, name in self.id2label.items()}  # JSON keys are strings
+        if sorted(self.id2label) != list(range(self.num_labels)):
+            raise ValueError(
+                f"InternVideo2Config.id2label must name labels 0..{self.num_labels - 1} (num_labels), "
+                f"got {len(self.id2label)} entries"
+            )
+        if self.label2id is None:
+            self.label2id = {name: i for i, name in self.id2label.items()}
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"InternVideo2Config.drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")
 
@@ -118,7 +134,9 @@ class InternVideo2Config:
         return self.num_frames // self.tubelet_size, side, side
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+        """The fields and any other entries recorded on the config (JSON values), model_type first."""
+        extra = {k: v for k, v in vars(self).items() if k not in {f.name for f in dataclasses.fields(self)}}
+        return {"model_type": self.model_type, **dataclasses.asdict(self), **extra}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> InternVideo2Config:
@@ -128,10 +146,11 @@ class InternVideo2Config:
             raise ValueError(f"model_type must be {cls.model_type!r}, got {model_type!r}")
         values.pop("architectures", None)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown InternVideo2Config field(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        config = cls(**{k: v for k, v in values.items() if k in known})
+        for key, value in values.items():
+            if key not in known:  # entries other parts of stave record (see the class docstring)
+                setattr(config, key, value)
+        return config
 
 
 class LayerScale(nn.Module):
@@ -316,6 +335,8 @@ class InternVideo2ForVideoClassification(nn.Module):
         torch_dtype: torch.dtype | None = None,
         device_map: str | torch.device | None = None,
         attn_implementation: str | None = None,
+        ignore_mismatched_sizes: bool = False,
+        **config_values: Any,
     ) -> InternVideo2ForVideoClassification | tuple[InternVideo2ForVideoClassification, dict[str, list[str]]]:
         """The classifier of a directory written by save_pretrained or stave.classifiers.convert_checkpoint, in eval
         mode, as transformers' from_pretrained: what stave.load_model calls. Every stored tensor is used, none is
@@ -327,6 +348,9 @@ class InternVideo2ForVideoClassification(nn.Module):
             dtype: cast the weights (default: as stored); torch_dtype: its transformers 4.x name (stave.load_model
                 passes that on 4.57). device_map: a device for every weight (default: CPU).
             attn_implementation: only "sdpa" (the one this model has) or None.
+            ignore_mismatched_sizes: a head of another class count than stored (config_values num_labels) is drawn
+                afresh and reported under "mismatched_keys"; any other shape mismatch is still refused.
+            **config_values: InternVideo2Config values that replace the stored ones (num_labels, id2label, ...).
         """
         from .checkpoint import WeightsError, load_plain_classifier
 
@@ -334,9 +358,15 @@ class InternVideo2ForVideoClassification(nn.Module):
             raise ValueError(f"{cls.__name__} has SDPA attention only, got attn_implementation={attn_implementation!r}")
         if device_map is not None and not isinstance(device_map, (str, torch.device)):
             raise ValueError(f"{cls.__name__}: device_map must be one device, got {device_map!r}")
-        model, temporal = load_plain_classifier(path, dtype=dtype or torch_dtype, device=device_map)
+        model, temporal, redrawn = load_plain_classifier(
+            path,
+            dtype=dtype or torch_dtype,
+            device=device_map,
+            config_values=config_values,
+            redraw_head=ignore_mismatched_sizes,
+        )
         if output_loading_info:
-            return model, {"missing_keys": [], "unexpected_keys": temporal, "mismatched_keys": []}
+            return model, {"missing_keys": [], "unexpected_keys": temporal, "mismatched_keys": redrawn}
         if temporal or model.config.temporal_attention is not None:
             raise WeightsError(
                 f"{path}: holds temporal attention ({len(temporal)} tensors); load it with stave.load_model, which "
