@@ -1,5 +1,6 @@
-"""Video classification on a tiny random transformers classifier (VideoMAEForVideoClassification, stave's
-"tiny-videomae"): a classification recipe trains and `stave eval --task classification` evaluates it end to end,
+"""Video classification on tiny random classifiers (stave.presets.tiny_classifier: transformers'
+VideoMAEForVideoClassification, recipe model "tiny-videomae", and stave's InternVideo2, "tiny-internvideo2"): a
+classification recipe trains and `stave eval --task classification` evaluates it end to end,
 training resumes to the uninterrupted result, the loss is torch's label-smoothed cross-entropy, bad videos are
 counted and reported, and stages select the head, LoRA or everything."""
 
@@ -10,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from classification_data import CLASSES, classification_recipe, write_ssv2
 from transformers import TrainerCallback
 
-from stave.classification import load_classifier, tiny_classifier
+from stave.classification import load_classifier
 from stave.classification.model import INPUT_KEY
 from stave.cli import main
 from stave.config import TemporalConfig
+from stave.presets import tiny_classifier
 from stave.training import load_recipe, train
 from stave.training.recipe import LoraSection, RecipeError, StageSpec
 from stave.training.stages import prepare_stage, trainable_counts
@@ -44,14 +47,14 @@ def test_train_and_evaluate_a_classifier_end_to_end(data, tmp_path):
         (tmp_path / "away.mp4").rename(data / "videos" / "1004.mp4")
     config = json.loads((folder / "config.json").read_text())
     assert [config["id2label"][str(i)] for i in range(3)] == list(CLASSES)
-    assert config[INPUT_KEY] | {} == {**config[INPUT_KEY], "frames": 4, "size": 32}
+    assert config[INPUT_KEY] | {} == {**config[INPUT_KEY], "frames": 8, "size": 16}
     run = json.loads((folder / "stave-run.json").read_text())
     assert run["skipped_samples"] == 1 and run["steps"] == 4
     [skipped] = (tmp_path / "run" / "full" / "skipped.jsonl").read_text().splitlines()
     assert "train.json [4] (id '1004')" in skipped and "1004.mp4" in skipped
     history = json.loads((tmp_path / "run" / "full" / "log_history.json").read_text())
     assert len([row for row in history if "loss" in row]) == 4
-    start, trained = tiny_classifier("tiny-videomae", CLASSES).state_dict(), weights(folder)
+    start, trained = tiny_classifier("videomae", labels=CLASSES).state_dict(), weights(folder)
     assert max((start[k] - trained[k]).abs().max().item() for k in start) > 1e-4  # every parameter trains
     assert all((start[k] - trained[k]).abs().max() > 0 for k in start if k.endswith("weight"))
 
@@ -62,7 +65,7 @@ def test_train_and_evaluate_a_classifier_end_to_end(data, tmp_path):
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and results["views"] == {"clips": 2, "crops": 3}
-    assert results["settings"]["clip_input"]["frames"] == 4 and results["settings"]["labels"] == list(CLASSES)
+    assert results["settings"]["clip_input"]["frames"] == 8 and results["settings"]["labels"] == list(CLASSES)
     assert results["overall"]["accuracy"] == sum(r["correct"] for r in rows) / 6
     assert results["top5"]["accuracy"] == 1.0  # 3 labels: always in the top 5
     assert set(results["tasks"]) == set(CLASSES) and all(v["n"] == 2 for v in results["tasks"].values())
@@ -142,7 +145,7 @@ def test_the_loss_is_torchs_label_smoothed_cross_entropy(data, tmp_path):
 
 def test_stages_select_the_head_lora_or_everything():
     def counts(trains):
-        model = tiny_classifier("tiny-videomae", CLASSES)
+        model = tiny_classifier("videomae", labels=CLASSES)
         return trainable_counts(prepare_stage(model, StageSpec("s", trains), TemporalConfig(), LoraSection(r=2),
                                               task="classification"), ["classifier"])  # fmt: skip
 
@@ -150,7 +153,7 @@ def test_stages_select_the_head_lora_or_everything():
     assert counts(["head"]) == {"temporal": 0, "lora": 0, "head": head, "other": 0}
     lora = counts(["lora", "head"])
     assert lora["head"] == head and lora["lora"] > 0 and lora["other"] == lora["temporal"] == 0
-    total = sum(p.numel() for p in tiny_classifier("tiny-videomae", CLASSES).parameters())
+    total = sum(p.numel() for p in tiny_classifier("videomae", labels=CLASSES).parameters())
     assert sum(counts(["full"]).values()) == total
 
 
@@ -159,7 +162,7 @@ def test_sta_stages_on_a_classifier():
     test skips, naming why."""
     from stave.models import find_vision_tower
 
-    model = tiny_classifier("tiny-videomae", CLASSES)
+    model = tiny_classifier("videomae", labels=CLASSES)
     try:
         find_vision_tower(model)
     except TypeError:
@@ -179,3 +182,37 @@ def test_a_classification_recipe_is_checked(data, tmp_path):
         load_recipe(classification_recipe(data, tmp_path / "run"), ["classification.label_smoothing=1.5"])
     with pytest.raises(RecipeError, match=r"task: must be one of \['chat', 'classification'\]"):
         load_recipe(classification_recipe(data, tmp_path / "run"), ["task=detection"])
+
+
+def test_internvideo2_trains_sta_and_its_head_and_evaluates_through_the_cli(data, tmp_path):
+    """`stave train` of a tiny InternVideo2 recipe (STA with a LayerScale gate + the head, 2 steps) saves a model
+    with the recipe's labels, input and STA, and only STA and the head changed; `stave eval --task classification`
+    loads it and classifies 2 clips x 2 crops of each video."""
+    recipe = classification_recipe(data, tmp_path / "run", max_steps=2)
+    recipe |= {"model": {"path": "tiny-internvideo2"}, "temporal": {"gate": "layerscale", "gate_init": 1e-5},
+               "stages": [{"name": "sta-head", "trains": ["temporal", "head"]}]}  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", str(tmp_path / "recipe.yaml")]) == 0
+    folder = tmp_path / "run" / "sta-head" / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["InternVideo2ForVideoClassification"]
+    assert [config["id2label"][str(i)] for i in range(3)] == list(CLASSES) and config["num_labels"] == 3
+    assert config[INPUT_KEY] | {} == {**config[INPUT_KEY], "frames": 8, "size": 16}
+    assert config["temporal_attention"]["gate"] == "layerscale"
+    model = load_classifier(folder)
+    assert type(model).__name__ == "InternVideo2ForVideoClassification"
+    start, trained = tiny_classifier("internvideo2", labels=CLASSES).state_dict(), model.state_dict()
+    changed = {k for k in trained if k not in start or (start[k] - trained[k]).abs().max() > 0}
+    assert {"head.weight", "head.bias"} <= changed and any("temp_attn" in k for k in changed)
+    assert all(k.startswith("head.") or "temp_attn" in k or "norm3" in k for k in changed)  # the rest is frozen
+    assert all((trained[k] - 1e-5).abs().max() < 1e-3 for k in trained if k.endswith("temp_attn.gate"))
+
+    args = ["eval", "--task", "classification", "--model", str(folder), "--benchmark", "ssv2", "--data", str(data),
+            "--benchmark-option", "videos=videos", "--benchmark-option", "extension=.mp4", "--clips", "2",
+            "--crops", "2", "--batch-size", "4", "--output", str(tmp_path / "eval")]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and results["views"] == {"clips": 2, "crops": 2}
+    assert results["settings"]["labels"] == list(CLASSES) and results["settings"]["clip_input"]["size"] == 16
+    assert results["overall"]["accuracy"] == sum(r["correct"] for r in rows) / 6

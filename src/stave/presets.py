@@ -6,6 +6,7 @@ no weights are needed to count parameters or to benchmark).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -390,13 +391,21 @@ def classifier(preset: str, *, device: str | torch.device = "meta", **overrides:
         return _build_classifier(family, {**values, **overrides})
 
 
-def tiny_classifier(family: str, *, num_labels: int = 4, seed: int = 0, **overrides: Any) -> nn.Module:
+def tiny_classifier(
+    family: str, *, num_labels: int = 4, labels: Sequence[str] | None = None, seed: int = 0, **overrides: Any
+) -> nn.Module:
     """A tiny randomly initialised video classifier of `family` ("internvideo2" or "videomae"; TINY_CLASSIFIERS), in
     eval mode, float32, built in well under a second: `model(pixel_values=(B, 8, 3, 16, 16))` -> `.logits`
-    (B, num_labels). `overrides` replace config values (e.g. num_frames)."""
+    (B, num_labels). `labels` (class names in index order) name its head's classes in config.id2label and set
+    num_labels; `overrides` replace config values (e.g. num_frames). A classification recipe's `model.path:
+    tiny-<family>` is this model over the recipe's labels, seeded with model.seed."""
     if family not in TINY_CLASSIFIERS:
         raise ValueError(f"unknown tiny classifier {family!r}; known: {sorted(TINY_CLASSIFIERS)}")
     key, values = TINY_CLASSIFIERS[family]
+    if labels is not None:
+        from .classification.model import label_config
+
+        overrides = {**label_config(labels), **overrides}
     torch.manual_seed(seed)
     return _build_classifier(key, {**values, "num_labels": num_labels, **overrides}).eval()
 

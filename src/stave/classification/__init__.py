@@ -4,7 +4,7 @@ returning `.logits`; the frames and views they see (clips), their labels and hea
 pairs (pairs)."""
 
 from .clips import ClipInput, Views, read_views, segment_indices
-from .model import ClassifierAnswerer, ClassifierError, load_classifier, tiny_classifier
+from .model import ClassifierAnswerer, ClassifierError, load_classifier
 from .pairs import opposing_pairs, pair_confusion
 
 __all__ = [
@@ -17,5 +17,4 @@ __all__ = [
     "pair_confusion",
     "read_views",
     "segment_indices",
-    "tiny_classifier",
 ]

@@ -1,7 +1,8 @@
 """Video classifiers: an nn.Module called as `model(pixel_values=...)` with pixel_values (B, T, 3, H, W) float
 (VideoMAE's convention), returning an output with `.logits` (B, num_labels); its config names the labels
-(id2label). Loading, the tiny random classifiers the tests and the tiny recipe use, the classifier's head, the
-input it takes (stave.classification.clips), and the answerer `stave eval --task classification` asks.
+(id2label). Loading (the one loader for every classifier), the classifier's head, the input it takes
+(stave.classification.clips), and the answerer `stave eval --task classification` asks. Tiny random classifiers:
+stave.presets.tiny_classifier.
 """
 
 from __future__ import annotations
@@ -22,19 +23,6 @@ from .clips import ClipInput, Views, read_views
 #: config.json entry of a classifier trained by stave: the ClipInput it was trained with (evaluation reads it)
 INPUT_KEY = "stave_clip_input"
 
-#: Tiny random classifiers (`model.path` of a classification recipe): transformers classes and config values.
-TINY_CLASSIFIERS: dict[str, dict[str, Any]] = {
-    "tiny-videomae": {
-        "class": "VideoMAEForVideoClassification",
-        "config": "VideoMAEConfig",
-        "values": {
-            "image_size": 32, "patch_size": 16, "num_frames": 4, "tubelet_size": 2, "hidden_size": 32,
-            "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "use_mean_pooling": True,
-        },
-    },
-}  # fmt: skip
-
-
 class ClassifierError(StaveError, ValueError):
     """A classifier that does not fit its labels or its input; names the model and the fault."""
 
@@ -54,21 +42,11 @@ def model_labels(model: nn.Module) -> list[str]:
     return [config.id2label[i] for i in range(config.num_labels)]
 
 
-def tiny_classifier(name: str, labels: Sequence[str], *, seed: int = 0) -> nn.Module:
-    """A tiny random classifier (TINY_CLASSIFIERS) over `labels`, its weights drawn after seeding with `seed`."""
-    import transformers
-
-    if name not in TINY_CLASSIFIERS:
-        raise ClassifierError(f"unknown tiny classifier {name!r}; known: {sorted(TINY_CLASSIFIERS)}")
-    preset = TINY_CLASSIFIERS[name]
-    config = getattr(transformers, preset["config"])(**preset["values"], **label_config(labels))
-    transformers.set_seed(seed)
-    return getattr(transformers, preset["class"])(config)
-
-
 def load_classifier(path: str | Path, labels: Sequence[str] | None = None, **kwargs: Any) -> nn.Module:
-    """A classifier from a save_pretrained folder: through stave.load_model when stave supports its class (its
-    STA restored), else transformers' AutoModelForVideoClassification. With `labels`, the head is made for
+    """A classifier from a save_pretrained folder (or one `stave convert-internvideo2` wrote): through
+    stave.load_model when stave supports its class — it picks the family adapter by the config's architectures /
+    model_type and restores STA — else transformers' AutoModelForVideoClassification. `kwargs` go to
+    from_pretrained (e.g. dtype). With `labels`, the head is made for
     them: kept when the checkpoint names the same labels, drawn fresh (reported) when it has another number of
     them or only the default names LABEL_i; a checkpoint naming other classes is refused (ClassifierError)."""
     path = Path(path)

@@ -12,7 +12,7 @@ from torch import nn
 from ..training.recipe import Recipe, RecipeError
 from .clips import ClipInput
 from .data import ClassificationCollator, ClassificationSet, ClassRecord, load_class_data
-from .model import INPUT_KEY, TINY_CLASSIFIERS, clip_input, load_classifier, tiny_classifier
+from .model import INPUT_KEY, clip_input, load_classifier
 
 __all__ = ["classification_trainer_parts", "initial_classifier", "load_class_data", "recipe_input"]
 
@@ -28,23 +28,23 @@ def recipe_input(recipe: Recipe, model: nn.Module) -> ClipInput:
 
 
 def initial_classifier(recipe: Recipe, labels: Sequence[str]) -> nn.Module:
-    """The classifier the first stage starts from, its head over `labels`: a tiny random one (TINY_CLASSIFIERS,
-    weights from model.seed) or a model folder (stave.classification.model.load_classifier). Its config records
-    the recipe's input (INPUT_KEY), which every stage's saved model keeps."""
+    """The classifier the first stage starts from, its head over `labels`: a tiny random one (`tiny-<family>`:
+    stave.presets.tiny_classifier, weights from model.seed) or a model folder (load_classifier). Its config
+    records the recipe's input (INPUT_KEY), which every stage's saved model keeps."""
     import torch
 
     from ..base import resolve_model
+    from ..presets import TINY_CLASSIFIERS, tiny_classifier
 
     path = recipe.model.path
-    if path in TINY_CLASSIFIERS:
-        model = tiny_classifier(path, labels, seed=recipe.model.seed)
+    tiny = {f"tiny-{family}": family for family in TINY_CLASSIFIERS}
+    if path in tiny:
+        model = tiny_classifier(tiny[path], labels=labels, seed=recipe.model.seed)
     elif resolve_model(path).is_dir():
         kwargs = {} if recipe.model.dtype == "auto" else {"dtype": getattr(torch, recipe.model.dtype)}
         model = load_classifier(resolve_model(path), labels, **kwargs)
     else:
-        raise RecipeError(
-            f"model.path: {path} is neither a model folder nor a tiny classifier {sorted(TINY_CLASSIFIERS)}"
-        )
+        raise RecipeError(f"model.path: {path} is neither a model folder nor a tiny classifier {sorted(tiny)}")
     setattr(model.config, INPUT_KEY, recipe_input(recipe, model).to_dict())
     return model.train()
 

@@ -5,8 +5,9 @@ module layout (`blocks.N.attn.qkv.weight`, `cls_token`, `pos_embed`, `patch_embe
 `fc_norm.*`, `head.*`), sometimes wrapped as {"model": ...} or {"module": ...} (their training scripts look for
 both). `convert_checkpoint` reads such a file with `torch.load(weights_only=True)` only, checks every key against
 the configured model and writes a stave directory: config.json (InternVideo2Config) + model.safetensors.
-`save_classifier` (the model's save_pretrained) writes the same directory format, with STA when the model has it;
-stave.load_model reads it (through the model's from_pretrained, which loads all but the temporal tensors).
+The model's save_pretrained (write_directory) writes the same directory format, with STA when the model has it;
+stave.classification.load_classifier reads it (through stave.load_model and the model's from_pretrained
+(read_directory), which loads all but the temporal tensors).
 """
 
 from __future__ import annotations
@@ -143,9 +144,9 @@ def convert_checkpoint(
     return destination
 
 
-def save_classifier(model: InternVideo2ForVideoClassification, directory: str | Path) -> Path:
+def write_directory(model: InternVideo2ForVideoClassification, directory: str | Path) -> Path:
     """Write `model` as config.json (its InternVideo2Config, the TemporalConfig included) + model.safetensors (every
-    tensor, STA's included). Read back with stave.load_model."""
+    tensor, STA's included): what its save_pretrained does. Read back with stave.classification.load_classifier."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -154,7 +155,7 @@ def save_classifier(model: InternVideo2ForVideoClassification, directory: str | 
     return directory
 
 
-def load_plain_classifier(
+def read_directory(
     directory: str | Path,
     *,
     dtype: torch.dtype | None = None,
@@ -162,7 +163,8 @@ def load_plain_classifier(
     config_values: dict[str, Any] | None = None,
     redraw_head: bool = False,
 ) -> tuple[InternVideo2ForVideoClassification, list[str], list[str]]:
-    """The classifier of a directory written by save_classifier or convert_checkpoint, in eval mode, with every
+    """What the model's from_pretrained reads: the classifier of a directory written by save_pretrained or
+    convert_checkpoint, in eval mode, with every
     tensor but the temporal ones loaded (none missing, none left over: WeightsError naming them); the names of the
     temporal tensors it holds, for stave.load_model to load once it has added STA; and the head tensors drawn afresh.
 

@@ -320,10 +320,10 @@ class InternVideo2ForVideoClassification(nn.Module):
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Write config.json + model.safetensors (STA's tensors and TemporalConfig included); read back with
-        stave.load_model."""
-        from .checkpoint import save_classifier
+        stave.classification.load_classifier (or stave.load_model)."""
+        from .checkpoint import write_directory
 
-        save_classifier(self, save_directory)
+        write_directory(self, save_directory)
 
     @classmethod
     def from_pretrained(
@@ -352,13 +352,13 @@ class InternVideo2ForVideoClassification(nn.Module):
                 afresh and reported under "mismatched_keys"; any other shape mismatch is still refused.
             **config_values: InternVideo2Config values that replace the stored ones (num_labels, id2label, ...).
         """
-        from .checkpoint import WeightsError, load_plain_classifier
+        from .checkpoint import WeightsError, read_directory
 
         if attn_implementation not in (None, "sdpa"):
             raise ValueError(f"{cls.__name__} has SDPA attention only, got attn_implementation={attn_implementation!r}")
         if device_map is not None and not isinstance(device_map, (str, torch.device)):
             raise ValueError(f"{cls.__name__}: device_map must be one device, got {device_map!r}")
-        model, temporal, redrawn = load_plain_classifier(
+        model, temporal, redrawn = read_directory(
             path,
             dtype=dtype or torch_dtype,
             device=device_map,
