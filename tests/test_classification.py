@@ -216,3 +216,59 @@ def test_internvideo2_trains_sta_and_its_head_and_evaluates_through_the_cli(data
     assert len(rows) == 6 and results["views"] == {"clips": 2, "crops": 2}
     assert results["settings"]["labels"] == list(CLASSES) and results["settings"]["clip_input"]["size"] == 16
     assert results["overall"]["accuracy"] == sum(r["correct"] for r in rows) / 6
+
+
+def test_layer_decay_gives_each_block_its_learning_rate(data, tmp_path):
+    """classification.layer_decay d with D = 2 blocks: block i trains at lr * d ** (D - i), the patch embedding,
+    CLS token and position table at lr * d ** (D + 1), STA, the pooling, final norm and head at lr; weight decay as
+    the Trainer gives it (not on biases)."""
+    from transformers import TrainingArguments
+
+    from stave.classification.train import classification_trainer_parts, initial_classifier, load_class_data
+
+    recipe = classification_recipe(data, tmp_path / "run")
+    recipe |= {"model": {"path": "tiny-internvideo2"}, "temporal": {"gate": "layerscale"}}
+    recipe = load_recipe(recipe, ["classification.layer_decay=0.5"])
+    records, labels = load_class_data(recipe.data.datasets, 0)
+    model = initial_classifier(recipe, labels)
+    model = prepare_stage(model, StageSpec("s", ["temporal", "full"]), recipe.temporal, LoraSection(),
+                          task="classification")  # fmt: skip
+    trainer_class, dataset, collator, options = classification_trainer_parts(recipe, model, records, tmp_path)
+    args = TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to="none", learning_rate=1e-3,
+                             weight_decay=0.05)  # fmt: skip
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator, **options)
+    optimizer = trainer.create_optimizer()
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    params = dict(model.named_parameters())
+    assert {id(p) for p in params.values()} == set(group_of)  # every parameter once
+
+    def lr(name):
+        return group_of[id(params[name])]["lr"]
+
+    for name in ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"):
+        if name in params:
+            assert lr(name) == pytest.approx(1e-3 * 0.5**3), name
+    assert lr("blocks.0.attn.qkv.weight") == pytest.approx(1e-3 * 0.5**2)
+    assert lr("blocks.1.mlp.fc2.weight") == pytest.approx(1e-3 * 0.5)
+    assert lr("blocks.1.norm1.weight") == pytest.approx(1e-3 * 0.5)
+    sta = [n for n in params if ".temp_attn." in n or ".norm3." in n]
+    assert sta and all(lr(n) == pytest.approx(1e-3) for n in sta)
+    assert lr("head.weight") == lr("fc_norm.weight") == pytest.approx(1e-3)
+    assert group_of[id(params["blocks.0.attn.qkv.weight"])]["weight_decay"] == 0.05
+    assert group_of[id(params["head.bias"])]["weight_decay"] == 0.0
+    decayed = set(trainer.get_decay_parameter_names(model))  # the Trainer's rule (its norm classes, biases)
+    assert all(group_of[id(p)]["weight_decay"] == (0.05 if n in decayed else 0.0) for n, p in params.items())
+
+
+def test_new_head_draws_the_head_afresh_and_keeps_the_rest(data, tmp_path):
+    from stave.classification.train import initial_classifier, load_class_data
+
+    recipe = classification_recipe(data, tmp_path / "run")
+    records, labels = load_class_data(load_recipe(recipe).data.datasets, 0)
+    kept = initial_classifier(load_recipe(recipe), labels).state_dict()
+    new = initial_classifier(load_recipe(recipe, ["classification.new_head=true"]), labels).state_dict()
+    assert (new["classifier.weight"] - kept["classifier.weight"]).abs().max() > 1e-3
+    assert not new["classifier.bias"].any()
+    assert all(torch.equal(new[k], kept[k]) for k in kept if not k.startswith("classifier."))
+    again = initial_classifier(load_recipe(recipe, ["classification.new_head=true"]), labels).state_dict()
+    assert torch.equal(again["classifier.weight"], new["classifier.weight"])  # seeded by model.seed

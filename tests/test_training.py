@@ -56,8 +56,16 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
         assert stages == [("pretrain", ["full"])]
     elif path.name.endswith("-lora.yaml"):  # a recipe's LoRA baseline: the comparison row, no STA
         assert stages == [("baseline", ["lora"])]
-    elif recipe.task == "classification":  # a classifier fine-tuned in full, with STA added first or without
-        assert stages == [("sta-full", ["temporal", "full"])] if "-sta" in path.name else [("full", ["full"])]
+    elif path.name == "tiny-classifier.yaml":  # the tiny classifier, trained from scratch in full
+        assert stages == [("full", ["full"])]
+    elif recipe.task == "classification":  # the paper's row: STA (LayerScale gate at 1e-5) + a new head on the
+        # fine-tuned classifier; its baseline: the same new head alone
+        assert recipe.classification.new_head
+        if "-sta" in path.name:
+            assert stages == [("sta-head", ["temporal", "head"])]
+            assert (recipe.temporal.gate, recipe.temporal.gate_init) == ("layerscale", 1e-5)
+        else:
+            assert stages == [("head", ["head"])]
     else:
         assert stages == [("stage1", ["temporal"]), ("stage2", ["temporal", "lora"])]
 

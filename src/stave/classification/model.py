@@ -93,6 +93,36 @@ def classifier_head(model: nn.Module) -> dict[str, nn.Module]:
     return head
 
 
+def layer_decay_scales(model: nn.Module, decay: float) -> dict[str, float]:
+    """Learning-rate scale of every parameter of `model` (by its name in model.named_parameters()) under layer-wise
+    decay, as the InternVideo2 and VideoMAE fine-tuning scripts (BEiT's rule) assign it, with D blocks in the
+    family's tower (stave.models): block i (0-based) decay ** (D - i); the parameters before the first block in
+    the model's parameter order (patch embedding, CLS token, position table) decay ** (D + 1); the parameters after
+    the last block (final norms, attention pooling, the head) 1.0; STA's (temp_attn, norm3: new, randomly
+    initialised) 1.0 in whichever block they sit. ClassifierError when stave finds no tower in the model."""
+    from ..modeling import temporal_parameters
+    from ..models import find_vision_tower
+
+    try:
+        family, tower = find_vision_tower(model)
+    except TypeError as error:
+        raise ClassifierError(f"layer_decay: {error}") from None
+    blocks = family.blocks(tower)
+    depth = len(blocks)
+    block_of = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+    temporal = {id(p) for _, p in temporal_parameters(model)}
+    scales, seen_block = {}, False
+    for name, parameter in model.named_parameters():
+        if id(parameter) in temporal:
+            scales[name] = 1.0
+        elif id(parameter) in block_of:
+            seen_block = True
+            scales[name] = decay ** (depth - block_of[id(parameter)])
+        else:
+            scales[name] = 1.0 if seen_block else decay ** (depth + 1)
+    return scales
+
+
 def clip_input(model: nn.Module, **given: Any) -> ClipInput:
     """The input `model` takes: what its config records (INPUT_KEY, written by stave's training), else its
     config's num_frames and image_size with ImageNet normalisation; values in `given` that are not None win."""

@@ -12,7 +12,7 @@ from torch import nn
 from ..training.recipe import Recipe, RecipeError
 from .clips import ClipInput
 from .data import ClassificationCollator, ClassificationSet, ClassRecord, load_class_data
-from .model import INPUT_KEY, clip_input, load_classifier
+from .model import INPUT_KEY, classifier_head, clip_input, load_classifier
 
 __all__ = ["classification_trainer_parts", "initial_classifier", "load_class_data", "recipe_input"]
 
@@ -30,7 +30,8 @@ def recipe_input(recipe: Recipe, model: nn.Module) -> ClipInput:
 def initial_classifier(recipe: Recipe, labels: Sequence[str]) -> nn.Module:
     """The classifier the first stage starts from, its head over `labels`: a tiny random one (`tiny-<family>`:
     stave.presets.tiny_classifier, weights from model.seed) or a model folder (load_classifier). Its config
-    records the recipe's input (INPUT_KEY), which every stage's saved model keeps."""
+    records the recipe's input (INPUT_KEY), which every stage's saved model keeps. With classification.new_head
+    its head is drawn afresh (truncated normal std 0.02, zero bias; seeded by model.seed)."""
     import torch
 
     from ..base import resolve_model
@@ -45,6 +46,13 @@ def initial_classifier(recipe: Recipe, labels: Sequence[str]) -> nn.Module:
         model = load_classifier(resolve_model(path), labels, **kwargs)
     else:
         raise RecipeError(f"model.path: {path} is neither a model folder nor a tiny classifier {sorted(tiny)}")
+    if recipe.classification.new_head:
+        torch.manual_seed(recipe.model.seed)
+        with torch.no_grad():
+            for linear in classifier_head(model).values():
+                torch.nn.init.trunc_normal_(linear.weight, std=0.02)
+                if linear.bias is not None:
+                    torch.nn.init.zeros_(linear.bias)
     setattr(model.config, INPUT_KEY, recipe_input(recipe, model).to_dict())
     return model.train()
 
@@ -57,5 +65,5 @@ def classification_trainer_parts(
 
     clip = recipe_input(recipe, model)
     dataset = ClassificationSet(records, clip, on_error=recipe.data.on_error, log_dir=stage_dir)
-    options = {"label_smoothing": recipe.classification.label_smoothing}
+    options = {"label_smoothing": recipe.classification.label_smoothing, "layer_decay": recipe.classification.layer_decay}
     return ClassifierTrainer, dataset, ClassificationCollator(clip), options

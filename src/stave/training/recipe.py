@@ -160,13 +160,19 @@ class DataSection:
 
 @dataclass
 class ClassificationSection:
-    """task: classification only. label_smoothing: of the cross-entropy (torch's `label_smoothing`). The input
+    """task: classification only. label_smoothing: of the cross-entropy (torch's `label_smoothing`). layer_decay:
+    layer-wise learning-rate decay in (0, 1] (stave.classification.model.layer_decay_scales: block i of D at
+    decay ** (D - i), the embeddings at decay ** (D + 1), the head and STA at 1); None: one learning rate. new_head:
+    the starting model's head (its linear layers with num_labels outputs) is drawn afresh before the first stage
+    (truncated normal, std 0.02, zero bias, seeded by model.seed) instead of kept. The input
     (stave.classification.clips.ClipInput): frames (T, one per segment; None: the model config's num_frames),
     size (the square crop; None: the model config's image_size), short_side (the shorter side before the centre
     crop; None: size), mean and std (of pixels in [0, 1]; ImageNet's, VideoMAE's and InternVideo2's). Decoding
     uses data.video's backend and timeout. The trained model's config.json records the input for evaluation."""
 
     label_smoothing: float = 0.0
+    layer_decay: float | None = None
+    new_head: bool = False
     frames: int | None = None
     size: int | None = None
     short_side: int | None = None
@@ -361,6 +367,8 @@ def _check_classification(recipe: Recipe, name: str) -> None:
     section = recipe.classification
     if not 0 <= section.label_smoothing < 1:
         raise RecipeError(f"{name}: classification.label_smoothing: must be in [0, 1), got {section.label_smoothing}")
+    if section.layer_decay is not None and not 0 < section.layer_decay <= 1:
+        raise RecipeError(f"{name}: classification.layer_decay: must be in (0, 1], got {section.layer_decay}")
     for i, spec in enumerate(recipe.data.datasets):
         if spec.format != "ssv2" or spec.dataset_info is not None:
             raise RecipeError(

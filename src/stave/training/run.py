@@ -144,11 +144,37 @@ class StaveTrainer(Trainer):
 class ClassifierTrainer(StaveTrainer):
     """StaveTrainer for a video classifier (task: classification): the loss is the cross-entropy of the logits
     with the labels, with `label_smoothing` as torch's F.cross_entropy takes it; a batch whose samples all
-    failed runs with zero loss."""
+    failed runs with zero loss. With `layer_decay`, the Trainer's optimizer gets one parameter group per
+    (learning-rate scale, weight decay): learning_rate x stave.classification.model.layer_decay_scales, weight
+    decay where the Trainer applies it (get_decay_parameter_names); the schedule scales every group alike."""
 
-    def __init__(self, *args: Any, label_smoothing: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, label_smoothing: float = 0.0, layer_decay: float | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.label_smoothing = label_smoothing
+        self.layer_decay = layer_decay
+
+    def get_optimizer_cls_and_kwargs(self, args: TrainingArguments, model: nn.Module | None = None) -> tuple[Any, Any]:
+        """The Trainer's optimizer class and arguments; with layer_decay, its parameter groups as `params` (which
+        the Trainer's create_optimizer uses in place of its own two groups)."""
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        if self.layer_decay is None or model is None:
+            return optimizer_cls, kwargs
+        if "params" in kwargs or "model" in kwargs:
+            raise RecipeError(f"classification.layer_decay: optim {args.optim!r} makes its own parameter groups")
+        from ..classification.model import layer_decay_scales
+
+        scales = layer_decay_scales(model, self.layer_decay)
+        decayed = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                key = (scales[name], args.weight_decay if name in decayed else 0.0)
+                groups.setdefault(key, []).append(parameter)
+        kwargs["params"] = [
+            {"params": params, "lr": args.learning_rate * scale, "weight_decay": weight_decay}
+            for (scale, weight_decay), params in groups.items()
+        ]
+        return optimizer_cls, kwargs
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
         self.count_samples(model, inputs)
