@@ -65,5 +65,6 @@ def classification_trainer_parts(
 
     clip = recipe_input(recipe, model)
     dataset = ClassificationSet(records, clip, on_error=recipe.data.on_error, log_dir=stage_dir)
-    options = {"label_smoothing": recipe.classification.label_smoothing, "layer_decay": recipe.classification.layer_decay}
+    section = recipe.classification
+    options = {"label_smoothing": section.label_smoothing, "layer_decay": section.layer_decay}
     return ClassifierTrainer, dataset, ClassificationCollator(clip), options
