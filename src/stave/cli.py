@@ -374,17 +374,28 @@ def cmd_check_base(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Both arms over seeds and regimes; prints the table of paired differences."""
+    import yaml
+
     from .experiments.experiment import load_experiment, run_experiment, summary_table
 
-    experiment = load_experiment(args.file)
+    raw = yaml.safe_load(Path(args.file).read_text()) if Path(args.file).is_file() else None
+    classifier = isinstance(raw, dict) and raw.get("task") == "classification"  # stave.experiments.classifier
+    if classifier:
+        from .experiments.classifier import classifier_table, load_classifier_experiment, run_classifier_experiment
+
+        experiment = load_classifier_experiment(args.file, raw)
+    else:
+        experiment = load_experiment(args.file)
     if args.out:
         experiment.out = args.out
     if args.steps:
         experiment.steps = args.steps
     regimes = [r.strip() for r in args.regimes.split(",")] if args.regimes else None
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    summary = run_experiment(experiment, regimes=regimes, seeds=seeds)
-    print(summary_table(summary))
+    if classifier:
+        print(classifier_table(run_classifier_experiment(experiment, regimes=regimes, seeds=seeds)))
+    else:
+        print(summary_table(run_experiment(experiment, regimes=regimes, seeds=seeds)))
     print(f"results in {experiment.out}/results.md and results.json")
     return 0
 
