@@ -173,3 +173,33 @@ def test_demo_runs_end_to_end_on_the_shipped_base(tmp_path, capsys):
     assert report["conclusion"] == verdict(difference, "staveq2", "baseline")
     assert report["conclusion"] in printed
     assert "Sample questions" in printed and report["peak_memory_mib"] > 0
+
+
+def test_classifier_experiment_pairs_top1_by_seed(tmp_path):
+    """The shipped classifier experiment file loads (both regimes, 5 seeds, baseline then sta); its summary pairs
+    each seed's top-1 of the two arms and gives the mean difference with its t-interval."""
+    import yaml
+
+    from stave.experiments.classifier import classifier_table, load_classifier_experiment, summarise_classifier
+
+    path = REPO / "configs" / "experiments" / "classifier-synthetic.yaml"
+    raw = yaml.safe_load(path.read_text())
+    experiment = load_classifier_experiment(path, raw)
+    assert list(experiment.arms) == ["baseline", "sta"] and experiment.regimes == {"stock": False, "hold": True}
+    assert len(experiment.seeds) == 5 and Path(experiment.recipe).is_file()
+    experiment.out = str(tmp_path)
+    for seed, (base, sta) in enumerate([(0.25, 0.5), (0.5, 0.5), (0.25, 0.75)]):
+        for arm, accuracy in (("baseline", base), ("sta", sta)):
+            folder = tmp_path / "stock" / f"seed-{seed}" / "eval" / arm
+            folder.mkdir(parents=True)
+            (folder / "results.json").write_text(json.dumps({"overall": {"accuracy": accuracy}}))
+    summary = summarise_classifier(experiment)
+    assert list(summary["regimes"]) == ["stock"]  # hold: nothing finished
+    stock = summary["regimes"]["stock"]
+    assert stock["seeds"] == [0, 1, 2] and stock["accuracy"] == {"baseline": [0.25, 0.5, 0.25], "sta": [0.5, 0.5, 0.75]}
+    assert Estimate(**stock["difference"]) == paired_difference([0.25, 0.5, 0.25], [0.5, 0.5, 0.75])
+    assert "| stock | 3 | 33.3 | 58.3 | +25.0 [" in classifier_table(summary)
+    with pytest.raises(ExperimentError, match=r"arms: two arms"):
+        load_classifier_experiment(path, {**raw, "arms": {"only": []}})
+    with pytest.raises(ExperimentError, match=r"regimes\.stock: unknown key"):
+        load_classifier_experiment(path, {**raw, "regimes": {"stock": {"pooled": True}}})
