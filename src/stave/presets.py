@@ -200,8 +200,7 @@ def tiny_vocabulary(preset: str) -> list[str]:
         return []
     from .models import family_for_model_type
 
-    prompt = family_for_model_type(TINY_PRESETS[preset][0]).video_prompt  # the words of its timestamp texts
-    return list(prompt.words) if prompt is not None else []
+    return list(family_for_model_type(TINY_PRESETS[preset][0]).media.words)  # e.g. of its timestamp texts
 
 
 def _classes(family: str) -> tuple[type, type, type]:

@@ -1,6 +1,9 @@
-"""One small adapter per supported model family: where the vision tower and its blocks are, how wide they
-are, which norm the added `norm3` copies, and in which order the blocks see a frame's patches. Everything
-else about STA is family-independent (stave.temporal)."""
+"""One adapter per supported model family, the one place that knows a family: where the vision tower and its
+blocks are, how wide they are, which norm the added `norm3` copies, in which order the blocks see a frame's
+patches, how a video or an image becomes pixels and placeholder tokens in the prompt (`MediaFormat`), which
+linears LoRA adapts, and the smallest tower input that makes every tower parameter take part in a step.
+Processing, training, evaluation and `stave explain` ask the adapter; everything else about STA is
+family-independent (stave.temporal)."""
 
 from __future__ import annotations
 
@@ -55,6 +58,65 @@ class VideoPrompt:
     words: tuple[str, ...] = ()
 
 
+class MediaFormat:
+    """How a family's processor turns media into model inputs and prompt text, and how its tower is called.
+
+    Subclasses (dataclasses) set these attributes and implement the methods:
+        video_token, image_token: the placeholder tokens the chat template writes for a video / an image and the
+            model's config names as its video / image token (the processor replaces each with the media's text).
+        wrap: (before, after) tokens the chat template writes around a placeholder ("", "" for none); a media text
+            that starts and ends with them replaces them too.
+        token_types: the forward takes `mm_token_type_ids` (0 text, 1 image token, 2 video token).
+        batch_keys: the tensors of encoded samples that batch by concatenation along dim 0, in order.
+        words: words its prompt texts are made of (timestamps), for the word-level tokenizers of tiny models.
+    """
+
+    video_token: str
+    image_token: str
+    wrap: tuple[str, str]
+    token_types: bool
+    batch_keys: tuple[str, ...]
+    words: tuple[str, ...] = ()
+
+    def patch_spec(self, vision_config: Any) -> Any:
+        """The stave.video.PatchSpec (frame size factor, patch geometry, normalisation) of a vision config."""
+        raise NotImplementedError
+
+    def video(self, clip: Any, spec: Any, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
+        """One decoded video (stave.video.VideoClip) -> its tensors and the text standing for it in the prompt
+        (`pooled`: the model pools video tokens over time)."""
+        raise NotImplementedError
+
+    def image(self, frames: torch.Tensor, spec: Any) -> tuple[dict[str, torch.Tensor], str]:
+        """One image (1, 3, H, W) uint8 -> its tensors and the text standing for it in the prompt."""
+        raise NotImplementedError
+
+    def sample_tensors(self, clips: Sequence[Any], spec: Any) -> dict[str, torch.Tensor]:
+        """Tensors a sample carries besides the per-item ones, from all its videos (none by default)."""
+        return {}
+
+    def minimal_tower_input(self, tower: nn.Module) -> tuple[tuple, dict[str, Any]]:
+        """(args, kwargs) of the smallest tower call in which every tower parameter takes part (a blank image)."""
+        raise NotImplementedError
+
+    def video_frames(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[tuple, dict[str, Any], int, int, int]:
+        """For the first video of an encoded sample: (args, kwargs) of the tower call that encodes it, and its
+        (t, h, w): the temporal steps STA attends over and the patch rows and columns of one step."""
+        raise NotImplementedError
+
+    def frame_positions(self, h: int, w: int, spec: Any) -> torch.Tensor:
+        """(h*w,) long: the image position (row * w + column) of each tower input row of one temporal step."""
+        return torch.arange(h * w)
+
+    def random_inputs(
+        self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
+        *, seed: int, text_tokens: int, pooled: bool,
+    ) -> dict[str, torch.Tensor]:
+        """Inputs of random pixels for a full model: one sequence holding every image, then every video, then
+        `text_tokens` random text tokens (stave.testing.model_inputs; grids (t, h, w) in the family's units)."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class VisionFamily:
     """What stave needs to know about one model family.
@@ -62,7 +124,7 @@ class VisionFamily:
     Attributes:
         name: human-readable family name.
         tower_class: the vision tower class (holds `blocks`, receives `(pixels, grid_thw)`).
-        model_classes: the full and base model classes that contain such a tower.
+        model_classes: the full and the base model class (in this order) that contain such a tower.
         block_class: the stock vision block class.
         temporal_block_class: `block_class` with stave.temporal.TemporalBlockMixin mixed in.
         llm_layer_class: the LLM's decoder layer class.
@@ -73,13 +135,14 @@ class VisionFamily:
             tower's input rows (the processor's patch order, stave.video.packing) of each row its blocks see;
             the same for every temporal patch of a video.
         model_type: config.model_type of the family's full model.
-        seconds_per_grid: the forward takes `second_per_grid_ts` (Qwen2.5-VL: temporal rotary positions follow
-            seconds of source time).
-        video_prompt: None: a video is one vision block of t*h*w/merge^2 pads (Qwen2-VL, Qwen2.5-VL); else how
-            its prompt is laid out (VideoPrompt), and the LLM places each vision block as a grid (1, h, w).
+        media: how its processor turns videos and images into tensors and prompt text (MediaFormat).
+        vision_blocks: regular expression of the module path of a vision block (LoRA's vision linears are named
+            within it); llm_layers: likewise for an LLM decoder layer.
+        vision_qkv: names (within a block) of the attention input linears that LoRA gives its own rank.
         llm_linears: names (within an LLM decoder layer) of the linears LoRA adapts.
-        pixel_mean, pixel_std: per-channel normalisation of the family's processors (published
-            preprocessor_config.json): CLIP's for Qwen2-VL / Qwen2.5-VL, 0.5 for Qwen3-VL / Qwen3.5.
+        pooled_methods: (name, function) per base-model method that temporal pooling replaces on the instance
+            with functools.partial(function, base) (stave.modeling.set_temporal_pooling); () where the family
+            has no temporal pooling. check_pooling: base model -> None, a RuntimeError where it cannot pool.
         positions: how its LLM positions are replaced (stave.set_position_scheme); None: the family has only
             its stock positions.
     """
@@ -95,14 +158,16 @@ class VisionFamily:
     vision_linears: tuple[str, ...]
     token_order: Callable[[nn.Module, int, int], torch.Tensor]
     model_type: str
-    seconds_per_grid: bool = False
-    video_prompt: VideoPrompt | None = None
+    media: MediaFormat
+    vision_blocks: str = r"visual\.blocks\.\d+"
+    llm_layers: str = r"language_model\.layers\.\d+"
+    vision_qkv: tuple[str, ...] = ("attn.qkv",)
     llm_linears: tuple[str, ...] = (
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
     )  # fmt: skip
-    pixel_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    pixel_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    pooled_methods: tuple[tuple[str, Callable[..., Any]], ...] = ()
+    check_pooling: Callable[[nn.Module], None] | None = None
     positions: PositionAdapter | None = None
 
     @property
