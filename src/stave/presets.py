@@ -6,6 +6,7 @@ no weights are needed to count parameters or to benchmark).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -79,7 +80,6 @@ _TINY_TEXT = dict(
     eos_token_id=1,
     pad_token_id=2,
 )
-_TINY_IDS = dict(image_token_id=120, video_token_id=121, vision_start_token_id=122, vision_end_token_id=123)
 TINY_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "tiny-qwen2-vl": ("qwen2_vl", dict(depth=2, embed_dim=32, num_heads=4, mlp_ratio=2, hidden_size=32), _TINY_TEXT),
     "tiny-qwen2.5-vl": (
@@ -163,7 +163,6 @@ TINY_PRESETS.update(
     }
 )
 
-
 # Whole models of published shape (the released config.json values, vision and text), for benchmarks with random
 # weights: nothing is downloaded.
 SHAPED_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -201,6 +200,16 @@ def tiny_vocabulary(preset: str) -> list[str]:
     from .models import family_for_model_type
 
     return list(family_for_model_type(TINY_PRESETS[preset][0]).media.words)  # e.g. of its timestamp texts
+
+
+def tiny_tokenizer(preset: str, words: Iterable[str] = ()) -> Any:
+    """The word-level tokenizer of a tiny preset's family (stave.tokenizer.build_word_tokenizer with its media
+    format's placeholders) over tiny_vocabulary(preset) and `words`."""
+    from .models import family_for_model_type
+    from .tokenizer import build_word_tokenizer
+
+    media = family_for_model_type(TINY_PRESETS[preset][0]).media if preset in TINY_PRESETS else None
+    return build_word_tokenizer([*tiny_vocabulary(preset), *words], media=media)
 
 
 def _classes(family: str) -> tuple[type, type, type]:
@@ -286,18 +295,22 @@ def shaped_model(
 
 
 def _random_model(
-    family: str, vision: dict[str, Any], text: dict[str, Any], seed: int, attn_implementation: str, tokenizer: Any
+    family: str,
+    vision: dict[str, Any],
+    text: dict[str, Any],
+    seed: int,
+    attn_implementation: str,
+    tokenizer: Any,
 ) -> nn.Module:
+    from .models import family_for_model_type
+
     config_class, _, _ = _classes(family)
-    ids = dict(_TINY_IDS)
+    # the family's token ids: 120, 121, ... (below the tiny vocabulary size), or the tokenizer's
+    config_tokens = family_for_model_type(family).media.config_tokens
+    ids = {key: 120 + k for k, (key, _) in enumerate(config_tokens)}
     text = dict(text)
     if tokenizer is not None:
-        for key, token in (
-            ("image_token_id", "<|image_pad|>"),
-            ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-        ):
+        for key, token in config_tokens:
             ids[key] = tokenizer.convert_tokens_to_ids(token)
         text.update(
             bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),

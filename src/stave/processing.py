@@ -233,7 +233,7 @@ class VideoChatProcessor:
     def _read_video(self, item: dict[str, Any]):
         """One video content item, with its own settings over the run's (item_video_options)."""
         source = self._resolve(item["video"])
-        options = item_video_options(item, self.video_options)
+        options = self.media.frame_options(item_video_options(item, self.video_options), self.spec)
         source_fps = float(item.get("source_fps") or 1.0)
         reader = self.cache.read if self.cache is not None else read_video
         return reader(source, options, factor=self.spec.factor, source_fps=source_fps)

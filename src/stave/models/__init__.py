@@ -69,6 +69,8 @@ class MediaFormat:
         token_types: the forward takes `mm_token_type_ids` (0 text, 1 image token, 2 video token).
         batch_keys: the tensors of encoded samples that batch by concatenation along dim 0, in order.
         words: words its prompt texts are made of (timestamps), for the word-level tokenizers of tiny models.
+        config_tokens: (model config key, token) of each token id the model's config holds (tiny models built
+            for a tokenizer take the ids from it, stave.presets).
     """
 
     video_token: str
@@ -77,6 +79,11 @@ class MediaFormat:
     token_types: bool
     batch_keys: tuple[str, ...]
     words: tuple[str, ...] = ()
+    config_tokens: tuple[tuple[str, str], ...] = ()
+
+    def placeholder_text(self, kind: str) -> str:
+        """What a chat template writes for one item of `kind` ("image" or "video")."""
+        return self.wrap[0] + (self.video_token if kind == "video" else self.image_token) + self.wrap[1]
 
     def patch_spec(self, vision_config: Any) -> Any:
         """The stave.video.PatchSpec (frame size factor, patch geometry, normalisation) of a vision config."""
@@ -90,6 +97,11 @@ class MediaFormat:
     def image(self, frames: torch.Tensor, spec: Any) -> tuple[dict[str, torch.Tensor], str]:
         """One image (1, 3, H, W) uint8 -> its tensors and the text standing for it in the prompt."""
         raise NotImplementedError
+
+    def frame_options(self, options: Any, spec: Any) -> Any:
+        """The VideoOptions a video is read with, from the run's (and the item's) options: unchanged by default;
+        a family whose tower takes fixed-size frames sets frame_size."""
+        return options
 
     def sample_tensors(self, clips: Sequence[Any], spec: Any) -> dict[str, torch.Tensor]:
         """Tensors a sample carries besides the per-item ones, from all its videos (none by default)."""

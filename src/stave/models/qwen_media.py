@@ -46,6 +46,10 @@ class QwenMedia(MediaFormat):
     batch_keys: tuple[str, ...] = (
         "pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw"
     )  # fmt: skip
+    config_tokens: tuple[tuple[str, str], ...] = (
+        ("image_token_id", IMAGE_PAD), ("video_token_id", VIDEO_PAD),
+        ("vision_start_token_id", VISION_START), ("vision_end_token_id", VISION_END),
+    )  # fmt: skip
 
     @property
     def words(self) -> tuple[str, ...]:  # type: ignore[override]

@@ -429,12 +429,11 @@ def _save_stage(model, trainer, recipe, stage, counts, skipped, tokenizer, stage
 
 
 def _initial_model(recipe: Recipe, records) -> tuple[nn.Module, Any]:
-    from ..presets import TINY_PRESETS, tiny_model, tiny_vocabulary
-    from ..tokenizer import build_word_tokenizer
+    from ..presets import TINY_PRESETS, tiny_model, tiny_tokenizer
 
     path = recipe.model.path
     if path in TINY_PRESETS:
-        tokenizer = build_word_tokenizer([*tiny_vocabulary(path), *words_of(records)])
+        tokenizer = tiny_tokenizer(path, words_of(records))
         model = tiny_model(path, seed=recipe.model.seed, tokenizer=tokenizer, attn_implementation="sdpa")
         return model.train(), tokenizer
     from ..base import SHIPPED, resolve_model
