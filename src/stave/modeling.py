@@ -8,6 +8,7 @@ import functools
 import types
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from .config import POOLING_KEY, TEMPORAL_POOLING_MODES, TemporalConfig
@@ -38,6 +39,8 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
     config = dataclasses.replace(config or TemporalConfig(), **overrides)
     if getattr(tower, "stave_temporal", None) is not None:
         raise RuntimeError(f"{type(model).__name__} already has temporal attention ({tower.stave_temporal})")
+    if family.prepare_model is not None:
+        family.prepare_model(model)
 
     vision_config = tower.config
     dim = family.width(vision_config)
@@ -172,6 +175,8 @@ def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
     from .positions import is_scheme_wrapper, restore_rope_index
 
     family, base = _pooling_side(model)
+    if family.prepare_model is not None:
+        family.prepare_model(model)
     methods = family.pooled_methods
     instance = vars(base)
     for name, _ in methods:
