@@ -163,6 +163,16 @@ TINY_PRESETS.update(
     }
 )
 
+# InternVL (transformers' InternVLConfig): an InternViT of 32 x 32 images in 8 x 8 patches (a CLS token and 4 x 4
+# patches per row, pixel-shuffled to 2 x 2 LLM tokens), LayerNorm, LayerScale, qk-norm off as InternViT-300M; the
+# last block's hidden states selected (vision_feature_layer -1, as the published checkpoints); a Qwen2 LLM.
+TINY_PRESETS["tiny-internvl"] = (
+    "internvl",
+    dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48, image_size=[32, 32],
+         patch_size=[8, 8]),
+    dict(_TINY_TEXT, model_type="qwen2", rope_scaling=None),
+)  # fmt: skip
+
 # Whole models of published shape (the released config.json values, vision and text), for benchmarks with random
 # weights: nothing is downloaded.
 SHAPED_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {

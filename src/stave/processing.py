@@ -113,7 +113,7 @@ class VideoChatProcessor:
         messages = to_messages(sample, name, video_options=self.video_options)
         if train and messages[-1]["role"] != "assistant":
             raise ConversationError(f"{name}: a training conversation must end with an assistant answer")
-        videos, images, clips = [], [], []
+        videos, images, clips, ordered = [], [], [], []  # ordered: the tensors of every item in prompt order
         pooled = self.temporal_pooling is not None
         for message in messages:
             for item in message["content"]:
@@ -121,8 +121,10 @@ class VideoChatProcessor:
                     clip = self._read_video(item)
                     clips.append(clip)
                     videos.append(self.media.video(clip, self.spec, pooled))
+                    ordered.append(videos[-1][0])
                 elif item["type"] == "image":
                     images.append(self.media.image(self._load_image(item), self.spec))
+                    ordered.append(images[-1][0])
 
         video_texts = [text for _, text in videos]
         image_texts = [text for _, text in images]
@@ -133,10 +135,10 @@ class VideoChatProcessor:
         encoded: dict[str, Any] = {"input_ids": torch.tensor(out_ids), "mm_token_type_ids": torch.tensor(types)}
         if train:
             encoded["labels"] = torch.tensor(out_labels)
-        for tensors, _ in (*videos, *images):
+        for tensors in ordered:  # a key that images and videos share (InternVL's pixel_values) holds them in order
             for key, value in tensors.items():
                 encoded.setdefault(key, []).append(value)
-        for key in {key for tensors, _ in (*videos, *images) for key in tensors}:
+        for key in {key for tensors in ordered for key in tensors}:
             encoded[key] = torch.cat(encoded[key])
         encoded.update(self.media.sample_tensors(clips, self.spec))
         encoded["clips"] = clips

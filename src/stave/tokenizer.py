@@ -57,7 +57,9 @@ def build_word_tokenizer(words: Iterable[str], media: Any = None):
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
-    extra = [t for t in (media.image_token, media.video_token, *media.wrap) if t] if media is not None else []
+    extra = []
+    if media is not None:
+        extra = [t for t in (media.image_token, media.video_token, *media.wrap, *media.special_tokens) if t]
     extra = [t for t in extra if t not in SPECIAL_TOKENS]
     for token in [*SPECIAL_TOKENS, *BASE_WORDS, *(w.lower() for w in words), *extra]:
         vocab.setdefault(token, len(vocab))

@@ -73,6 +73,8 @@ class MediaFormat:
         words: words its prompt texts are made of (timestamps), for the word-level tokenizers of tiny models.
         config_tokens: (model config key, token) of each token id the model's config holds (tiny models built
             for a tokenizer take the ids from it, stave.presets).
+        special_tokens: further tokens its prompt texts hold that a tokenizer must keep whole (InternVL's <img>,
+            </img>; the word-level tokenizers of tiny models add them).
     """
 
     video_token: str
@@ -82,6 +84,7 @@ class MediaFormat:
     batch_keys: tuple[str, ...]
     words: tuple[str, ...] = ()
     config_tokens: tuple[tuple[str, str], ...] = ()
+    special_tokens: tuple[str, ...] = ()
 
     def placeholder_text(self, kind: str) -> str:
         """What a chat template writes for one item of `kind` ("image" or "video")."""
@@ -176,6 +179,9 @@ class VisionFamily:
             alone (a CLS token: 1).
         blocks: tower -> the ModuleList of its blocks (STA goes into these).
         spatial_heads: vision config -> the number of heads of the blocks' spatial attention.
+        prepare_model: None, or model -> None: called by add_temporal_attention and set_temporal_pooling before they
+            change a model, for a family whose model must carry more to its tower than its stock forward does
+            (InternVL: which rows are frames of which video; it switches module classes in place).
     """
 
     name: str
@@ -204,6 +210,7 @@ class VisionFamily:
     row_prefix: int = 0
     blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
+    prepare_model: Callable[[nn.Module], None] | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -221,11 +228,12 @@ def shard_units(model: nn.Module) -> list[str]:
 
 
 def families() -> tuple[VisionFamily, ...]:
+    from .internvl import INTERNVL
     from .qwen2_5_vl import QWEN2_5_VL
     from .qwen2_vl import QWEN2_VL
     from .qwen3_vl import FAMILIES as QWEN3_FAMILIES
 
-    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES)
+    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, INTERNVL)
 
 
 def missing_family(model_type: str) -> str | None:
@@ -254,12 +262,13 @@ def family_for_model_type(model_type: str) -> VisionFamily:
 def vision_outputs(out: object) -> list[torch.Tensor]:
     """Every tensor a vision tower's forward hands on to the LLM: the merged tokens, and Qwen3-VL's deepstack
     features. Accepts what towers return on transformers 4.57 (a tensor; Qwen3-VL: (tokens, [deepstack])) and
-    5.x (an output object with pooler_output and, for Qwen3-VL, deepstack_features)."""
+    5.x (an output object with pooler_output and, for Qwen3-VL, deepstack_features); towers whose tokens are
+    projected outside them (InternViT: pooler_output None) hand on their last hidden states."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, (tuple, list)) and not hasattr(out, "pooler_output"):
         return [t for item in out for t in vision_outputs(item)]
-    tensors = [out.pooler_output]
+    tensors = [out.pooler_output if out.pooler_output is not None else out.last_hidden_state]
     tensors += list(getattr(out, "deepstack_features", None) or [])
     return tensors
 
