@@ -332,4 +332,7 @@ def _random_model(
     model_class = _model_class(family)
     torch.manual_seed(seed)
     model = model_class._from_config(config, attn_implementation=attn_implementation)
+    prepare = family_for_model_type(family).prepare_model
+    if prepare is not None:  # e.g. InternVL: its forward takes the processor's pixel_items
+        prepare(model)
     return model.eval()

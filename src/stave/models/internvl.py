@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -86,7 +88,8 @@ def pixel_item_list(pixel_items: Any, rows: int) -> list[tuple[int, bool]]:
 
 @contextlib.contextmanager
 def _items(pixel_items: Any) -> Iterator[None]:
-    token = _PIXEL_ITEMS.set(pixel_items)
+    """Within, tower calls read `pixel_items` (None: those of an enclosing call, e.g. the full model's)."""
+    token = _PIXEL_ITEMS.set(pixel_items if pixel_items is not None else _PIXEL_ITEMS.get())
     try:
         yield
     finally:
@@ -168,21 +171,44 @@ class InternVLTemporalModel(internvl.InternVLModel):
             return super().forward(*args, **kwargs)
 
     def get_image_features(self, pixel_values: torch.Tensor, *args: Any, pixel_items: Any = None, **kwargs: Any):
-        with _items(pixel_items if pixel_items is not None else _PIXEL_ITEMS.get()):
+        with _items(pixel_items):
             return super().get_image_features(pixel_values, *args, **kwargs)
 
 
+class InternVLTemporalForConditionalGeneration(internvl.InternVLForConditionalGeneration):
+    """InternVLForConditionalGeneration whose forward takes `pixel_items` (so generate accepts it too) and holds it
+    for the tower call; otherwise the stock model."""
+
+    def forward(self, *args: Any, pixel_items: Any = None, **kwargs: Any):
+        with _items(pixel_items):
+            return super().forward(*args, **kwargs)
+
+
 _SWITCHES = {
+    internvl.InternVLForConditionalGeneration: InternVLTemporalForConditionalGeneration,
     internvl.InternVLModel: InternVLTemporalModel,
     internvl.InternVLVisionModel: InternVLTemporalVisionModel,
     internvl.InternVLVisionEncoder: InternVLTemporalEncoder,
 }
+for _stock, _switched in _SWITCHES.items():
+    # save_pretrained writes the class name into config.json's "architectures": the stock one, so that a checkpoint
+    # loads with transformers alone; the forward's signature is the stock one plus pixel_items (generate checks the
+    # inputs it is given against it)
+    _switched.__name__ = _stock.__name__
+    if _switched is InternVLTemporalEncoder:
+        continue
+    _signature = inspect.signature(_stock.forward)
+    _parameters = [p for p in _signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    _parameters.append(inspect.Parameter("pixel_items", inspect.Parameter.KEYWORD_ONLY, default=None))
+    _parameters += [p for p in _signature.parameters.values() if p.kind is p.VAR_KEYWORD]
+    _switched.forward.__signature__ = _signature.replace(parameters=_parameters)
 
 
 def prepare_model(model: nn.Module) -> None:
     """Switch the InternVL modules of `model` (full, base model or bare tower) to the classes above, in place, so
-    that `pixel_items` reaches the tower and the layout its blocks; record on the tower how many blocks feed the
-    selected feature layer (the blocks STA may go into)."""
+    that their forwards (and generate) take `pixel_items`, it reaches the tower and the layout its blocks; record on
+    the tower how many blocks feed the selected feature layer (the blocks STA may go into). Without STA or pooling
+    the switched model computes exactly what the stock one does. stave.load_model and the tiny presets call it."""
     for module in model.modules():
         switched = _SWITCHES.get(type(module))
         if switched is not None:
@@ -223,13 +249,14 @@ def make_norm(block: nn.Module, dim: int) -> nn.Module:
 # --- temporal pooling ---------------------------------------------------------------------------------------
 
 
-def pooled_image_features(base: nn.Module, pixel_values: torch.Tensor, *args: Any, **kwargs: Any):
+def pooled_image_features(base: nn.Module, pixel_values: torch.Tensor, *args: Any, pixel_items: Any = None,
+                          **kwargs: Any):  # fmt: skip
     """get_image_features with each video's projected tokens averaged over its frames: a video of F rows becomes one
-    row of (S/2p)^2 tokens; images (and their tiles) are unchanged."""
-    features = type(base).get_image_features
+    row of (S/2p)^2 tokens; images (and their tiles) are unchanged. `pixel_items` is named in the signature:
+    transformers 5's generate passes get_image_features the inputs its signature names."""
+    features = functools.partial(type(base).get_image_features, pixel_items=pixel_items)
     if getattr(base.config, POOLING_KEY, None) is None:
         return features(base, pixel_values, *args, **kwargs)
-    pixel_items = kwargs.get("pixel_items")
     items = pixel_item_list(pixel_items if pixel_items is not None else _PIXEL_ITEMS.get(), pixel_values.shape[0])
 
     def pool(tokens: torch.Tensor) -> torch.Tensor:

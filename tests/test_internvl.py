@@ -1,0 +1,254 @@
+"""InternVL (transformers' InternVLForConditionalGeneration, an InternViT tower of frames as rows with a CLS token
+and LayerScale): STA over the frames of each video that `pixel_items` names, on the tiny-internvl preset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import randomize_temporal
+from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+import stave
+from stave.models.internvl import InternVLTemporalLayer, MissingPixelItems
+from stave.presets import TINY_PRESETS, tiny_model
+from stave.temporal import TemporalLayout
+from stave.testing import model_inputs
+
+PRESET = "tiny-internvl"
+GRID = (4, 4)  # 32 x 32 frames in 8 x 8 patches
+VIDEOS = [(4, *GRID), (2, *GRID), (3, *GRID)]
+IMAGES = [(1, *GRID), (1, *GRID)]
+
+
+def tower_features(model, inputs) -> torch.Tensor:
+    """The tower's last hidden states (rows, 1 + patches, D) for the model inputs' pixel_values and pixel_items."""
+    tower = stave.vision_tower(model)
+    return tower(inputs["pixel_values"], pixel_items=inputs["pixel_items"]).last_hidden_state
+
+
+def tiny_variant(vision: dict | None = None, **top_level) -> torch.nn.Module:
+    """The tiny-internvl model with other vision config values or top-level config values."""
+    _, tiny_vision, text = TINY_PRESETS[PRESET]
+    config = InternVLConfig(vision_config={**tiny_vision, **(vision or {})}, text_config=dict(text), image_token_id=120,
+                            **top_level)  # fmt: skip
+    return InternVLForConditionalGeneration._from_config(config).eval()
+
+
+def rows_of(inputs) -> list[tuple[int, int, bool]]:
+    """(first row, rows, is_video) per item of model inputs."""
+    out, start = [], 0
+    for rows, video in inputs["pixel_items"].tolist():
+        out.append((start, rows, bool(video)))
+        start += rows
+    return out
+
+
+@pytest.mark.parametrize("order", ["spatial_first", "temporal_first"])
+@pytest.mark.parametrize(
+    "batch", [dict(videos=VIDEOS[:1]), dict(images=IMAGES), dict(videos=VIDEOS, images=IMAGES)],
+    ids=["video", "images", "mixed"],
+)  # fmt: skip
+def test_zero_init_is_exact_identity_of_tower_and_logits(order, batch):
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, **batch)
+    with torch.no_grad():
+        base_logits = model(**inputs).logits
+        base = tower_features(model, inputs)
+        stave.add_temporal_attention(model, order=order)
+        assert torch.equal(tower_features(model, inputs), base)
+        assert (model(**inputs).logits - base_logits).abs().max() <= 1e-6
+
+
+def test_random_sta_changes_videos_and_leaves_images_and_their_tiles_alone():
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES)
+    with torch.no_grad():
+        base = tower_features(model, inputs)
+        stave.add_temporal_attention(model, init="random")
+        out = tower_features(model, inputs)
+    for start, rows, video in rows_of(inputs):
+        change = (out[start : start + rows] - base[start : start + rows]).abs().max()
+        assert change > 1e-3 if video else change == 0
+
+
+def test_images_apply_runs_sta_on_each_tile_alone():
+    """images="apply": every image row is a single-frame item (its tiles are not time)."""
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, images=IMAGES)
+    with torch.no_grad():
+        base = tower_features(model, inputs)
+        stave.add_temporal_attention(model, init="random", images="apply")
+        out = tower_features(model, inputs)
+        alone = [tower_features(model, {"pixel_values": inputs["pixel_values"][k : k + 1],
+                                        "pixel_items": torch.tensor([[1, 0]])}) for k in range(2)]  # fmt: skip
+    assert (out - base).abs().max() > 1e-3
+    torch.testing.assert_close(out, torch.cat(alone), atol=1e-5, rtol=1e-5)
+
+
+def test_reversing_the_frames_of_a_video_changes_its_features():
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    inputs = model_inputs(model, videos=VIDEOS[:1])
+    reversed_inputs = dict(inputs, pixel_values=inputs["pixel_values"].flip(0))
+    with torch.no_grad():
+        out = tower_features(model, inputs)
+        out_rev = tower_features(model, reversed_inputs).flip(0)
+        stock = stave.vision_tower(tiny_model(PRESET))
+        plain = stock(inputs["pixel_values"]).last_hidden_state
+        plain_rev = stock(reversed_inputs["pixel_values"]).last_hidden_state.flip(0)
+    assert torch.allclose(plain, plain_rev, atol=1e-5)  # without STA each frame is encoded alone
+    assert (out - out_rev).abs().max() > 1e-3
+
+
+def test_each_item_is_the_same_alone_and_batched():
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    inputs = model_inputs(model, videos=VIDEOS, images=IMAGES)
+    with torch.no_grad():
+        together = tower_features(model, inputs)
+        for start, rows, video in rows_of(inputs):
+            alone = {"pixel_values": inputs["pixel_values"][start : start + rows],
+                     "pixel_items": torch.tensor([[rows, int(video)]])}  # fmt: skip
+            alone = tower_features(model, alone)
+            torch.testing.assert_close(together[start : start + rows], alone, atol=1e-5, rtol=1e-5)
+    # the grouping matters: the same rows read as one video of 9 frames give other features
+    merged = dict(inputs, pixel_items=torch.tensor([[2, 0], [9, 1]]))
+    with torch.no_grad():
+        assert (tower_features(model, merged)[2:] - together[2:]).abs().max() > 1e-3
+
+
+def test_sta_leaves_the_cls_token_of_every_row_alone_and_follows_the_layerscale_residual():
+    """One block: STA's update is zero on each row's CLS token and lands after the attention's LayerScaled residual
+    (spatial_first), so with the MLP silenced the block is x + lambda_1 * attn + STA."""
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model, init="random")
+    randomize_temporal(model)
+    block = stave.vision_tower(model).encoder.layer[0]
+    assert isinstance(block, InternVLTemporalLayer) and type(block.norm3) is type(block.layernorm_before)
+    x = torch.randn(6, 17, 32)  # two videos of 3 frames: CLS + 16 patches per row
+    layout = TemporalLayout.from_items([(3, 16, True)] * 2, head_dim=8, rope_theta=10000.0, row_prefix=1)
+    with torch.no_grad():
+        updated = block.temporal_update(x, layout)
+        assert torch.equal(updated[:, 0], x[:, 0]) and (updated[:, 1:] - x[:, 1:]).abs().min() > 0
+        for param in block.mlp.parameters():
+            param.zero_()
+        attended = x + block.lambda_1 * block.attention(block.layernorm_before(x))[0]
+        torch.testing.assert_close(block(x, temporal_layout=layout), block.temporal_update(attended, layout))
+
+
+def test_without_pixel_items_a_model_with_sta_names_what_is_missing():
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, videos=VIDEOS[:1])
+    transformers_like = {k: v for k, v in inputs.items() if k != "pixel_items"}  # what InternVLProcessor makes
+    with torch.no_grad():
+        model(**transformers_like)  # the stock model needs no grouping
+        stave.add_temporal_attention(model)
+        with pytest.raises(MissingPixelItems, match="pixel_items.*InternVLProcessor does not record"):
+            model(**transformers_like)
+        with pytest.raises(MissingPixelItems, match="pixel_items"):
+            stave.vision_tower(model)(inputs["pixel_values"])
+        with pytest.raises(ValueError, match="describes 3 rows of pixel_values .* has 4"):
+            model(**dict(inputs, pixel_items=torch.tensor([[3, 1]])))
+
+
+def test_sta_goes_only_into_the_blocks_that_feed_the_selected_feature_layer():
+    """vision_feature_layer -2 takes the hidden states after block 1 of 3: block 2 changes nothing the LLM sees."""
+    model = tiny_variant(vision_feature_layer=-2)
+    stave.add_temporal_attention(model)
+    assert [hasattr(b, "temp_attn") for b in stave.vision_tower(model).encoder.layer] == [True, True, False]
+    bare = stave.add_temporal_attention(stave.vision_tower(tiny_model(PRESET)))  # a bare tower: every block
+    assert all(hasattr(b, "temp_attn") for b in bare.encoder.layer)
+
+
+def test_rms_norm_towers_get_an_rms_norm3_and_stay_the_identity_at_zero_init():
+    """InternViT-6B's blocks: RMSNorm and qk-norm."""
+    model = tiny_variant(vision=dict(norm_type="rms_norm", use_qk_norm=True))
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    with torch.no_grad():
+        base = model(**inputs).logits
+        stave.add_temporal_attention(model)
+        assert (model(**inputs).logits - base).abs().max() <= 1e-6
+    block = stave.vision_tower(model).encoder.layer[0]
+    assert type(block.norm3).__name__ == "InternVLVisionRMSNorm"
+
+
+def test_stage_one_gradients_reach_exactly_the_temporal_parameters():
+    model = tiny_model(PRESET).train()
+    stave.add_temporal_attention(model, init="random")
+    model.requires_grad_(False)
+    for _, param in stave.temporal_parameters(model):
+        param.requires_grad_(True)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    temporal = {n for n, _ in stave.temporal_parameters(model)}
+    assert set(grads) == temporal and len(temporal) == 3 * 6  # qkv, proj (weight, bias), norm3 (weight, bias)
+    assert all(g.abs().max() > 0 for g in grads.values())
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    inputs = None
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model(PRESET).train()
+        stave.add_temporal_attention(model)
+        randomize_temporal(model)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        inputs = inputs or model_inputs(model, videos=VIDEOS[:2])
+        model(**inputs, labels=inputs["input_ids"]).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in stave.temporal_parameters(model)})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+
+
+def test_save_and_load_round_trip_reproduces_outputs(tmp_path):
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model, gate="layerscale", gate_init=0.5)
+    randomize_temporal(model)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    model.save_pretrained(tmp_path)
+    loaded = stave.load_model(tmp_path)
+    assert stave.temporal_config(loaded) == stave.temporal_config(model)
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_pooled_video_reaches_the_llm_as_the_mean_of_its_frames_projected_tokens():
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    base = stave.modeling._language_side(model)
+    with torch.no_grad():
+        features = base.get_image_features(inputs["pixel_values"], pixel_items=inputs["pixel_items"])
+        features = stave.models.vision_outputs(features)[0] if not isinstance(features, torch.Tensor) else features
+        stave.set_temporal_pooling(model, "mean")
+        pooled_inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+        pooled = base.get_image_features(pooled_inputs["pixel_values"], pixel_items=pooled_inputs["pixel_items"])
+        pooled = stave.models.vision_outputs(pooled)[0] if not isinstance(pooled, torch.Tensor) else pooled
+        logits = model(**pooled_inputs).logits
+    assert pooled.shape[0] == 1 + 2  # the image row, then one row per video
+    torch.testing.assert_close(pooled[0], features[0])
+    torch.testing.assert_close(pooled[1], features[1:5].mean(0))
+    torch.testing.assert_close(pooled[2], features[5:7].mean(0))
+    assert pooled_inputs["input_ids"].shape[1] == inputs["input_ids"].shape[1] - (3 + 1) * 4
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("pooling", [None, "mean"])
+def test_generate_equals_the_step_by_step_forward(pooling):
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    stave.set_temporal_pooling(model, pooling)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False, min_new_tokens=4)
+        ids = inputs["input_ids"]
+        for _ in range(4):
+            step = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids))
+            ids = torch.cat([ids, model(**step).logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(generated, ids)
