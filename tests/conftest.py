@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the straightforward reference implementation lives there
 
 # Qwen3.5 exists from transformers 5 on; the other families on 4.57 and 5.x.
-FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3-vl-moe"]
+FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3-vl-moe", "tiny-internvl"]
 if int(transformers.__version__.split(".")[0]) >= 5:
     FAMILIES += ["tiny-qwen3.5", "tiny-qwen3.5-moe"]
 # scripts/test.sh sets STAVE_EXPECT_EXTRAS=1 in the extras environment (torchvision, torchcodec, decord2), where the

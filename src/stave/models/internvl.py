@@ -376,15 +376,12 @@ class InternVLMedia(MediaFormat):
         self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
         *, seed: int, text_tokens: int, pooled: bool,
     ) -> dict[str, torch.Tensor]:
-        """Each image (grid (1, P, P), P = image_size / patch_size) as one tile, then each video of t frames (grid
-        (t, P, P)), as `<IMG_CONTEXT>` x (P/2)^2 per tile / frame (one frame's worth for a pooled video), with
-        pixel_items; no <img>/</img> or text between them (the model sees only the context tokens)."""
+        """Each image as one tile, then each video of t frames, as `<IMG_CONTEXT>` x (P/2)^2 per tile / frame (one
+        frame's worth for a pooled video; P = image_size / patch_size), with pixel_items; no <img>/</img> or text
+        between them (the model sees only the context tokens). InternVL frames have one size: a grid's h and w are
+        not used (every frame is P x P patches); its t is the frame count (1 for an image)."""
         config = model.config
         spec = self.patch_spec(config.vision_config)
-        side = spec.image_size // spec.patch_size
-        for t, h, w in (*images, *videos):
-            if (h, w) != (side, side):
-                raise ValueError(f"InternVL frames are {side} x {side} patches, got a grid ({t}, {h}, {w})")
         for grid in images:
             if grid[0] != 1:
                 raise ValueError(f"an InternVL image is one tile, got a grid {grid}")
