@@ -47,6 +47,31 @@ def test_zero_init_is_exact_identity(preset, order, batch):
     assert (logits - base_logits).abs().max() <= 1e-6
 
 
+def test_layerscale_gate_starts_as_identity_and_scales_the_update(preset):
+    """gate="layerscale": every STA block gets `temp_attn.gate` (D,) at gate_init; with the zero-initialised
+    projection the model is unchanged; with random STA weights the tower's change follows the gate's size."""
+    model = tiny_model(preset)
+    inputs = model_inputs(model, videos=MIXED_VIDEOS, images=IMAGES)
+    tower = stave.vision_tower(model)
+    pixels, grid_thw = _tower_inputs(model, [(4, 4, 4)])
+    with torch.no_grad():
+        base_logits = model(**inputs).logits
+        base_tokens = merged_tokens(tower, pixels, grid_thw)
+        stave.add_temporal_attention(model, gate="layerscale", gate_init=1e-3)
+        assert (model(**inputs).logits - base_logits).abs().max() <= 1e-6
+    gates = [p for n, p in stave.temporal_parameters(model) if n.endswith("temp_attn.gate")]
+    assert len(gates) == len(tower.blocks)
+    assert all(torch.equal(g, torch.full_like(g, 1e-3)) for g in gates)
+    randomize_temporal(model)
+    changes = []
+    for value in (1e-3, 1.0):
+        with torch.no_grad():
+            for gate in gates:
+                gate.fill_(value)
+            changes.append((merged_tokens(tower, pixels, grid_thw) - base_tokens).abs().max())
+    assert changes[1] > 0.01 and changes[0] < changes[1] * 3e-3
+
+
 def test_random_sta_changes_videos_but_skipped_images_stay_identical(preset):
     model = tiny_model(preset)
     tower = stave.vision_tower(model)

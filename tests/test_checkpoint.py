@@ -27,10 +27,11 @@ def _saved(preset, tmp_path, **temporal):
 
 
 def test_round_trip_reproduces_outputs_exactly(preset, tmp_path):
-    model = _saved(preset, tmp_path, layers=[0, 1], head_scale=0.5, order="temporal_first")
+    settings = dict(layers=[0, 1], head_scale=0.5, order="temporal_first", gate="layerscale", gate_init=1e-4)
+    model = _saved(preset, tmp_path, **settings)
     inputs = model_inputs(model, videos=[(4, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
     loaded = stave.load_model(tmp_path)
-    assert stave.temporal_config(loaded) == stave.TemporalConfig(layers=[0, 1], head_scale=0.5, order="temporal_first")
+    assert stave.temporal_config(loaded) == stave.TemporalConfig(**settings)
     assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))
     saved = dict(stave.temporal_parameters(model))
     restored = dict(stave.temporal_parameters(loaded))

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.version_independent  # runs once: see tests/version_ind
         ("order", "interleaved"),
         ("init", "xavier"),
         ("images", "drop"),
+        ("gate", "sigmoid"),
+        ("gate_init", 0.0),
+        ("gate_init", "1e-5"),
     ],
 )
 def test_invalid_values_name_the_field(field, value):
@@ -42,12 +45,15 @@ def test_defaults_are_the_papers():
         "skip",
         10000.0,
     )
+    assert (config.gate, config.gate_init) == ("none", 1e-5)
     assert config.num_heads(16) == 4 and config.num_heads(2) == 1
     assert config.selected_blocks(3) == [0, 1, 2]
 
 
 def test_dict_round_trip_and_unknown_keys():
-    config = TemporalConfig(head_scale=0.5, layers=[3, 1], order="temporal_first", init="random", images="apply")
+    config = TemporalConfig(
+        head_scale=0.5, layers=[3, 1], order="temporal_first", init="random", images="apply", gate="layerscale"
+    )
     assert config.layers == [1, 3]
     assert TemporalConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match=r"unknown TemporalConfig field\(s\) \['heads'\]"):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from straightforward_sta import straightforward_temporal_update
+from torch import nn
 
-from stave.temporal import TemporalAttention, TemporalLayout
+from stave.temporal import TemporalAttention, TemporalBlockMixin, TemporalLayout
 
 pytestmark = pytest.mark.version_independent  # runs once: see tests/version_independence.py
 
@@ -128,3 +129,65 @@ def test_rotary_tables_follow_the_spec():
     angles = torch.arange(3.0)[:, None] * torch.cat([inv_freq, inv_freq])[None]
     torch.testing.assert_close(cos, angles.cos())
     torch.testing.assert_close(sin, angles.sin())
+
+
+class _Block(TemporalBlockMixin):
+    """The smallest block the mixin accepts: LayerNorms, a linear attention stand-in, a linear MLP."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn, self.mlp = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.temp_attn = TemporalAttention(dim, 2, 8, zero_init=False)
+        self.temporal_first = False
+
+
+def test_rows_with_a_cls_prefix_equal_the_packed_sequence_and_leave_cls_alone():
+    """(R, S, D) rows: frames as rows of two videos (3 and 2 frames) and one image row, each with a CLS token
+    first. STA's residual equals the packed (L, D) computation on the rows less their CLS tokens; every CLS token
+    and the image keep their value."""
+    torch.manual_seed(0)
+    dim, patches = 32, 6
+    block = _Block(dim)
+    rows = torch.randn(6, 1 + patches, dim)
+    items = [(3, patches, True), (1, patches, False), (2, patches, True)]
+    layout = TemporalLayout.from_items(items, head_dim=8, rope_theta=10000.0, row_prefix=1)
+    out = block.temporal_residual(rows, layout)
+    assert torch.equal(out[:, 0], rows[:, 0])  # CLS: exactly unchanged
+    assert torch.equal(out[3], rows[3])  # the image row
+    packed = TemporalLayout.from_items(items, head_dim=8, rope_theta=10000.0)
+    expected = block.temporal_residual(rows[:, 1:].reshape(-1, dim), packed).view(6, patches, dim)
+    torch.testing.assert_close(out[:, 1:], expected, atol=0, rtol=0)
+    assert (out[:3, 1:] - rows[:3, 1:]).abs().min() > 0  # the videos did change
+    # the frames of a video attend to each other: swapping two of its frames changes the others' update
+    swapped = rows.clone()
+    swapped[[0, 1]] = rows[[1, 0]]
+    assert not torch.allclose(block.temporal_residual(swapped, layout)[2], out[2])
+    # ... and never to another item's: changing video 2 leaves video 1 as it was
+    changed = rows.clone()
+    changed[4:] += 1.0
+    torch.testing.assert_close(block.temporal_residual(changed, layout)[:3], out[:3], atol=0, rtol=0)
+
+
+def test_block_with_too_few_or_many_tokens_for_its_layout_names_both_numbers():
+    block = _Block(32)
+    layout = TemporalLayout.from_items([(2, 4, True)], head_dim=8, rope_theta=10000.0, row_prefix=1)
+    with pytest.raises(ValueError, match="describes 8 tokens but the block holds 10"):
+        block.temporal_residual(torch.randn(2, 6, 32), layout)
+    with pytest.raises(RuntimeError, match="received no `temporal_layout`"):
+        block(torch.randn(8, 32))
+
+
+def test_layerscale_gate_scales_the_update_per_channel():
+    torch.manual_seed(0)
+    plain = TemporalAttention(32, 2, 8, zero_init=False)
+    gated = TemporalAttention(32, 2, 8, zero_init=False, gate_init=1e-5)
+    gated.load_state_dict({**plain.state_dict(), "gate": torch.full((32,), 1e-5)})
+    layout = _layout([[3, 2, 2]])
+    x = torch.randn(12, 32)
+    torch.testing.assert_close(gated(x, layout), plain(x, layout) * 1e-5)
+    with torch.no_grad():
+        gated.gate.copy_(torch.linspace(-1, 1, 32))
+    torch.testing.assert_close(gated(x, layout), plain(x, layout) * torch.linspace(-1, 1, 32))
+    names = [name for name, _ in gated.named_parameters()]
+    assert names == ["gate", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias"]

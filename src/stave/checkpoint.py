@@ -1,14 +1,14 @@
 """Loading checkpoints with stacked temporal attention, without ever dropping a temporal weight.
 
-A directory written by `model.save_pretrained` after `add_temporal_attention` holds the stock weights,
-the temporal weights (`...blocks.N.temp_attn.{qkv,proj}.*`, `...blocks.N.norm3.*`) and, in config.json,
-the TemporalConfig under vision_config.temporal_attention. Stock `from_pretrained` builds the model
-without the temporal modules and reports their weights as unexpected; `load_model` adds the modules and
-loads exactly those weights, refusing any missing or extra one. A model that pools video tokens over time
-records it in config.json (temporal_pooling, see stave.modeling.set_temporal_pooling); `load_model` pools
-again on load, which stock `from_pretrained` does not; likewise for a position scheme (position_scheme, see
-stave.positions.set_position_scheme), which a checkpoint that does not record it (the public VideoRoPE
-checkpoints) can be given on load.
+A directory written by `model.save_pretrained` after `add_temporal_attention` holds the stock weights, the
+temporal weights (`...blocks.N.temp_attn.{qkv,proj}.*`, `...blocks.N.norm3.*`, with a LayerScale gate
+`...blocks.N.temp_attn.gate`) and, in config.json, the TemporalConfig under vision_config.temporal_attention.
+Stock `from_pretrained` builds the model without the temporal modules and reports their weights as unexpected;
+`load_model` adds the modules and loads exactly those weights, refusing any missing or extra one. A model that
+pools video tokens over time records it in config.json (temporal_pooling, see stave.modeling.set_temporal_pooling);
+`load_model` pools again on load, which stock `from_pretrained` does not; likewise for a position scheme
+(position_scheme, see stave.positions.set_position_scheme), which a checkpoint that does not record it (the public
+VideoRoPE checkpoints) can be given on load.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ from .positions import SCHEME_KEY, set_position_scheme
 logger = logging.getLogger(__name__)
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
-#: A temporal weight as stored by stave and by the authors' release, whatever the prefix of the tower.
-TEMPORAL_KEY = re.compile(r"(?:^|\.)blocks\.(\d+)\.((?:temp_attn\.(?:qkv|proj)|norm3)\.(?:weight|bias))$")
+#: A temporal weight as stored by stave and by the authors' release, whatever the prefix of the tower and the name
+#: of its block list (`blocks.N.`, `layers.N.`): the block index and the name within the block.
+TEMPORAL_KEY = re.compile(
+    r"(?:^|\.)(\d+)\.((?:temp_attn\.(?:qkv|proj)|norm3)\.(?:weight|bias)|temp_attn\.gate)$"
+)
 #: Anything that looks like part of a temporal layer (used to catch malformed names too).
 TEMPORAL_LIKE = re.compile(r"(?:^|\.)(?:temp_attn|norm3)(?:\.|$)")
 
@@ -189,9 +192,9 @@ def _temporal_tensor_names(path: Path) -> dict[str, Path]:
 
 
 def _load_temporal_tensors(model: nn.Module, path: Path, stored: dict[str, Path]) -> None:
-    _, tower = find_vision_tower(model)
+    family, tower = find_vision_tower(model)
     expected: dict[tuple[int, str], torch.Tensor] = {}
-    for index, block in enumerate(tower.blocks):
+    for index, block in enumerate(family.blocks(tower)):
         for child in ("temp_attn", "norm3"):
             if hasattr(block, child):
                 for name, param in getattr(block, child).named_parameters(prefix=child):

@@ -14,6 +14,7 @@ from torch import nn
 from .config import POSITION_SCHEMES, TemporalConfig
 from .errors import StaveError, error_message
 from .modeling import add_temporal_attention, temporal_parameters
+from .models import find_vision_tower
 from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower, preset_available
 
 
@@ -25,21 +26,22 @@ def linear_macs_per_token(module: nn.Module) -> int:
 def sta_cost(preset: str, config: TemporalConfig) -> dict[str, float | int | str]:
     """Parameter and multiply-add figures of STA on a published tower, built on the meta device."""
     tower = build_vision_tower(preset)
+    family, _ = find_vision_tower(tower)
+    blocks = family.blocks(tower)
     tower_params = sum(p.numel() for p in tower.parameters())
-    block_macs = linear_macs_per_token(tower.blocks[0])
+    block_macs = linear_macs_per_token(blocks[0])
     add_temporal_attention(tower, config)
-    added = temporal_parameters(tower)
-    with_sta = [i for i, b in enumerate(tower.blocks) if hasattr(b, "temp_attn")]
-    first = tower.blocks[with_sta[0]]
+    with_sta = [i for i, b in enumerate(blocks) if hasattr(b, "temp_attn")]
+    first = blocks[with_sta[0]]
     return {
         "preset": preset,
-        "blocks": len(tower.blocks),
+        "blocks": len(blocks),
         "sta_blocks": len(with_sta),
         "heads": f"{first.temp_attn.num_heads}x{first.temp_attn.head_dim}",
         "tower_params": tower_params,
-        "sta_per_block": sum(p.numel() for n, p in added if n.startswith(f"blocks.{with_sta[0]}.")),
-        "sta_total": sum(p.numel() for _, p in added),
-        "param_ratio": sum(p.numel() for _, p in added) / tower_params,
+        "sta_per_block": sum(p.numel() for p in (*first.temp_attn.parameters(), *first.norm3.parameters())),
+        "sta_total": sum(p.numel() for _, p in temporal_parameters(tower)),
+        "param_ratio": sum(p.numel() for _, p in temporal_parameters(tower)) / tower_params,
         "mac_share": linear_macs_per_token(first.temp_attn) / block_macs,
     }
 

@@ -14,6 +14,7 @@ from .errors import StaveError
 ORDERS = ("spatial_first", "temporal_first")
 INITS = ("zero", "random")
 IMAGE_POLICIES = ("skip", "apply")
+GATES = ("none", "layerscale")
 #: How a pooled model reduces each video's merged tokens over its temporal patches before the LLM.
 TEMPORAL_POOLING_MODES = ("mean",)
 #: Name of the entry in the model config (config.json, top level) that records temporal pooling.
@@ -26,7 +27,7 @@ VIDEOROPE_TEMPORAL_SPACING = 2.0
 
 @dataclass
 class TemporalConfig:
-    """How stacked temporal attention (STA) is added to a Qwen2-VL-family vision tower.
+    """How stacked temporal attention (STA) is added to a vision tower.
 
     Attributes:
         head_scale: temporal heads = max(1, round(spatial heads * head_scale)); head_dim is the tower's.
@@ -38,6 +39,10 @@ class TemporalConfig:
         images: "skip" leaves items with a single temporal patch (images) untouched; "apply" runs the
             temporal layer on them too (attention over one position).
         rope_theta: base of the 1-D rotary position embedding along time.
+        gate: "none" (the update goes onto the residual stream as it is) or "layerscale" (it is multiplied by a
+            learned per-channel vector `temp_attn.gate`, initialised to gate_init; the authors' InternVideo2 +
+            STA). Independent of `init`: with init="zero" the tower is unchanged at insertion either way.
+        gate_init: the LayerScale's initial value (gate="layerscale" only).
     """
 
     head_scale: float = 0.25
@@ -46,10 +51,13 @@ class TemporalConfig:
     init: Literal["zero", "random"] = "zero"
     images: Literal["skip", "apply"] = "skip"
     rope_theta: float = 10000.0
+    gate: Literal["none", "layerscale"] = "none"
+    gate_init: float = 1e-5
 
     def __post_init__(self) -> None:
         _check_number("head_scale", self.head_scale)
         _check_number("rope_theta", self.rope_theta)
+        _check_number("gate_init", self.gate_init)
         if self.layers is not None:
             if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
                 raise ValueError(f"TemporalConfig.layers must be a list of block indices or None, got {self.layers!r}")
@@ -62,7 +70,7 @@ class TemporalConfig:
             if not layers:
                 raise ValueError("TemporalConfig.layers is empty; use None for every block")
             self.layers = sorted(layers)
-        for name, allowed in (("order", ORDERS), ("init", INITS), ("images", IMAGE_POLICIES)):
+        for name, allowed in (("order", ORDERS), ("init", INITS), ("images", IMAGE_POLICIES), ("gate", GATES)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"TemporalConfig.{name} must be one of {allowed}, got {value!r}")

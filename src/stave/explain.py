@@ -59,8 +59,8 @@ class TemporalAttentionMap:
 
 
 def sta_blocks(model: torch.nn.Module) -> list[int]:
-    _, tower = find_vision_tower(model)
-    return [i for i, block in enumerate(tower.blocks) if isinstance(block, TemporalBlockMixin)]
+    family, tower = find_vision_tower(model)
+    return [i for i, block in enumerate(family.blocks(tower)) if isinstance(block, TemporalBlockMixin)]
 
 
 @torch.no_grad()
@@ -82,7 +82,7 @@ def temporal_attention_map(model, processor, video: Any, *, block: int | None = 
     def keep(_module, args):
         captured["x"], captured["layout"] = args[0], args[1]
 
-    layer = tower.blocks[block].temp_attn
+    layer = family.blocks(tower)[block].temp_attn
     handle = layer.register_forward_pre_hook(keep)
     try:
         tower(*args, **kwargs)

@@ -8,6 +8,7 @@ import functools
 import types
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from .config import POOLING_KEY, TEMPORAL_POOLING_MODES, TemporalConfig
@@ -41,19 +42,26 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
 
     vision_config = tower.config
     dim = family.width(vision_config)
-    spatial_heads = vision_config.num_heads
+    spatial_heads = family.spatial_heads(vision_config)
     if dim % spatial_heads:
         raise ValueError(f"vision width {dim} is not divisible by its {spatial_heads} heads")
     head_dim = dim // spatial_heads
     heads = config.num_heads(spatial_heads)
 
-    for index in config.selected_blocks(len(tower.blocks)):
-        block = tower.blocks[index]
+    blocks = family.blocks(tower)
+    for index in config.selected_blocks(len(blocks)):
+        block = blocks[index]
         if type(block) is not family.block_class:
             raise TypeError(f"block {index} is {type(block).__name__}, expected {family.block_class.__name__}")
-        reference = block.attn.qkv.weight
+        reference = next(block.parameters())
         block.temp_attn = TemporalAttention(
-            dim, heads, head_dim, zero_init=config.init == "zero", device=reference.device, dtype=reference.dtype
+            dim,
+            heads,
+            head_dim,
+            zero_init=config.init == "zero",
+            gate_init=config.gate_init if config.gate == "layerscale" else None,
+            device=reference.device,
+            dtype=reference.dtype,
         )
         block.norm3 = family.make_norm(block, dim).to(device=reference.device, dtype=reference.dtype)
         block.temporal_first = config.order == "temporal_first"
@@ -93,18 +101,18 @@ def _add_temporal_layout(tower: nn.Module, args: tuple, kwargs: dict) -> tuple[t
     """
     if kwargs.get("temporal_layout") is not None:
         return args, kwargs
-    pixels = args[0] if args else kwargs.get("hidden_states")
-    grid_thw = args[1] if len(args) > 1 else kwargs.get("grid_thw")
-    if pixels is None or grid_thw is None:
-        raise ValueError("a vision tower with temporal attention needs both its pixel input and grid_thw")
+    family, _ = find_vision_tower(tower)
     config: TemporalConfig = tower.stave_temporal
-    kwargs["temporal_layout"] = TemporalLayout.from_grid(
-        grid_thw,
-        pixels.shape[0],
-        skip_single_frame=config.images == "skip",
+    skip = config.images == "skip"
+    items = family.temporal_items(tower, args, kwargs)
+    items = [(t, n, temporal and not (skip and t == 1)) for t, n, temporal in items]
+    first = next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)), None)
+    kwargs["temporal_layout"] = TemporalLayout.from_items(
+        items,
         head_dim=tower.stave_head_dim,
         rope_theta=config.rope_theta,
-        device=pixels.device,
+        device=first.device if first is not None else None,
+        row_prefix=family.row_prefix,
     )
     return args, kwargs
 

@@ -1,9 +1,9 @@
 """One adapter per supported model family, the one place that knows a family: where the vision tower and its
-blocks are, how wide they are, which norm the added `norm3` copies, in which order the blocks see a frame's
-patches, how a video or an image becomes pixels and placeholder tokens in the prompt (`MediaFormat`), which
-linears LoRA adapts, and the smallest tower input that makes every tower parameter take part in a step.
-Processing, training, evaluation and `stave explain` ask the adapter; everything else about STA is
-family-independent (stave.temporal)."""
+blocks are, how wide they are, which norm the added `norm3` copies, where each item's frames sit in the tokens the
+blocks see and in which order the blocks see a frame's patches, how a video or an image becomes pixels and
+placeholder tokens in the prompt (`MediaFormat`), which linears LoRA adapts, and the smallest tower input that
+makes every tower parameter take part in a step. Processing, training, evaluation, pooling and `stave explain` ask
+the adapter; everything else about STA is family-independent (stave.temporal)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..temporal.layout import grid_items
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,16 @@ class VideoPrompt:
     blocks: Callable[[Sequence[float], int], list[tuple[str, int]]]
     outer_vision_tokens: bool
     words: tuple[str, ...] = ()
+
+
+def packed_grid_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple[int, int, bool]]:
+    """The items of a Qwen2-VL-family tower call `tower(pixels, grid_thw)`: one per grid_thw row (t, h*w), in
+    the packed order, every one may be temporal (single-frame items are left to TemporalConfig.images)."""
+    pixels = args[0] if args else kwargs.get("hidden_states")
+    grid_thw = args[1] if len(args) > 1 else kwargs.get("grid_thw")
+    if pixels is None or grid_thw is None:
+        raise ValueError("a vision tower with temporal attention needs both its pixel input and grid_thw")
+    return grid_items(grid_thw, pixels.shape[0])
 
 
 class MediaFormat:
@@ -157,6 +169,13 @@ class VisionFamily:
             has no temporal pooling. check_pooling: base model -> None, a RuntimeError where it cannot pool.
         positions: how its LLM positions are replaced (stave.set_position_scheme); None: the family has only
             its stock positions.
+        temporal_items: (tower, args, kwargs of the tower's forward) -> the items (t, n, temporal) of the
+            tokens its blocks see (stave.temporal.layout.TemporalLayout.from_items); items with t == 1 are
+            further left alone under TemporalConfig.images == "skip". Default: the packed grid_thw rows.
+        row_prefix: for towers whose blocks see (R, S, D) rows: tokens at the start of every row that STA leaves
+            alone (a CLS token: 1).
+        blocks: tower -> the ModuleList of its blocks (STA goes into these).
+        spatial_heads: vision config -> the number of heads of the blocks' spatial attention.
     """
 
     name: str
@@ -181,6 +200,10 @@ class VisionFamily:
     pooled_methods: tuple[tuple[str, Callable[..., Any]], ...] = ()
     check_pooling: Callable[[nn.Module], None] | None = None
     positions: PositionAdapter | None = None
+    temporal_items: Callable[[nn.Module, tuple, dict], list[tuple[int, int, bool]]] = packed_grid_items
+    row_prefix: int = 0
+    blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
+    spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
 
     @property
     def class_names(self) -> list[str]:

@@ -28,6 +28,8 @@ class TemporalAttention(nn.Module):
         num_heads: temporal heads (fewer than the spatial heads at head_scale < 1).
         head_dim: per-head width; the tower's own head_dim (D / spatial heads).
         zero_init: zero the output projection so the layer's update starts at exactly 0.
+        gate_init: None: no gate. A number: the update is multiplied by a learned per-channel vector `gate`
+            (D,) initialised to it (a LayerScale; the authors' InternVideo2 + STA use 1e-5).
         device, dtype: where and in what precision the weights are created.
 
     Submodule names `qkv` and `proj` match the authors' checkpoints and peft recipes.
@@ -40,6 +42,7 @@ class TemporalAttention(nn.Module):
         head_dim: int,
         *,
         zero_init: bool = True,
+        gate_init: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -54,6 +57,9 @@ class TemporalAttention(nn.Module):
         if zero_init:
             nn.init.zeros_(self.proj.weight)
             nn.init.zeros_(self.proj.bias)
+        self.gate = None
+        if gate_init is not None:
+            self.gate = nn.Parameter(torch.full((dim,), float(gate_init), device=device, dtype=dtype))
 
     def forward(self, hidden_states: torch.Tensor, layout: TemporalLayout) -> torch.Tensor:
         """Temporal update for every token.
@@ -104,4 +110,5 @@ class TemporalAttention(nn.Module):
         v = qkv[2].reshape(b * n, h, t, d)
         out = F.scaled_dot_product_attention(q, k, v)  # (B*n, H, t, d)
         out = out.view(b, n, h, t, d).permute(0, 3, 1, 2, 4).reshape(b, t, n, h * d)
-        return self.proj(out)
+        out = self.proj(out)
+        return out if self.gate is None else out * self.gate
