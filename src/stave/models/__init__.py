@@ -176,6 +176,10 @@ class VisionFamily:
             alone (a CLS token: 1).
         blocks: tower -> the ModuleList of its blocks (STA goes into these).
         spatial_heads: vision config -> the number of heads of the blocks' spatial attention.
+        feature_blocks: model -> how many leading blocks produce what the LLM gets (LLaVA-OneVision: those up to
+            vision_feature_layer), None for all; STA goes only into those (later blocks' outputs are unused).
+        on_temporal: model -> None: what add_temporal_attention also does to the model (LLaVA-OneVision: its base
+            model tells the tower each video's frame count), or None.
     """
 
     name: str
@@ -204,6 +208,8 @@ class VisionFamily:
     row_prefix: int = 0
     blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
+    feature_blocks: Callable[[nn.Module], int | None] | None = None
+    on_temporal: Callable[[nn.Module], None] | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -221,11 +227,12 @@ def shard_units(model: nn.Module) -> list[str]:
 
 
 def families() -> tuple[VisionFamily, ...]:
+    from .llava_onevision import LLAVA_ONEVISION
     from .qwen2_5_vl import QWEN2_5_VL
     from .qwen2_vl import QWEN2_VL
     from .qwen3_vl import FAMILIES as QWEN3_FAMILIES
 
-    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES)
+    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, LLAVA_ONEVISION)
 
 
 def missing_family(model_type: str) -> str | None:
@@ -254,11 +261,17 @@ def family_for_model_type(model_type: str) -> VisionFamily:
 def vision_outputs(out: object) -> list[torch.Tensor]:
     """Every tensor a vision tower's forward hands on to the LLM: the merged tokens, and Qwen3-VL's deepstack
     features. Accepts what towers return on transformers 4.57 (a tensor; Qwen3-VL: (tokens, [deepstack])) and
-    5.x (an output object with pooler_output and, for Qwen3-VL, deepstack_features)."""
+    5.x (an output object with pooler_output and, for Qwen3-VL, deepstack_features); a tower without a pooled
+    output (SigLIP in LLaVA-OneVision) hands on its last hidden state, and get_*_features' per-item lists are
+    flattened."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, (tuple, list)) and not hasattr(out, "pooler_output"):
         return [t for item in out for t in vision_outputs(item)]
+    if out.pooler_output is None:
+        return [out.last_hidden_state]
+    if isinstance(out.pooler_output, (tuple, list)):
+        return [*vision_outputs(out.pooler_output), *(getattr(out, "deepstack_features", None) or [])]
     tensors = [out.pooler_output]
     tensors += list(getattr(out, "deepstack_features", None) or [])
     return tensors
