@@ -51,7 +51,18 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
     heads = config.num_heads(spatial_heads)
 
     blocks = family.blocks(tower)
-    for index in config.selected_blocks(len(blocks)):
+    selected = config.selected_blocks(len(blocks))
+    feeding = family.feature_blocks(model) if family.feature_blocks is not None else None
+    if feeding is not None and config.layers is None:  # blocks after the selected feature layer feed nothing
+        selected = [index for index in selected if index < feeding]
+    elif feeding is not None and any(index >= feeding for index in selected):
+        raise ValueError(
+            f"blocks {[i for i in selected if i >= feeding]} come after the vision feature layer (only blocks "
+            f"0..{feeding - 1} feed the LLM): temporal attention there would change nothing"
+        )
+    if family.on_temporal is not None:
+        family.on_temporal(model)
+    for index in selected:
         block = blocks[index]
         if type(block) is not family.block_class:
             raise TypeError(f"block {index} is {type(block).__name__}, expected {family.block_class.__name__}")
@@ -68,7 +79,7 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
         block.norm3 = family.make_norm(block, dim).to(device=reference.device, dtype=reference.dtype)
         block.temporal_first = config.order == "temporal_first"
         block.__class__ = family.temporal_block_class
-        _rebind_instance_forward(block, index)
+        _rebind_instance_forward(block, index, family.block_class)
 
     tower.stave_temporal = config
     tower.stave_head_dim = head_dim
@@ -77,16 +88,22 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
     return model
 
 
-def _rebind_instance_forward(block: nn.Module, index: int) -> None:
+def _rebind_instance_forward(block: nn.Module, index: int, stock: type[nn.Module]) -> None:
     """Make a forward wrapped on the instance call the temporal block's forward.
 
     accelerate's dispatch hooks (device_map="auto", offloading) replace `block.forward` on the instance
     with a wrapper around the bound method they found, kept as `block._old_forward`; after the class
-    switch that would still be the stock forward and STA would be silently bypassed.
+    switch that would still be the stock forward and STA would be silently bypassed. transformers 4.57's
+    output capturing (check_model_inputs, e.g. LLaVA-OneVision's hidden states of the SigLIP layers) leaves the
+    stock forward bound on the instance after a forward; that binding is dropped (the class's forward is the
+    temporal one).
     """
     instance = vars(block)
+    bound = instance.get("forward")
     if "_old_forward" in instance:
         block._old_forward = types.MethodType(type(block).forward, block)
+    elif getattr(bound, "__self__", None) is block and getattr(bound, "__func__", None) is stock.forward:
+        del block.forward
     elif "forward" in instance:
         raise RuntimeError(
             f"vision block {index} has a forward set on the instance ({instance['forward']!r}); stave cannot "

@@ -163,6 +163,24 @@ TINY_PRESETS.update(
     }
 )
 
+# LLaVA-OneVision (transformers' LlavaOnevisionConfig): a SigLIP tower of 32 x 32 frames in 8 x 8 patches (4 x 4
+# tokens per frame, pooled to 2 x 2 for the LLM), no head, the last layer's hidden states selected as in the
+# published checkpoints (vision_feature_layer -1, strategy "full"); anyres resolutions in units of 32; a Qwen2 LLM.
+# TINY_TOP_LEVEL holds a preset's values of the full config besides its vision and text parts.
+TINY_PRESETS["tiny-llava-onevision"] = (
+    "llava_onevision",
+    dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+         num_attention_heads=4, image_size=32, patch_size=8, vision_use_head=False),
+    dict(_TINY_TEXT, model_type="qwen2", rope_scaling=None),
+)  # fmt: skip
+TINY_TOP_LEVEL: dict[str, dict[str, Any]] = {
+    "tiny-llava-onevision": dict(
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
+    ),
+}
+
 # InternVL (transformers' InternVLConfig): an InternViT of 32 x 32 images in 8 x 8 patches (a CLS token and 4 x 4
 # patches per row, pixel-shuffled to 2 x 2 LLM tokens), LayerNorm, LayerScale, qk-norm off as InternViT-300M; the
 # last block's hidden states selected (vision_feature_layer -1, as the published checkpoints); a Qwen2 LLM.
@@ -266,7 +284,7 @@ def tiny_model(
     text = dict(text)
     if tokenizer is not None:
         text["vocab_size"] = len(tokenizer)
-    return _random_model(family, vision, text, seed, attn_implementation, tokenizer)
+    return _random_model(family, vision, text, seed, attn_implementation, tokenizer, TINY_TOP_LEVEL.get(preset, {}))
 
 
 def shaped_model(
@@ -311,6 +329,7 @@ def _random_model(
     seed: int,
     attn_implementation: str,
     tokenizer: Any,
+    top_level: dict[str, Any] | None = None,
 ) -> nn.Module:
     from .models import family_for_model_type
 
@@ -328,7 +347,7 @@ def _random_model(
             pad_token_id=tokenizer.pad_token_id,
         )
     tied = {"tie_word_embeddings": text["tie_word_embeddings"]} if "tie_word_embeddings" in text else {}
-    config = config_class(text_config=text, vision_config=dict(vision), **ids, **tied)
+    config = config_class(text_config=text, vision_config=dict(vision), **ids, **tied, **(top_level or {}))
     model_class = _model_class(family)
     torch.manual_seed(seed)
     model = model_class._from_config(config, attn_implementation=attn_implementation)

@@ -1,9 +1,9 @@
 """One adapter per supported model family, the one place that knows a family: where the vision tower and its
 blocks are, how wide they are, which norm the added `norm3` copies, where each item's frames sit in the tokens the
-blocks see, in which order the blocks see a frame's patches, how a video or an image becomes pixels and placeholder
-tokens in the prompt (`MediaFormat`), which linears LoRA adapts, and the smallest tower input that makes every
-tower parameter take part in a step. Processing, training, evaluation and `stave explain` ask the adapter;
-everything else about STA is family-independent (stave.temporal)."""
+blocks see and in which order the blocks see a frame's patches, how a video or an image becomes pixels and
+placeholder tokens in the prompt (`MediaFormat`), which linears LoRA adapts, and the smallest tower input that
+makes every tower parameter take part in a step. Processing, training, evaluation, pooling and `stave explain` ask
+the adapter; everything else about STA is family-independent (stave.temporal)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,16 @@ class VideoPrompt:
     blocks: Callable[[Sequence[float], int], list[tuple[str, int]]]
     outer_vision_tokens: bool
     words: tuple[str, ...] = ()
+
+
+def packed_grid_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple[int, int, bool]]:
+    """The items of a Qwen2-VL-family tower call `tower(pixels, grid_thw)`: one per grid_thw row (t, h*w), in
+    the packed order, every one may be temporal (single-frame items are left to TemporalConfig.images)."""
+    pixels = args[0] if args else kwargs.get("hidden_states")
+    grid_thw = args[1] if len(args) > 1 else kwargs.get("grid_thw")
+    if pixels is None or grid_thw is None:
+        raise ValueError("a vision tower with temporal attention needs both its pixel input and grid_thw")
+    return grid_items(grid_thw, pixels.shape[0])
 
 
 class MediaFormat:
@@ -134,16 +144,6 @@ class MediaFormat:
         raise NotImplementedError
 
 
-def packed_grid_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple[int, int, bool]]:
-    """The items of a Qwen2-VL-family tower call `tower(pixels, grid_thw)`: one per grid_thw row (t, h*w), in
-    the packed order, every one may be temporal (single-frame items are left to TemporalConfig.images)."""
-    pixels = args[0] if args else kwargs.get("hidden_states")
-    grid_thw = args[1] if len(args) > 1 else kwargs.get("grid_thw")
-    if pixels is None or grid_thw is None:
-        raise ValueError("a vision tower with temporal attention needs both its pixel input and grid_thw")
-    return grid_items(grid_thw, pixels.shape[0])
-
-
 @dataclass(frozen=True)
 class VisionFamily:
     """What stave needs to know about one model family.
@@ -179,8 +179,12 @@ class VisionFamily:
             alone (a CLS token: 1).
         blocks: tower -> the ModuleList of its blocks (STA goes into these).
         spatial_heads: vision config -> the number of heads of the blocks' spatial attention.
-        prepare_model: None, or model -> None: called by add_temporal_attention and set_temporal_pooling before they
-            change a model, for a family whose model must carry more to its tower than its stock forward does
+        feature_blocks: model -> how many leading blocks produce what the LLM gets (LLaVA-OneVision: those up to
+            vision_feature_layer), None for all; STA goes only into those (later blocks' outputs are unused).
+        on_temporal: model -> None: what add_temporal_attention also does to the model (LLaVA-OneVision: its base
+            model tells the tower each video's frame count), or None.
+        prepare_model: None, or model -> None: called by add_temporal_attention, set_temporal_pooling, load_model
+            and the tiny presets, for a family whose model must carry more to its tower than its stock forward does
             (InternVL: which rows are frames of which video; it switches module classes in place).
     """
 
@@ -210,6 +214,8 @@ class VisionFamily:
     row_prefix: int = 0
     blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
+    feature_blocks: Callable[[nn.Module], int | None] | None = None
+    on_temporal: Callable[[nn.Module], None] | None = None
     prepare_model: Callable[[nn.Module], None] | None = None
 
     @property
@@ -229,11 +235,12 @@ def shard_units(model: nn.Module) -> list[str]:
 
 def families() -> tuple[VisionFamily, ...]:
     from .internvl import INTERNVL
+    from .llava_onevision import LLAVA_ONEVISION
     from .qwen2_5_vl import QWEN2_5_VL
     from .qwen2_vl import QWEN2_VL
     from .qwen3_vl import FAMILIES as QWEN3_FAMILIES
 
-    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, INTERNVL)
+    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, LLAVA_ONEVISION, INTERNVL)
 
 
 def missing_family(model_type: str) -> str | None:
@@ -262,13 +269,18 @@ def family_for_model_type(model_type: str) -> VisionFamily:
 def vision_outputs(out: object) -> list[torch.Tensor]:
     """Every tensor a vision tower's forward hands on to the LLM: the merged tokens, and Qwen3-VL's deepstack
     features. Accepts what towers return on transformers 4.57 (a tensor; Qwen3-VL: (tokens, [deepstack])) and
-    5.x (an output object with pooler_output and, for Qwen3-VL, deepstack_features); towers whose tokens are
-    projected outside them (InternViT: pooler_output None) hand on their last hidden states."""
+    5.x (an output object with pooler_output and, for Qwen3-VL, deepstack_features); a tower without a pooled
+    output (SigLIP in LLaVA-OneVision, InternViT) hands on its last hidden state, and get_*_features' per-item
+    lists are flattened."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, (tuple, list)) and not hasattr(out, "pooler_output"):
         return [t for item in out for t in vision_outputs(item)]
-    tensors = [out.pooler_output if out.pooler_output is not None else out.last_hidden_state]
+    if out.pooler_output is None:
+        return [out.last_hidden_state]
+    if isinstance(out.pooler_output, (tuple, list)):
+        return [*vision_outputs(out.pooler_output), *(getattr(out, "deepstack_features", None) or [])]
+    tensors = [out.pooler_output]
     tensors += list(getattr(out, "deepstack_features", None) or [])
     return tensors
 

@@ -206,36 +206,30 @@ for _stock, _switched in _SWITCHES.items():
 
 def prepare_model(model: nn.Module) -> None:
     """Switch the InternVL modules of `model` (full, base model or bare tower) to the classes above, in place, so
-    that their forwards (and generate) take `pixel_items`, it reaches the tower and the layout its blocks; record on
-    the tower how many blocks feed the selected feature layer (the blocks STA may go into). Without STA or pooling
-    the switched model computes exactly what the stock one does. stave.load_model and the tiny presets call it."""
+    that their forwards (and generate) take `pixel_items`, it reaches the tower and the layout its blocks. Without
+    STA or pooling the switched model computes exactly what the stock one does. add_temporal_attention,
+    set_temporal_pooling, stave.load_model and the tiny presets call it."""
     for module in model.modules():
         switched = _SWITCHES.get(type(module))
         if switched is not None:
             module.__class__ = switched
-        if isinstance(module, internvl.InternVLModel):
-            config = module.config
-            if float(config.downsample_ratio) != PIXEL_SHUFFLE:
-                raise ValueError(
-                    f"stave's InternVL support assumes downsample_ratio {PIXEL_SHUFFLE} (every published InternVL2.5 "
-                    f"and InternVL3 checkpoint), got {config.downsample_ratio}"
-                )
-            module.vision_tower.stave_feature_layers = feature_layers(config)
+        if isinstance(module, internvl.InternVLModel) and float(module.config.downsample_ratio) != PIXEL_SHUFFLE:
+            raise ValueError(
+                f"stave's InternVL support assumes downsample_ratio {PIXEL_SHUFFLE} (every published InternVL2.5 and "
+                f"InternVL3 checkpoint), got {module.config.downsample_ratio}"
+            )
 
 
-def feature_layers(config: Any) -> int:
+def feature_blocks(model: nn.Module) -> int | None:
     """How many tower blocks feed the selected feature layer (hidden_states[0] is the embeddings, hidden_states[i]
-    the output of block i - 1; -1 is the last block)."""
-    layers = config.vision_config.num_hidden_layers
-    selected = config.vision_feature_layer
+    the output of block i - 1; -1 is the last block); None for a bare tower (all)."""
+    base = next((m for m in model.modules() if isinstance(m, internvl.InternVLModel)), None)
+    if base is None:
+        return None
+    layers = base.config.vision_config.num_hidden_layers
+    selected = base.config.vision_feature_layer
     selected = [selected] if isinstance(selected, int) else list(selected)
     return max(index % (layers + 1) for index in selected)
-
-
-def tower_blocks(tower: nn.Module) -> nn.ModuleList:
-    """The blocks STA may go into: those feeding the selected feature layer (all, for a bare tower)."""
-    layers = tower.encoder.layer
-    return layers[: getattr(tower, "stave_feature_layers", len(layers))]
 
 
 def make_norm(block: nn.Module, dim: int) -> nn.Module:
@@ -338,9 +332,7 @@ class InternVLMedia(MediaFormat):
         return FrameSpec(size[0], patch[0], self.pixel_mean, self.pixel_std)
 
     def frame_options(self, options: Any, spec: FrameSpec) -> Any:
-        if "frame_size" in {f.name for f in dataclasses.fields(options)}:
-            return dataclasses.replace(options, frame_size=(spec.image_size, spec.image_size))
-        return options
+        return dataclasses.replace(options, frame_size=(spec.image_size, spec.image_size))
 
     def video(self, clip: Any, spec: FrameSpec, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
         pixels = normalise(clip.frames, spec)
@@ -435,7 +427,8 @@ INTERNVL = VisionFamily(
     pooled_methods=POOLED_METHODS,
     temporal_items=temporal_items,
     row_prefix=1,
-    blocks=tower_blocks,
+    blocks=lambda tower: tower.encoder.layer,
     spatial_heads=lambda config: config.num_attention_heads,
+    feature_blocks=feature_blocks,
     prepare_model=prepare_model,
 )

@@ -33,6 +33,8 @@ class VideoOptions:
         min_pixels, max_pixels: per-frame pixel bounds of smart_resize.
         total_pixels: pixel budget of the whole video; the per-frame maximum becomes
             max(min(max_pixels, total_pixels / n * 2), 1.05 * min_pixels).
+        frame_size: (height, width): every frame resized to exactly this size, the pixel bounds unused (families
+            whose tower takes fixed-size frames, e.g. LLaVA-OneVision's processor sets the tower's image size).
         backend: the decoder of video files: "pyav" (always installed), "torchcodec" or "decord" (optional
             extras), or "auto" (torchcodec where it can be used, else pyav; see stave.video.backends).
             Frame folders, image lists and arrays need no decoder.
@@ -48,6 +50,7 @@ class VideoOptions:
     min_pixels: int = VIDEO_MIN_PIXELS
     max_pixels: int = VIDEO_MAX_PIXELS
     total_pixels: int = VIDEO_TOTAL_PIXELS
+    frame_size: tuple[int, int] | None = None
     backend: str = "pyav"
     timeout: float = 60.0
 
@@ -72,6 +75,14 @@ class VideoOptions:
             raise ValueError(f"VideoOptions: min_frames ({self.min_frames}) > max_frames ({self.max_frames})")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"VideoOptions: min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels})")
+        if self.frame_size is not None:
+            size = self.frame_size
+            if not (
+                isinstance(size, (tuple, list)) and len(size) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+            ):  # fmt: skip
+                raise ValueError(f"VideoOptions.frame_size must be (height, width) positive ints, got {size!r}")
+            object.__setattr__(self, "frame_size", tuple(size))
         if self.backend not in ("pyav", "torchcodec", "decord", "auto"):
             raise ValueError(f"VideoOptions.backend must be pyav, torchcodec, decord or auto, got {self.backend!r}")
 
