@@ -252,3 +252,81 @@ def test_generate_equals_the_step_by_step_forward(pooling):
             step = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids))
             ids = torch.cat([ids, model(**step).logits[:, -1:].argmax(-1)], dim=1)
     assert torch.equal(generated, ids)
+
+
+# --- processing -------------------------------------------------------------------------------------------------
+
+
+def _assert_same_inputs(name: str, ours: dict, theirs: dict) -> None:
+    assert set(theirs) == {"input_ids", "pixel_values"}, name
+    assert ours["input_ids"].tolist() == theirs["input_ids"].tolist(), name
+    assert ours["pixel_values"].shape == theirs["pixel_values"].shape, name
+    # transformers rescales and normalises in one fused step: one float32 rounding apart at most
+    assert (ours["pixel_values"] - theirs["pixel_values"].float()).abs().max() <= 1e-6, name
+
+
+def _expected_pixel_items(case: dict, indices: list[list[int]]) -> list[list[int]]:
+    taken = iter(indices)
+    return [[len(next(taken)), 1] if kind == "video" else [1, 0] for kind, _ in case["sources"]]
+
+
+def test_inputs_equal_the_stored_outputs_of_transformers_processor():
+    """Token ids ("Frame{i}: <img> <IMG_CONTEXT> x 4 </img>" per frame, "<img> <IMG_CONTEXT> x 4 </img>" per image)
+    and pixel_values (32 x 32, ImageNet-normalised, images and frames in prompt order) equal what transformers
+    5.24's InternVLProcessor made of the same frames (tests/fixtures/make_internvl_processor_fixture.py): a video,
+    an image before an enlarged video, and video-image-video; pixel_items records each item's rows."""
+    from fixtures.make_internvl_processor_fixture import FIXTURE, conversation_cases, stave_inputs
+    from fixtures.make_internvl_processor_fixture import tokenizer as fixture_tokenizer
+    from safetensors.torch import load_file
+
+    stored = load_file(FIXTURE)
+    tok = fixture_tokenizer()
+    for case in conversation_cases():
+        ours, indices = stave_inputs(case, tok)
+        theirs = {key.split(".", 1)[1]: value for key, value in stored.items() if key.split(".", 1)[0] == case["name"]}
+        _assert_same_inputs(case["name"], ours, theirs)
+        assert ours["pixel_items"].tolist() == _expected_pixel_items(case, indices), case["name"]
+
+
+def test_inputs_equal_transformers_processor_live():
+    """The same comparison against transformers' InternVLProcessor run here, where torchvision imports."""
+    from conftest import skip_optional
+    from fixtures.make_internvl_processor_fixture import conversation_cases, reference_inputs, stave_inputs
+    from fixtures.make_internvl_processor_fixture import tokenizer as fixture_tokenizer
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:  # torchvision fails to import in several ways beside a mismatched torch
+        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+    tok = fixture_tokenizer()
+    for case in conversation_cases():
+        ours, indices = stave_inputs(case, tok)
+        _assert_same_inputs(case["name"], ours, reference_inputs(case, indices, tok))
+
+
+def test_a_pooled_model_gets_one_frame_block_per_video_and_a_batch_keeps_each_samples_items():
+    from fixtures.make_internvl_processor_fixture import conversation_cases
+
+    from stave.presets import tiny_tokenizer
+    from stave.processing import VideoChatProcessor
+    from stave.video import VideoOptions
+
+    tokenizer = tiny_tokenizer(PRESET, ["what", "happens", "here", "?"])
+    model = tiny_model(PRESET, tokenizer=tokenizer)
+    case = conversation_cases()[2]  # video (2 frames), image, video (2 frames)
+    context = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    options = VideoOptions(nframes=2)
+    plain = VideoChatProcessor.for_model(tokenizer, model, options).encode(case["messages"], train=False)
+    stave.set_temporal_pooling(model, "mean")
+    processor = VideoChatProcessor.for_model(tokenizer, model, options)
+    pooled = processor.encode(case["messages"], train=False)
+    assert (plain["input_ids"] == context).sum() == (2 + 1 + 2) * 4
+    assert (pooled["input_ids"] == context).sum() == (1 + 1 + 1) * 4
+    assert torch.equal(plain["pixel_values"], pooled["pixel_values"])
+    batch = processor.collate([pooled, processor.encode(conversation_cases()[0]["messages"], train=False)])
+    assert batch["pixel_items"].tolist() == [[2, 1], [1, 0], [2, 1], [2, 1]]
+    assert batch["pixel_values"].shape[0] == 7 and "mm_token_type_ids" not in batch
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()

@@ -255,4 +255,5 @@ class VideoChatProcessor:
             min_pixels=item.get("min_pixels") or self.image_min_pixels,
             max_pixels=item.get("max_pixels") or self.image_max_pixels,
             factor=self.spec.factor,
+            size=self.media.image_size(self.spec),
         )

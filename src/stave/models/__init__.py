@@ -118,6 +118,11 @@ class MediaFormat:
         a family whose tower takes fixed-size frames sets frame_size."""
         return options
 
+    def image_size(self, spec: Any) -> tuple[int, int] | None:
+        """(height, width) every image is resized to (the pixel bounds unused), for a family whose tower takes
+        images of one size; None (default): smart_resize within the image pixel bounds."""
+        return None
+
     def sample_tensors(self, clips: Sequence[Any], spec: Any) -> dict[str, torch.Tensor]:
         """Tensors a sample carries besides the per-item ones, from all its videos (none by default)."""
         return {}

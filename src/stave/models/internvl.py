@@ -334,6 +334,9 @@ class InternVLMedia(MediaFormat):
     def frame_options(self, options: Any, spec: FrameSpec) -> Any:
         return dataclasses.replace(options, frame_size=(spec.image_size, spec.image_size))
 
+    def image_size(self, spec: FrameSpec) -> tuple[int, int]:
+        return (spec.image_size, spec.image_size)
+
     def video(self, clip: Any, spec: FrameSpec, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
         pixels = normalise(clip.frames, spec)
         frames = pixels.shape[0]

@@ -118,6 +118,7 @@ def read_image(
     min_pixels: int = IMAGE_MIN_PIXELS,
     max_pixels: int = IMAGE_MAX_PIXELS,
     factor: int = IMAGE_FACTOR,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Read and resize one image for the model, as transformers' Qwen2-VL image processor does.
 
@@ -127,6 +128,7 @@ def read_image(
         min_pixels, max_pixels: smart_resize's bounds on the image's pixels (defaults: qwen-vl-utils' and
             the processor's, 4 * 28 * 28 and 16384 * 28 * 28).
         factor: the sides become multiples of this (patch_size * merge_size; 28 for Qwen2-VL).
+        size: (height, width): resized to exactly this instead (towers of one image size, e.g. InternVL's 448).
 
     Returns:
         (1, 3, H, W) uint8, resized by resize_frames; pack_frames turns it into what the tower takes.
@@ -150,6 +152,8 @@ def read_image(
     else:
         name = f"<{type(source).__name__} image>"
         frame = to_rgb_chw(source, name)
+    if size is not None:
+        return resize_frames(frame[None], *size)
     try:
         height, width = smart_resize(frame.shape[1], frame.shape[2], factor, min_pixels, max_pixels)
     except ValueError as error:
