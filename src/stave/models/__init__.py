@@ -131,6 +131,13 @@ class MediaFormat:
         """(args, kwargs) of the smallest tower call in which every tower parameter takes part (a blank image)."""
         raise NotImplementedError
 
+    def blank_outputs(self, model: nn.Module, tower: nn.Module) -> list[torch.Tensor]:
+        """Everything the LLM gets from the smallest blank input (minimal_tower_input), so that every parameter
+        between pixels and LLM takes part in a step: by default the tower's outputs (vision_outputs); a family whose
+        projector sits outside the tower (InternVL) runs that too."""
+        args, kwargs = self.minimal_tower_input(tower)
+        return vision_outputs(tower(*args, **kwargs))
+
     def video_frames(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[tuple, dict[str, Any], int, int, int]:
         """For the first video of an encoded sample: (args, kwargs) of the tower call that encodes it, and its
         (t, h, w): the temporal steps STA attends over and the patch rows and columns of one step."""

@@ -354,6 +354,16 @@ class InternVLMedia(MediaFormat):
         pixels = torch.zeros(1, 3, *size, dtype=parameter.dtype, device=parameter.device)
         return (pixels,), {"pixel_items": torch.tensor([[1, 0]])}
 
+    def blank_outputs(self, model: nn.Module, tower: nn.Module) -> list[torch.Tensor]:
+        """The blank image through the tower and the projector (multi_modal_projector sits outside the tower)."""
+        from . import vision_outputs
+
+        base = next((m for m in model.modules() if isinstance(m, internvl.InternVLModel)), None)
+        if base is None:  # a bare tower
+            return super().blank_outputs(model, tower)
+        (pixels,), kwargs = self.minimal_tower_input(tower)
+        return vision_outputs(base.get_image_features(pixels, **kwargs))
+
     def video_frames(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[tuple, dict[str, Any], int, int, int]:
         items = encoded["pixel_items"].tolist()
         start = 0

@@ -32,7 +32,7 @@ from .. import __version__
 from ..checkpoint import load_model
 from ..distributed import check_joined, owned_process_group, shard_on_cpus, training_settings
 from ..modeling import set_temporal_pooling
-from ..models import find_vision_tower, shard_units, vision_outputs
+from ..models import find_vision_tower, shard_units
 from ..positions import set_position_scheme
 from ..processing import VideoChatProcessor
 from ..tokenizer import save_tokenizer
@@ -173,9 +173,9 @@ def _blank_image_zero(model: nn.Module) -> torch.Tensor:
     """The vision tower of `model` run on its family's smallest blank input (MediaFormat.minimal_tower_input;
     Qwen: one 2x2-patch image), all its outputs summed, times 0 (float32 scalar)."""
     family, tower = find_vision_tower(model)
-    args, kwargs = family.media.minimal_tower_input(tower)
-    # every output the LLM would get (Qwen3-VL: the deepstack features too, so their mergers join the graph)
-    return sum(out.float().sum() for out in vision_outputs(tower(*args, **kwargs))) * 0.0
+    # every output the LLM would get (Qwen3-VL: the deepstack features too, so their mergers join the graph;
+    # InternVL: through its projector, MediaFormat.blank_outputs)
+    return sum(out.float().sum() for out in family.media.blank_outputs(model, tower)) * 0.0
 
 
 class SealCheckpoints(TrainerCallback):
