@@ -3,6 +3,8 @@ and LayerScale): STA over the frames of each video that `pixel_items` names, on 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import randomize_temporal
@@ -188,22 +190,6 @@ def test_stage_one_gradients_reach_exactly_the_temporal_parameters():
     assert all(g.abs().max() > 0 for g in grads.values())
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
-    inputs = None
-    grads = []
-    for checkpointing in (False, True):
-        model = tiny_model(PRESET).train()
-        stave.add_temporal_attention(model)
-        randomize_temporal(model)
-        if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        inputs = inputs or model_inputs(model, videos=VIDEOS[:2])
-        model(**inputs, labels=inputs["input_ids"]).loss.backward()
-        grads.append({n: p.grad.clone() for n, p in stave.temporal_parameters(model)})
-    for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
-
-
 def test_save_and_load_round_trip_reproduces_outputs(tmp_path):
     model = tiny_model(PRESET)
     stave.add_temporal_attention(model, gate="layerscale", gate_init=0.5)
@@ -252,6 +238,82 @@ def test_generate_equals_the_step_by_step_forward(pooling):
             step = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids))
             ids = torch.cat([ids, model(**step).logits[:, -1:].argmax(-1)], dim=1)
     assert torch.equal(generated, ids)
+
+
+@pytest.mark.parametrize(
+    ("attn", "dtype"), [("eager", torch.float32), ("sdpa", torch.bfloat16), ("eager", torch.float16)]
+)  # fmt: skip
+def test_runs_in_every_dtype_and_attention_backend(attn, dtype):
+    """STA's contribution survives half precision within the shares the Qwen families are held to."""
+    model = tiny_model(PRESET, attn_implementation=attn)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    tower = stave.vision_tower(model)
+    with torch.no_grad():
+        reference = tower_features(model, inputs)
+        without = copy.deepcopy(tower)
+        for block in without.encoder.layer:
+            block.temp_attn.proj.weight.zero_()
+            block.temp_attn.proj.bias.zero_()
+        contribution = (reference - without(inputs["pixel_values"], pixel_items=inputs["pixel_items"])[0]).abs().max()
+        out = tower.to(dtype)(inputs["pixel_values"].to(dtype), pixel_items=inputs["pixel_items"]).last_hidden_state
+    assert out.dtype == dtype and torch.isfinite(out).all() and contribution > 0.05
+    tolerance = {torch.float32: 1e-5, torch.bfloat16: 0.03 * contribution, torch.float16: 0.005 * contribution}
+    assert (out.float() - reference).abs().max() < tolerance[dtype]
+
+
+def test_vision_tower_compiles():
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    tower = stave.vision_tower(model)
+    inputs = model_inputs(model, videos=VIDEOS[:1], images=IMAGES[:1])
+    with torch.no_grad():
+        eager = tower_features(model, inputs)
+        compiled = torch.compile(tower, backend="eager")(inputs["pixel_values"], pixel_items=inputs["pixel_items"])
+    torch.testing.assert_close(compiled.last_hidden_state, eager)
+
+
+def test_blocks_dispatched_by_accelerate_still_run_temporal_attention():
+    """device_map="auto" wraps each block's forward on the instance; STA must not be bypassed."""
+    hooks = pytest.importorskip("accelerate.hooks")
+    model = tiny_model(PRESET)
+    for block in stave.vision_tower(model).encoder.layer:
+        hooks.add_hook_to_module(block, hooks.ModelHook())
+    inputs = model_inputs(model, videos=VIDEOS[:1])
+    with torch.no_grad():
+        base = tower_features(model, inputs)
+        stave.add_temporal_attention(model, init="random")
+        assert (tower_features(model, inputs) - base).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpointed_blocks_give_the_same_gradients_and_recompute_sta_in_its_own_backward(reentrant):
+    """The encoder hands each checkpointed block its layout as an argument: the recomputation gets the same layout
+    (same gradients), and STA runs three times per step without reentrant checkpointing (forward, the block's
+    recomputation, its own recomputation)."""
+    grads, calls = [], []
+    inputs = None
+    for checkpointing in (False, True):
+        model = tiny_model(PRESET).train()
+        stave.add_temporal_attention(model)
+        randomize_temporal(model)
+        if checkpointing:
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; 4.57 has the old name
+                model.activation_checkpointing_enable({"use_reentrant": reentrant})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+            assert all(block.gradient_checkpointing for block in stave.vision_tower(model).encoder.layer)
+            block = stave.vision_tower(model).encoder.layer[0]
+            block.temp_attn.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+        inputs = inputs or model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+        model(**inputs, labels=inputs["input_ids"]).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in stave.temporal_parameters(model)})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+    if not reentrant:
+        assert len(calls) == 3
 
 
 # --- processing -------------------------------------------------------------------------------------------------

@@ -40,6 +40,18 @@ _QWEN3_VL_SMALL_TOWER = dict(_QWEN3_VL_TOWER, depth=24, hidden_size=1024, interm
                              deepstack_visual_indexes=[5, 11, 17])  # fmt: skip
 _QWEN3_5_TOWER = {k: v for k, v in _QWEN3_VL_TOWER.items() if k != "deepstack_visual_indexes"}
 
+# InternViT (transformers' InternVLVisionConfig; 448 x 448 images, patch 14, a CLS token, LayerScale): 300M, the
+# tower of InternVL2.5-8B / InternVL3-8B (and of their 1B-38B siblings), has transformers' InternVLVisionConfig
+# defaults, which its docstring gives as OpenGVLab/InternVL3-1B-hf's (the same InternViT-300M-448px-V2.5):
+# depth 24, width 1024, 16 heads, MLP 4096, LayerNorm, no qk-norm. 6B (InternViT-6B-448px-V1-5 / V2.5, the tower of
+# InternVL2.5-78B / InternVL3-78B; https://huggingface.co/OpenGVLab/InternViT-6B-448px-V1-5/blob/main/config.json):
+# depth 45, width 3200, 25 heads, MLP 12800, RMSNorm, qk-norm (qk_normalization: true). Written from the
+# published files without downloading them here (no hub access); only depth, width and heads enter STA's figures.
+_INTERNVIT_300M = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                       norm_type="layer_norm", use_qk_norm=False)  # fmt: skip
+_INTERNVIT_6B = dict(hidden_size=3200, num_hidden_layers=45, num_attention_heads=25, intermediate_size=12800,
+                     norm_type="rms_norm", use_qk_norm=True)  # fmt: skip
+
 #: preset name -> (family key, vision config values)
 VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2-vl-2b": ("qwen2_vl", {**_QWEN2_VL_TOWER, "hidden_size": 1536}),
@@ -52,6 +64,8 @@ VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen3-vl-8b": ("qwen3_vl", {**_QWEN3_VL_TOWER, "out_hidden_size": 4096}),
     "qwen3-vl-30b-a3b": ("qwen3_vl_moe", {**_QWEN3_VL_TOWER, "out_hidden_size": 2048}),
     "qwen3.5-27b": ("qwen3_5", {**_QWEN3_5_TOWER, "out_hidden_size": 5120}),
+    "internvit-300m": ("internvl", _INTERNVIT_300M),
+    "internvit-6b": ("internvl", _INTERNVIT_6B),
 }
 
 
