@@ -376,3 +376,17 @@ def test_forward_train_eval_ask_and_explain_from_the_command_line(tmp_path, caps
     assert capsys.readouterr().out == (answer or "(the model produced no text)") + "\n"
     assert main(["explain", *flags, "--out", str(tmp_path / "map.png")]) == 0
     assert "grid t,h,w = (4, 4, 4)" in capsys.readouterr().out and (tmp_path / "map.png").stat().st_size > 2000
+
+
+def test_llava_next_video_is_refused_with_a_type_error_naming_the_supported_classes():
+    """LLaVA-NeXT-Video (CLIP with CLS) is not supported yet (README: its processing is not written)."""
+    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+
+    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=32, patch_size=8)  # fmt: skip
+    text = dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=128)  # fmt: skip
+    config = LlavaNextVideoConfig(vision_config=vision, text_config=text, image_token_index=120, video_token_index=121)
+    model = LlavaNextVideoForConditionalGeneration(config)
+    with pytest.raises(TypeError, match=r"LLaVA-OneVision: .*; got LlavaNextVideoForConditionalGeneration"):
+        stave.add_temporal_attention(model)
