@@ -76,7 +76,6 @@ def temporal_attention_map(model, processor, video: Any, *, block: int | None = 
         raise ValueError(f"block {block} has no temporal attention; STA blocks: {blocks}")
     conversation = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "."}]}]
     encoded = processor.encode(conversation, train=False)
-    args, kwargs, t, h, w = family.media.video_frames(tower, encoded)
     captured: dict[str, Any] = {}
 
     def keep(_module, args):
@@ -85,7 +84,7 @@ def temporal_attention_map(model, processor, video: Any, *, block: int | None = 
     layer = family.blocks(tower)[block].temp_attn
     handle = layer.register_forward_pre_hook(keep)
     try:
-        tower(*args, **kwargs)
+        t, h, w = family.media.run_first_video(tower, encoded)
     finally:
         handle.remove()
     x = captured["x"].view(1, t, h * w, -1)  # one item: t temporal patches of h*w rows (stave.temporal.layout)

@@ -28,7 +28,7 @@ import transformers
 from .config import TEMPORAL_POOLING_MODES
 from .conversations import ConversationError, item_video_options, to_messages
 from .modeling import POOLING_KEY, temporal_pooling
-from .models import VisionFamily, family_for_model_type
+from .models import UnsupportedMedia, VisionFamily, family_for_model_type
 from .video import PatchSpec, VideoOptions, read_image, read_video
 from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
 
@@ -123,7 +123,10 @@ class VideoChatProcessor:
                     videos.append(self.media.video(clip, self.spec, pooled))
                     ordered.append(videos[-1][0])
                 elif item["type"] == "image":
-                    images.append(self.media.image(self._load_image(item), self.spec))
+                    try:
+                        images.append(self.media.image(self._load_image(item), self.spec))
+                    except UnsupportedMedia as error:
+                        raise ConversationError(f"{name}: {error}") from None
                     ordered.append(images[-1][0])
 
         video_texts = [text for _, text in videos]

@@ -70,6 +70,11 @@ def packed_grid_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple
     return grid_items(grid_thw, pixels.shape[0])
 
 
+class UnsupportedMedia(ValueError):
+    """A kind of media a family's processing does not take (LLaVA-OneVision: images); the processor names the
+    sample (stave.conversations.ConversationError), so training skips it under on_error=skip."""
+
+
 class MediaFormat:
     """How a family's processor turns media into model inputs and prompt text, and how its tower is called.
 
@@ -138,14 +143,20 @@ class MediaFormat:
         args, kwargs = self.minimal_tower_input(tower)
         return vision_outputs(tower(*args, **kwargs))
 
-    def video_frames(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[tuple, dict[str, Any], int, int, int]:
-        """For the first video of an encoded sample: (args, kwargs) of the tower call that encodes it, and its
-        (t, h, w): the temporal steps STA attends over and the patch rows and columns of one step."""
+    def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
+        """Run the tower on the first video of an encoded sample as the model does (stave explain captures what
+        its STA layers see); returns (t, h, w): the temporal steps STA attends over and the patch rows and columns
+        of one step."""
         raise NotImplementedError
 
     def frame_positions(self, h: int, w: int, spec: Any) -> torch.Tensor:
         """(h*w,) long: the image position (row * w + column) of each tower input row of one temporal step."""
         return torch.arange(h * w)
+
+    def example_grids(self, vision_config: Any) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """(video grids, image grids) of a small mixed batch for random_inputs (`stave forward`): Qwen's packed
+        grids of different sizes by default."""
+        return [(4, 4, 4), (2, 6, 4)], [(1, 4, 4)]
 
     def random_inputs(
         self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],

@@ -364,18 +364,19 @@ class InternVLMedia(MediaFormat):
         (pixels,), kwargs = self.minimal_tower_input(tower)
         return vision_outputs(base.get_image_features(pixels, **kwargs))
 
-    def video_frames(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[tuple, dict[str, Any], int, int, int]:
-        items = encoded["pixel_items"].tolist()
+    def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
+        """The tower on the first video's frames, with pixel_items naming them one video; (frames, P, P)."""
         start = 0
-        for rows, video in items:
+        for rows, video in encoded["pixel_items"].tolist():
             if video:
                 break
             start += rows
         else:
             raise ValueError("the encoded sample holds no video")
         pixels = encoded["pixel_values"][start : start + rows].to(next(tower.parameters()))
+        tower(pixels, pixel_items=torch.tensor([[rows, 1]]))
         side = pixels.shape[-1] // _pair(tower.config.patch_size)[0]
-        return (pixels,), {"pixel_items": torch.tensor([[rows, 1]])}, rows, side, side
+        return rows, side, side
 
     def random_inputs(
         self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],

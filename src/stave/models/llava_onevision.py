@@ -38,7 +38,7 @@ from transformers.models.siglip import modeling_siglip as siglip
 from ..config import POOLING_KEY
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
-from . import MediaFormat, VisionFamily
+from . import MediaFormat, UnsupportedMedia, VisionFamily
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
@@ -219,7 +219,7 @@ class LlavaOnevisionMedia(MediaFormat):
         return {"pixel_values_videos": pixels[None]}, VIDEO_TOKEN * tokens
 
     def image(self, frames: torch.Tensor, spec: FrameSpec) -> tuple[dict[str, torch.Tensor], str]:
-        raise ValueError(
+        raise UnsupportedMedia(
             "LLaVA-OneVision: stave's processor takes videos only; images (anyres tiles) are not supported yet"
         )
 
@@ -229,10 +229,17 @@ class LlavaOnevisionMedia(MediaFormat):
         size = tower.config.image_size
         return (torch.zeros(1, 3, size, size, dtype=parameter.dtype, device=parameter.device),), {}
 
-    def video_frames(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[tuple, dict[str, Any], int, int, int]:
-        pixels = encoded["pixel_values_videos"][0].to(next(tower.parameters()))
+    def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
+        pixels = encoded["pixel_values_videos"][0].to(next(tower.parameters()))  # (F, 3, S, S)
+        with video_frames(pixels.shape[0]):
+            tower(pixels)
         side = tower.config.image_size // tower.config.patch_size
-        return (pixels,), {}, pixels.shape[0], side, side
+        return pixels.shape[0], side, side
+
+    def example_grids(self, vision_config: Any) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """Two videos of 4 frames (a batch's videos have equal frame counts) and one image, at the tower's size."""
+        side = vision_config.image_size // vision_config.patch_size
+        return [(4, side, side), (4, side, side)], [(1, side, side)]
 
     def random_inputs(
         self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],

@@ -113,11 +113,12 @@ class QwenMedia(MediaFormat):
         grid = torch.tensor([[1, merge, merge]], device=parameter.device)
         return (pixels,), {"grid_thw": grid}
 
-    def video_frames(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[tuple, dict[str, Any], int, int, int]:
-        pixels = encoded["pixel_values_videos"].to(next(tower.parameters()))
-        grid = encoded["video_grid_thw"].to(pixels.device)
+    def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
+        grid = encoded["video_grid_thw"][:1]
         t, h, w = grid[0].tolist()
-        return (pixels,), {"grid_thw": grid}, t, h, w
+        pixels = encoded["pixel_values_videos"][: t * h * w].to(next(tower.parameters()))
+        tower(pixels, grid_thw=grid.to(pixels.device))
+        return t, h, w
 
     def frame_positions(self, h: int, w: int, spec: PatchSpec) -> torch.Tensor:
         """The processor's order: merge x merge blocks in raster order (stave.video.packing.patch_positions)."""
