@@ -43,6 +43,7 @@ from ..config import POOLING_KEY
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
 from . import MediaFormat, VisionFamily
+from .llava_onevision import FrameSpec, normalise  # fixed-size frames, as LLaVA-OneVision's tower takes them
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 IMAGE_CONTEXT, IMAGE_START, IMAGE_END, VIDEO = "<IMG_CONTEXT>", "<img>", "</img>", "<video>"
@@ -273,25 +274,10 @@ POOLED_METHODS = (("get_image_features", pooled_image_features),)
 # --- media ----------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class FrameSpec:
-    """How InternVL's tower takes an image or a frame: resized to image_size x image_size (bicubic), normalised with
-    mean and std, (image_size / patch_size * PIXEL_SHUFFLE)^2 LLM tokens; `factor` (what stave.video rounds frame
-    sides to) is the image size."""
-
-    image_size: int
-    patch_size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    @property
-    def factor(self) -> int:
-        return self.image_size
-
-    @property
-    def tokens_per_frame(self) -> int:
-        side = int(self.image_size // self.patch_size * PIXEL_SHUFFLE)
-        return side * side
+def tokens_per_frame(spec: FrameSpec) -> int:
+    """LLM tokens of one image tile or frame: (image_size / patch_size * PIXEL_SHUFFLE)^2 (256 at 448 / 14)."""
+    side = int(spec.image_size // spec.patch_size * PIXEL_SHUFFLE)
+    return side * side
 
 
 def frame_text(tokens: int) -> str:
@@ -338,14 +324,14 @@ class InternVLMedia(MediaFormat):
         return (spec.image_size, spec.image_size)
 
     def video(self, clip: Any, spec: FrameSpec, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
-        pixels = normalise(clip.frames, spec)
+        pixels = frame_pixels(clip.frames, spec)
         frames = pixels.shape[0]
         tensors = {"pixel_values": pixels, "pixel_items": torch.tensor([[frames, 1]])}
-        return tensors, video_text(1 if pooled else frames, spec.tokens_per_frame)
+        return tensors, video_text(1 if pooled else frames, tokens_per_frame(spec))
 
     def image(self, frames: torch.Tensor, spec: FrameSpec) -> tuple[dict[str, torch.Tensor], str]:
-        pixels = normalise(frames[:1], spec)
-        return {"pixel_values": pixels, "pixel_items": torch.tensor([[1, 0]])}, frame_text(spec.tokens_per_frame)
+        pixels = frame_pixels(frames[:1], spec)
+        return {"pixel_values": pixels, "pixel_items": torch.tensor([[1, 0]])}, frame_text(tokens_per_frame(spec))
 
     def minimal_tower_input(self, tower: nn.Module) -> tuple[tuple, dict[str, Any]]:
         """One blank image of the tower's size: (pixels (1, 3, S, S),), pixel_items=[[1, 0]]."""
@@ -391,7 +377,7 @@ class InternVLMedia(MediaFormat):
         for grid in images:
             if grid[0] != 1:
                 raise ValueError(f"an InternVL image is one tile, got a grid {grid}")
-        tokens = spec.tokens_per_frame
+        tokens = tokens_per_frame(spec)
         ids = [config.image_token_id] * (tokens * len(images))
         for t, _, _ in videos:
             ids += [config.image_token_id] * (tokens * (1 if pooled else t))
@@ -410,15 +396,11 @@ class InternVLMedia(MediaFormat):
         return inputs
 
 
-def normalise(frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
-    """(T, 3, H, W) uint8 -> (T, 3, S, S) float32: resized to S x S (stave.video.resize_frames: bicubic, antialiased,
-    as the processor's torchvision backend), then (x / 255 - mean) / std."""
-    from ..video.decode import resize_frames
-
-    frames = resize_frames(frames, spec.image_size, spec.image_size)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (frames.to(torch.float32) * (1 / 255) - mean) / std
+def frame_pixels(frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
+    """(T, 3, S, S) uint8 frames (read at the tower's size: frame_options, image_size) -> normalised float32."""
+    if frames.shape[-2:] != (spec.image_size, spec.image_size):
+        raise ValueError(f"InternVL takes {spec.image_size} x {spec.image_size} frames, got {tuple(frames.shape[-2:])}")
+    return normalise(frames, spec)
 
 
 INTERNVL = VisionFamily(
