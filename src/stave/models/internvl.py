@@ -43,7 +43,9 @@ from ..config import POOLING_KEY
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
 from . import MediaFormat, VisionFamily
-from .llava_onevision import FrameSpec, normalise  # fixed-size frames, as LLaVA-OneVision's tower takes them
+# fixed-size frames as LLaVA-OneVision's tower takes them, and the blocks feeding vision_feature_layer (same config
+# fields, same meaning)
+from .llava_onevision import FrameSpec, feature_blocks, normalise
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 IMAGE_CONTEXT, IMAGE_START, IMAGE_END, VIDEO = "<IMG_CONTEXT>", "<img>", "</img>", "<video>"
@@ -219,18 +221,6 @@ def prepare_model(model: nn.Module) -> None:
                 f"stave's InternVL support assumes downsample_ratio {PIXEL_SHUFFLE} (every published InternVL2.5 and "
                 f"InternVL3 checkpoint), got {module.config.downsample_ratio}"
             )
-
-
-def feature_blocks(model: nn.Module) -> int | None:
-    """How many tower blocks feed the selected feature layer (hidden_states[0] is the embeddings, hidden_states[i]
-    the output of block i - 1; -1 is the last block); None for a bare tower (all)."""
-    base = next((m for m in model.modules() if isinstance(m, internvl.InternVLModel)), None)
-    if base is None:
-        return None
-    layers = base.config.vision_config.num_hidden_layers
-    selected = base.config.vision_feature_layer
-    selected = [selected] if isinstance(selected, int) else list(selected)
-    return max(index % (layers + 1) for index in selected)
 
 
 def make_norm(block: nn.Module, dim: int) -> nn.Module:
