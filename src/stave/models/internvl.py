@@ -43,9 +43,7 @@ from ..config import POOLING_KEY
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
 from . import MediaFormat, VisionFamily
-# fixed-size frames as LLaVA-OneVision's tower takes them, and the blocks feeding vision_feature_layer (same config
-# fields, same meaning)
-from .llava_onevision import FrameSpec, feature_blocks, normalise
+from .llava_onevision import FrameSpec, feature_blocks, normalise  # fixed-size frames; vision_feature_layer
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 IMAGE_CONTEXT, IMAGE_START, IMAGE_END, VIDEO = "<IMG_CONTEXT>", "<img>", "</img>", "<video>"
