@@ -47,7 +47,9 @@ from .llava_onevision import FrameSpec, feature_blocks, normalise  # fixed-size 
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 IMAGE_CONTEXT, IMAGE_START, IMAGE_END, VIDEO = "<IMG_CONTEXT>", "<img>", "</img>", "<video>"
-# InternVL's preprocessor_config.json (OpenGVLab/InternVL3-8B-hf and InternVL2.5-*-hf): ImageNet's mean and std
+# ImageNet's mean and std: InternVL's own preprocessing (build_transform's IMAGENET_MEAN / IMAGENET_STD in its model
+# cards), which the -hf checkpoints' preprocessor configs carry over (not re-checked here: no hub access);
+# transformers' GotOcr2ImageProcessor and InternVLVideoProcessor default to CLIP's
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: downsample_ratio of every published InternVL2.5 / InternVL3 checkpoint; stave's processor assumes it
