@@ -64,6 +64,7 @@ def test_zero_init_is_exact_identity_of_tower_and_logits(order, batch):
 def test_random_sta_changes_videos_and_leaves_images_and_their_tiles_alone():
     model = tiny_model(PRESET)
     inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES)
+    inputs["pixel_items"] = torch.tensor([[2, 0], [4, 1], [2, 1]])  # the two image rows: one image of 2 tiles
     with torch.no_grad():
         base = tower_features(model, inputs)
         stave.add_temporal_attention(model, init="random")
@@ -76,7 +77,7 @@ def test_random_sta_changes_videos_and_leaves_images_and_their_tiles_alone():
 def test_images_apply_runs_sta_on_each_tile_alone():
     """images="apply": every image row is a single-frame item (its tiles are not time)."""
     model = tiny_model(PRESET)
-    inputs = model_inputs(model, images=IMAGES)
+    inputs = dict(model_inputs(model, images=IMAGES), pixel_items=torch.tensor([[2, 0]]))  # one image of 2 tiles
     with torch.no_grad():
         base = tower_features(model, inputs)
         stave.add_temporal_attention(model, init="random", images="apply")
