@@ -204,23 +204,28 @@ def test_save_and_load_round_trip_reproduces_outputs(tmp_path):
 
 
 def test_pooled_video_reaches_the_llm_as_the_mean_of_its_frames_projected_tokens():
+    """Each video's projected tokens averaged over its frames; an image of 2 tiles keeps both tiles' tokens."""
     model = tiny_model(PRESET)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
-    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    items = torch.tensor([[2, 0], [4, 1], [2, 1]])  # an image of 2 tiles, videos of 4 and 2 frames
+    inputs = dict(model_inputs(model, videos=VIDEOS[:2], images=IMAGES), pixel_items=items)
     base = stave.modeling._language_side(model)
+
+    def image_features(inputs):
+        out = base.get_image_features(inputs["pixel_values"], pixel_items=inputs["pixel_items"])
+        return out if isinstance(out, torch.Tensor) else stave.models.vision_outputs(out)[0]
+
     with torch.no_grad():
-        features = base.get_image_features(inputs["pixel_values"], pixel_items=inputs["pixel_items"])
-        features = stave.models.vision_outputs(features)[0] if not isinstance(features, torch.Tensor) else features
+        features = image_features(inputs)
         stave.set_temporal_pooling(model, "mean")
-        pooled_inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
-        pooled = base.get_image_features(pooled_inputs["pixel_values"], pixel_items=pooled_inputs["pixel_items"])
-        pooled = stave.models.vision_outputs(pooled)[0] if not isinstance(pooled, torch.Tensor) else pooled
+        pooled_inputs = dict(model_inputs(model, videos=VIDEOS[:2], images=IMAGES), pixel_items=items)
+        pooled = image_features(pooled_inputs)
         logits = model(**pooled_inputs).logits
-    assert pooled.shape[0] == 1 + 2  # the image row, then one row per video
-    torch.testing.assert_close(pooled[0], features[0])
-    torch.testing.assert_close(pooled[1], features[1:5].mean(0))
-    torch.testing.assert_close(pooled[2], features[5:7].mean(0))
+    assert pooled.shape[0] == 2 + 2  # the image's tiles, then one row per video
+    torch.testing.assert_close(pooled[:2], features[:2])
+    torch.testing.assert_close(pooled[2], features[2:6].mean(0))
+    torch.testing.assert_close(pooled[3], features[6:8].mean(0))
     assert pooled_inputs["input_ids"].shape[1] == inputs["input_ids"].shape[1] - (3 + 1) * 4
     assert torch.isfinite(logits).all()
 
