@@ -128,6 +128,11 @@ class MediaFormat:
         """(args, kwargs) of the smallest tower call in which every tower parameter takes part (a blank image)."""
         raise NotImplementedError
 
+    def video_grids(self, encoded: dict[str, Any], spec: Any) -> list[tuple[int, int, int]]:
+        """(t, h, w) of each video of an encoded sample as the tower sees it: temporal steps, patch rows and
+        columns of one step."""
+        raise NotImplementedError
+
     def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
         """Run the tower on the first video of an encoded sample as the model does (stave explain captures what
         its STA layers see); returns (t, h, w): the temporal steps STA attends over and the patch rows and columns
