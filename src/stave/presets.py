@@ -52,7 +52,14 @@ VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen3-vl-8b": ("qwen3_vl", {**_QWEN3_VL_TOWER, "out_hidden_size": 4096}),
     "qwen3-vl-30b-a3b": ("qwen3_vl_moe", {**_QWEN3_VL_TOWER, "out_hidden_size": 2048}),
     "qwen3.5-27b": ("qwen3_5", {**_QWEN3_5_TOWER, "out_hidden_size": 5120}),
-}
+    # llava-hf/llava-onevision-qwen2-{0.5b,7b,72b}-ov-hf: SigLIP so400m less its last layer (26 layers, width 1152, 16
+    # heads of 72, MLP 4304), 384 x 384 frames in 14 x 14 patches, no head; written from the published config.json
+    # without re-downloading it here (no hub access)
+    "llava-onevision-7b": ("llava_onevision", dict(
+        num_hidden_layers=26, hidden_size=1152, num_attention_heads=16, intermediate_size=4304, image_size=384,
+        patch_size=14, vision_use_head=False,
+    )),
+}  # fmt: skip
 
 
 def preset_available(preset: str) -> str | None:
