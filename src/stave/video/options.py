@@ -87,4 +87,9 @@ class VideoOptions:
             raise ValueError(f"VideoOptions.backend must be pyav, torchcodec, decord or auto, got {self.backend!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field; frame_size only when set (so records, cache keys and resumable runs' settings written
+        before it existed stay the same)."""
+        values = dataclasses.asdict(self)
+        if values["frame_size"] is None:
+            del values["frame_size"]
+        return values
