@@ -63,7 +63,8 @@ class EvalSettings:
     position_scheme: dict[str, Any] | None = None  # the model's, as used (PositionScheme.to_dict; None: stock)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # the video options as VideoOptions.to_dict writes them, so runs started before a field was added resume
+        return {**dataclasses.asdict(self), "video": self.video.to_dict()}
 
 
 class Answerer(Protocol):
