@@ -294,6 +294,7 @@ def _check_or_write_settings(output: Path, settings: EvalSettings) -> None:
     # a setting added since the run was started had its default there
     added = {f.name: f.default for f in dataclasses.fields(EvalSettings) if f.default is not dataclasses.MISSING}
     added["benchmark_options"] = {}
+    added["video"] = VideoOptions().to_dict()  # VideoOptions fields added since: as before them (budget, frame_factor)
     differ = settings_differences(output / "settings.json", settings.to_dict(), defaults=added)
     if differ:
         raise EvalError(f"{output} holds predictions made with other settings ({'; '.join(differ)}); use a new folder")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..temporal.layout import grid_items
+from ..video.options import VideoOptions
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,10 @@ class VisionFamily:
             vision_feature_layer), None for all; STA goes only into those (later blocks' outputs are unused).
         on_temporal: model -> None: what add_temporal_attention also does to the model (LLaVA-OneVision: its base
             model tells the tower each video's frame count), or None.
+        video_options: how its videos are sampled and resized where the user gives no options (what its
+            published processors do by default; VideoChatProcessor.for_model): qwen-vl-utils' rules for Qwen2-VL
+            and Qwen2.5-VL, transformers' Qwen3VLVideoProcessor's as the checkpoints configure it for Qwen3-VL and
+            Qwen3.5 (stave.models.qwen3_vl.VIDEO_OPTIONS).
     """
 
     name: str
@@ -226,6 +231,7 @@ class VisionFamily:
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
     feature_blocks: Callable[[nn.Module], int | None] | None = None
     on_temporal: Callable[[nn.Module], None] | None = None
+    video_options: VideoOptions = VideoOptions()
 
     @property
     def class_names(self) -> list[str]:
