@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import StaveError
 from ..temporal.layout import grid_items
 from ..video.options import VideoOptions
 
@@ -71,7 +72,7 @@ def packed_grid_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple
     return grid_items(grid_thw, pixels.shape[0])
 
 
-class UnsupportedMedia(ValueError):
+class UnsupportedMedia(StaveError, ValueError):
     """A kind of media a family's processing does not take (LLaVA-OneVision: images); the processor names the
     sample (stave.conversations.ConversationError), so training skips it under on_error=skip."""
 
