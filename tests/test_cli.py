@@ -40,10 +40,12 @@ def test_info_scales_with_head_scale_and_layers():
 def test_info_lists_every_preset(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for preset in ("qwen2-vl-2b", "qwen2-vl-72b", "qwen2.5-vl-3b", "qwen2.5-vl-72b", "qwen3-vl-2b", "qwen3-vl-30b-a3b"):
-        assert preset in out
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("qwen")}
+    assert {"qwen2-vl-2b", "qwen2-vl-72b", "qwen2.5-vl-3b", "qwen2.5-vl-72b", "qwen3-vl-2b", "qwen3-vl-4b",
+            "qwen3-vl-8b", "qwen3-vl-32b", "qwen3-vl-30b-a3b", "qwen3-vl-235b-a22b"} <= listed  # fmt: skip
     # Qwen3.5 needs transformers 5: listed with its figures there, named with the reason on 4.57
-    assert "qwen3.5-27b" in out
+    for preset in ("qwen3.5-0.8b", "qwen3.5-27b", "qwen3.5-35b-a3b", "qwen3.5-397b-a17b"):
+        assert preset in listed or f"({preset} left out: " in out
 
 
 def test_info_prints_the_figures_of_qwen3_vl_8b(capsys):
@@ -274,3 +276,22 @@ def test_qwen3_tiny_families_forward_train_eval_ask_and_explain_from_the_command
     assert main(["explain", *flags, "--out", str(tmp_path / "map.png")]) == 0
     grid = (4, 4, 4) if preset == "tiny-internvl" else (2, 4, 4)
     assert f"grid t,h,w = {grid}" in capsys.readouterr().out and (tmp_path / "map.png").stat().st_size > 2000
+
+
+def test_without_sampling_flags_a_command_uses_the_model_familys_video_options(tmp_path):
+    """`stave ask` / `eval` / `explain` with no sampling flag pass no VideoOptions (the model family's defaults
+    apply; `stave eval` reads them from the folder's config.json before the model loads, and records them); any
+    flag gives VideoOptions with its own defaults for the rest, as before."""
+    from stave.models.qwen3_vl import VIDEO_OPTIONS
+
+    parser = cli.build_parser()
+    assert cli._video_options(parser.parse_args(["ask", "--model", "m", "--video", "v.mp4", "q"])) is None
+    flagged = cli._video_options(parser.parse_args(["ask", "--model", "m", "--video", "v.mp4", "q", "--frames", "6"]))
+    assert flagged == VideoOptions(nframes=6)
+    for model_type, expected in (("qwen3_vl", VIDEO_OPTIONS), ("qwen2_vl", VideoOptions())):
+        folder = tmp_path / model_type
+        folder.mkdir()
+        (folder / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+        assert cli._model_video_options(str(folder)) == expected
+    with pytest.raises(ValueError, match=r"config\.json: cannot read the model's model_type"):
+        cli._model_video_options(str(tmp_path / "missing"))

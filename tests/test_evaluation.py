@@ -13,6 +13,7 @@ from stave.evaluation.compare import comparison_chart, comparison_table
 from stave.evaluation.items import LETTERS, EvalItem, LoadReport, VideoRef
 from stave.evaluation.prompts import messages
 from stave.evaluation.run import EvalError, EvalSettings, evaluate
+from stave.video import VideoOptions
 
 OPTIONS = ("moving left", "moving right", "falling down")
 
@@ -126,6 +127,16 @@ def test_kill_and_resume_gives_identical_scores(tmp_path):
     with pytest.raises(EvalError, match=r"other settings \(template:.*'qwen-mc-v1' there"):
         evaluate(again, questions, settings(template="other"), tmp_path / "cut", progress=False)
 
+    # a run begun before VideoOptions had `budget` and `frame_factor` resumes as a run with their defaults
+    stored = tmp_path / "cut/settings.json"
+    old = json.loads(stored.read_text())
+    del old["video"]["budget"], old["video"]["frame_factor"]
+    stored.write_text(json.dumps(old))
+    assert evaluate(Lookup(answers), questions, settings(), tmp_path / "cut", progress=False)["overall"]
+    other = settings(video=VideoOptions(budget="video"))
+    with pytest.raises(EvalError, match=r"other settings \(video:.*'budget': 'frame'.*there"):
+        evaluate(Lookup(answers), questions, other, tmp_path / "cut", progress=False)
+
 
 def test_duplicate_question_ids_are_refused(tmp_path):
     with pytest.raises(EvalError, match="'q0' appears twice"):
@@ -213,7 +224,6 @@ def test_tiny_model_option_scores_match_a_direct_computation(tiny_folder):
 
     from stave.evaluation.model import load_answerer
     from stave.evaluation.prompts import messages
-    from stave.video import VideoOptions
 
     path, questions = tiny_folder
     answerer = load_answerer(path, video_options=VideoOptions(nframes=4, min_pixels=3136, max_pixels=3136))

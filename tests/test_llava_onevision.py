@@ -390,3 +390,12 @@ def test_llava_next_video_is_refused_with_a_type_error_naming_the_supported_clas
     model = LlavaNextVideoForConditionalGeneration(config)
     with pytest.raises(TypeError, match=r"LLaVA-OneVision: .*; got LlavaNextVideoForConditionalGeneration"):
         stave.add_temporal_attention(model)
+
+
+def test_info_counts_sta_on_the_published_tower(capsys):
+    """26 SigLIP layers of width 1152 (16 heads of 72): the same STA per block as Qwen3-VL-8B's blocks."""
+    from stave.cli import main
+
+    assert main(["info", "--preset", "llava-onevision-7b"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("llava-onevision-7b"))
+    assert row.split()[1:6] == ["26", "26", "4x72", "397,747,744", "1,331,424"]

@@ -598,3 +598,112 @@ def test_qwen3_inputs_equal_transformers_processor_live():
         _assert_same_qwen3_inputs(
             case["name"], ours, reference_inputs(case, indices, tok), token_types=TRANSFORMERS_MAJOR >= 5
         )
+
+
+def test_qwen3_inputs_with_no_video_options_equal_transformers_processor_with_its_defaults(tmp_path):
+    """The model's defaults: stave's processor for a Qwen3-VL model given no video options, on a video file,
+    gives the token ids, pixel values and grids transformers 5.24's Qwen3VLProcessor made of the same file with
+    no settings, configured as the published checkpoints are (tests/fixtures/make_qwen3_processor_fixture.py):
+    5 frames of 2.5 s at 2 fps (an odd count; qwen-vl-utils' rule would take 4), one 64x96 size for all of them
+    within the budget over the whole video, timestamps of the sampled frames. On 4.57 the token ids of the
+    processor differ only in the outer vision tokens (the next test compares them live)."""
+    from fixtures.make_qwen3_processor_fixture import DEFAULTS_CASE, FIXTURE, stave_default_inputs
+    from safetensors.torch import load_file
+
+    name = DEFAULTS_CASE[0]
+    stored = {key.split(".", 1)[1]: value for key, value in load_file(FIXTURE).items() if key.startswith(f"{name}.")}
+    path = tmp_path / "video.mp4"
+    path.write_bytes(stored.pop("video_file").numpy().tobytes())
+    ours = stave_default_inputs(path)
+    assert stored["video_grid_thw"].tolist() == [[3, 4, 6]]
+    if TRANSFORMERS_MAJOR < 5:
+        stored = {k: v for k, v in stored.items() if k not in ("input_ids", "mm_token_type_ids")}
+    _assert_same_qwen3_inputs(name, ours, stored, token_types=True)
+
+
+def test_qwen3_inputs_with_no_video_options_equal_transformers_processor_with_its_defaults_live(tmp_path):
+    """The same against transformers' Qwen3VLProcessor run here on a freshly written file, where torchvision and
+    a video decoder for transformers import (the extras run), on the installed transformers."""
+    from conftest import skip_optional
+    from fixtures.make_qwen3_processor_fixture import (
+        reference_default_inputs,
+        stave_default_inputs,
+        write_defaults_video,
+    )
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:
+        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+    path = write_defaults_video(tmp_path / "video.mp4")
+    theirs = reference_default_inputs(path)
+    _assert_same_qwen3_inputs("defaults", stave_default_inputs(path), theirs, token_types=TRANSFORMERS_MAJOR >= 5)
+
+
+def test_each_family_has_its_processors_default_video_options(preset, tokenizer):
+    """No video options: Qwen2-VL and Qwen2.5-VL keep stave's VideoOptions() (qwen-vl-utils' rules); Qwen3-VL
+    and Qwen3.5 take transformers' Qwen3VLVideoProcessor's frame rule (the installed class's fps and frame
+    bounds) and the published checkpoints' budget over the whole video (video_preprocessor_config.json)."""
+    from fixtures.make_qwen3_processor_fixture import PUBLISHED_VIDEO_SIZE
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    from stave.presets import TINY_PRESETS, _classes
+
+    family, vision, text = TINY_PRESETS[preset]
+    config = _classes(family)[0](vision_config=vision, text_config=text)
+    options = VideoChatProcessor.for_model(tokenizer, config).video_options
+    if "qwen3" not in preset:
+        assert options == VideoOptions()
+        return
+    assert (options.budget, options.frame_factor, options.min_pixels, options.max_pixels) == (
+        "video", 1, PUBLISHED_VIDEO_SIZE["shortest_edge"], PUBLISHED_VIDEO_SIZE["longest_edge"]
+    )
+    assert (options.fps, options.min_frames, options.max_frames, options.nframes) == (
+        Qwen3VLVideoProcessor.fps, Qwen3VLVideoProcessor.min_frames, Qwen3VLVideoProcessor.max_frames, None
+    )
+    assert getattr(Qwen3VLVideoProcessor, "cap_pixels_per_frame", None) is None  # unset: no per-frame cap (5.24)
+    given = VideoOptions(nframes=4)
+    assert VideoChatProcessor.for_model(tokenizer, config, given).video_options is given
+
+
+def test_frames_chosen_with_frame_factor_1_are_transformers_qwen3_choice():
+    """frame_factor=1 with fps 2 and 4..768 frames takes the frames Qwen3VLVideoProcessor.sample_frames takes:
+    int(seconds * fps) clamped to the bounds and the frames there (odd counts kept), spread by linspace."""
+    from types import SimpleNamespace
+
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+    from transformers.video_utils import VideoMetadata
+
+    from stave.models.qwen3_vl import VIDEO_OPTIONS
+    from stave.video import frame_indices, number_of_frames
+
+    defaults = SimpleNamespace(fps=2, min_frames=4, max_frames=768)
+    for total, fps in [(25, 10.0), (30, 30.0), (3, 1.0), (301, 29.97), (91, 24.0), (10000, 30.0), (7, 2.0), (2, 30.0)]:
+        metadata = VideoMetadata(total_num_frames=total, fps=fps)
+        theirs = Qwen3VLVideoProcessor.sample_frames(defaults, metadata).tolist()
+        n = number_of_frames(VIDEO_OPTIONS, total, fps)
+        assert frame_indices(0, total - 1, n) == theirs, (total, fps)
+    assert number_of_frames(VIDEO_OPTIONS, 25, 10.0) == 5 and number_of_frames(VideoOptions(), 25, 10.0) == 4
+
+
+def test_one_size_within_a_budget_over_the_video_is_transformers_qwen3_smart_resize():
+    """budget "video": video_size_in_budget equals transformers' Qwen3-VL smart_resize (installed version) for
+    odd and even frame counts, sizes kept, rounded, shrunk (the published budget of 24576 patches of 32x32 over
+    40 frames of 720p) and enlarged; sides under 32 are scaled up as 5.x does (4.57 refuses them)."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as theirs
+
+    from stave.video.sampling import video_size_in_budget
+
+    published = (4096, 25165824)
+    cases = [
+        (5, 70, 100, *published), (40, 720, 1280, *published), (41, 720, 1280, *published), (768, 360, 640, *published),
+        (4, 1080, 1920, *published), (7, 97, 130, 8 * 1024 * 7, 16 * 1024 * 7), (2, 40, 52, 6 * 1024 * 2, 9 * 1024 * 2),
+        (3, 33, 33, 64 * 1024, 128 * 1024), (9, 2000, 64, 4096, 50000), (6, 64, 64, 4096, 4096),
+        (5, 64, 64, 4096, 18432), (7, 64, 64, 30000, 10**6),  # within the budget only as 4 and 8 frames
+    ]  # fmt: skip
+    if TRANSFORMERS_MAJOR >= 5:
+        cases += [(4, 20, 300, *published), (4, 24, 24, *published), (10, 8, 100, 4096, 100000)]
+    for n, height, width, low, high in cases:
+        expected = theirs(n, height, width, temporal_factor=2, factor=32, min_pixels=low, max_pixels=high)
+        assert video_size_in_budget(height, width, n, 32, low, high) == expected, (n, height, width, low, high)
+    assert video_size_in_budget(720, 1280, 40, 32, *published) == (576, 1056)  # 20 x 18 x 33 = 11,880 tokens

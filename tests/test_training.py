@@ -576,26 +576,47 @@ FSDP_STAGES = {
 }
 
 
-@pytest.mark.parametrize("kind", FSDP_STAGES)
-def test_two_process_fsdp2_matches_one_process_with_the_same_global_batch(data, tmp_path, kind):
+# (stage kind, tiny model): every kind on Qwen2-VL; STA + LoRA + head on Qwen3-VL too (its vision blocks also feed
+# deepstack mergers). Qwen3-VL-MoE passes as well but took 47 s here against 28 s for the dense one (CI budget).
+FSDP_RUNS = [(kind, "tiny-qwen2-vl") for kind in FSDP_STAGES] + [("sta-lora-head", "tiny-qwen3-vl")]
+
+
+@pytest.mark.parametrize(("kind", "model"), FSDP_RUNS, ids=[f"{kind}-{model}" for kind, model in FSDP_RUNS])
+def test_two_process_fsdp2_matches_one_process_with_the_same_global_batch(data, tmp_path, kind, model):
     """`accelerate launch --config_file configs/accelerate/fsdp.yaml` on the CPUs (gloo) shards with FSDP2 by the
     family's blocks: 2 ranks x batch 1 equal 1 process x batch 2 in losses (float32, 1e-5) and in the exported
     model (1e-4), though rank 1's first batch has no video (its tower runs on a blank image where a forward
     with pixels runs it, so both ranks gather the same shards in the same order and none hangs)."""
+    from stave.models import family_for_model_type
+    from stave.presets import TINY_PRESETS
+
     stages = FSDP_STAGES[kind]
     name = stages[0] if isinstance(stages[0], str) else stages[0]["name"]
-    train(load_recipe(ddp_recipe(data, tmp_path / "one", batch=2) | {"stages": stages}))
+
+    def recipe(output: Path, batch: int) -> dict:
+        values = ddp_recipe(data, output, batch) | {"stages": stages}
+        values["model"]["path"] = model
+        return values
+
+    train(load_recipe(recipe(tmp_path / "one", batch=2)))
     path = tmp_path / "fsdp.yaml"
-    path.write_text(yaml.safe_dump(ddp_recipe(data, tmp_path / "fsdp", batch=1) | {"stages": stages}))
+    path.write_text(yaml.safe_dump(recipe(tmp_path / "fsdp", batch=1)))
     result = launch("accelerate-fsdp", "-m", "stave.cli", "train", str(path))
     assert result.returncode == 0, result.stderr[-4000:]
     assert "2 processes on the CPUs: sharding with FSDP2 (gloo)" in result.stderr
-    assert result.stderr.count("FSDP2 shards by Qwen2VLDecoderLayer, Qwen2VL") == 2
+    family = family_for_model_type(TINY_PRESETS[model][0])
+    sharded_by = [line.split(", ") for line in re.findall(r"FSDP2 shards by (.*)", result.stderr)]
+    blocks = {family.block_class.__name__, family.temporal_block_class.__name__}  # its vision blocks, with STA or not
+    assert len(sharded_by) == 2 and all(
+        len(units) == 2 and family.llm_layer_class.__name__ in units and blocks & set(units) for units in sharded_by
+    ), sharded_by
     assert result.stderr.count(f"stage {name}: trained as FSDP") == 2
     assert "terminate called" not in result.stderr
 
     assert losses(tmp_path / "fsdp", name) == pytest.approx(losses(tmp_path / "one", name), abs=1e-5)
-    a = stave.load_model(tmp_path / "fsdp" / name / "model").state_dict()
+    exported = stave.load_model(tmp_path / "fsdp" / name / "model")
+    assert type(exported) is family.model_classes[0]
+    a = exported.state_dict()
     b = stave.load_model(tmp_path / "one" / name / "model").state_dict()
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -52,7 +53,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.preset and preset_available(args.preset):
         raise ValueError(f"{args.preset}: {preset_available(args.preset)}")
     header = (
-        f"{'preset':<16}{'blocks':>8}{'STA blocks':>12}{'t-heads':>9}{'tower params':>16}"
+        f"{'preset':<20}{'blocks':>8}{'STA blocks':>12}{'t-heads':>9}{'tower params':>16}"
         f"{'STA/block':>13}{'STA total':>14}{'STA/tower':>11}{'+MACs/block':>13}"
     )
     print(f"Stacked temporal attention, {config}")
@@ -64,7 +65,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             continue
         c = sta_cost(preset, config)
         print(
-            f"{c['preset']:<16}{c['blocks']:>8}{c['sta_blocks']:>12}{c['heads']:>9}{c['tower_params']:>16,}"
+            f"{c['preset']:<20}{c['blocks']:>8}{c['sta_blocks']:>12}{c['heads']:>9}{c['tower_params']:>16,}"
             f"{c['sta_per_block']:>13,}{c['sta_total']:>14,}{c['param_ratio']:>10.2%}{c['mac_share']:>13.2%}"
         )
     print("(+MACs/block: added linear multiply-adds per token in a block with STA, relative to the block)")
@@ -124,16 +125,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _video_options(args: argparse.Namespace):
+    """The VideoOptions the flags give (VideoOptions' defaults for those not given); None without any flag: the
+    model family's own defaults then apply (VisionFamily.video_options)."""
     from .video import VideoOptions
 
     values = {k: getattr(args, k) for k in ("fps", "min_pixels", "max_pixels", "max_frames") if getattr(args, k)}
     if args.frames:
         values.update(nframes=args.frames, fps=None)
-    return VideoOptions(**values)
+    return VideoOptions(**values) if values else None
+
+
+def _model_video_options(model: str):
+    """The video options of a model folder's family (VisionFamily.video_options), from its config.json, before
+    the model loads."""
+    from .base import resolve_model
+    from .models import family_for_model_type
+
+    config = resolve_model(model) / "config.json"
+    try:
+        model_type = json.loads(config.read_text())["model_type"]
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{config}: cannot read the model's model_type ({error_message(error)})") from None
+    return family_for_model_type(model_type).video_options
 
 
 def _add_video_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("video sampling (qwen-vl-utils rules; defaults are VideoOptions')")
+    group = parser.add_argument_group(
+        "video sampling (qwen-vl-utils rules, VideoOptions' defaults for the rest; with none of these flags, the "
+        "model family's defaults: VisionFamily.video_options)"
+    )
     how = group.add_mutually_exclusive_group()
     how.add_argument("--frames", type=int, help="sample exactly this many frames (even)")
     how.add_argument("--fps", type=float, help="sample at this rate")
@@ -187,7 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     examples, examples_report = None, LoadReport()
     if args.shots:
         examples = load_examples(args.benchmark, args.data, report=examples_report, **loading)
-    options = _video_options(args)
+    options = _video_options(args) or _model_video_options(args.model)
     scheme = _position_scheme(args)
     settings = EvalSettings(
         benchmark=args.benchmark,

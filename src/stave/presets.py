@@ -23,22 +23,31 @@ _QWEN2_5_VL_TOWER = dict(
     fullatt_block_indexes=[7, 15, 23, 31],
 )
 
-# Qwen3-VL (vision_config of https://huggingface.co/Qwen/Qwen3-VL-{2B,8B,30B-A3B}-Instruct/blob/main/config.json):
-# patch 16, 48x48 position table (num_position_embeddings 2304), gelu_pytorch_tanh MLP; 2B: depth 24, width 1024,
-# 16 heads, MLP 4096, deepstack taps [5, 11, 17]; 8B and 30B-A3B: depth 27, width 1152, 16 heads, MLP 4304,
-# taps [8, 16, 24]; out_hidden_size is the LLM width (2048, 4096, 2048). These values were written from the
-# published files without re-downloading them in this repository (no hub access here); 8B's are the ones issue #14
-# quotes (depth 27, width 1152, 16 heads of 72). Qwen3.5 (vision_config of
-# https://huggingface.co/Qwen/Qwen3.5-27B/blob/main/config.json): the Qwen3-VL-8B tower without deepstack taps,
-# as transformers' Qwen3_5VisionConfig defaults document for that checkpoint (depth 27, width 1152, 16 heads, MLP
-# 4304); only depth, width and heads enter STA's figures.
-_QWEN3_VL_TOWER = dict(
+# Qwen3-VL and Qwen3.5: the vision_config of each checkpoint's config.json
+# (https://huggingface.co/Qwen/<name>/blob/main/config.json). No hub access here: each value is taken from public
+# code that quotes those files, two independent sources where there are two, checked against each other.
+#   [sglang-jax] sgl-project/sglang-jax python/sgl_jax/srt/multimodal/configs/qwen_vl/qwen3_vl_config.py
+#     (Qwen3VLVisionConfig.qwen3vl_2b/_4b/_8b/_32b): depth, hidden_size, intermediate_size, num_heads,
+#     out_hidden_size, deepstack_visual_indexes of Qwen3-VL-2B, 4B, 8B, 32B.
+#   [xtuner] InternLM/xtuner xtuner/v1/model/compose/qwen3_vl/qwen3_vl_config.py (Qwen3VLDense4BConfig,
+#     Qwen3VLDense8BConfig, Qwen3VLMoE30BA3Config, Qwen3VLMoE235BA22Config; the projector's text_hidden_size is
+#     out_hidden_size) and xtuner/v1/model/compose/qwen3_5/qwen3_5_config.py (Qwen3.5-35B-A3B: the 8B tower
+#     without deepstack): Qwen3-VL-4B, 8B, 30B-A3B, 235B-A22B; Qwen3.5-35B-A3B.
+#   [omegalax] p-doom/omegalax omegalax/models/qwen3_5/config.py (_QWEN3_5_SPECS, keyed by hub id; an empty
+#     vision_config means the class defaults: depth 27, width 1152, 16 heads, MLP 4304, out 4096): every Qwen3.5.
+#   [gptqmodel] ModelCloud/GPTQModel issue thread of 2026-03-19 quoting Qwen/Qwen3.5-27B's config.json in full.
+# Common to all: patch 16, temporal patch 2, merge 2, num_position_embeddings 2304 (48x48), gelu_pytorch_tanh.
+# Qwen3.5 checkpoints have deepstack_visual_indexes [] (omegalax has no field for it; [gptqmodel] shows [] for
+# 27B). Only depth, width and heads enter STA's figures; intermediate_size enters the tower's parameter count.
+_QWEN3_TOWER = dict(
     depth=27, hidden_size=1152, num_heads=16, intermediate_size=4304, hidden_act="gelu_pytorch_tanh",
-    num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
+    num_position_embeddings=2304, patch_size=16,
 )  # fmt: skip
-_QWEN3_VL_SMALL_TOWER = dict(_QWEN3_VL_TOWER, depth=24, hidden_size=1024, intermediate_size=4096,
-                             deepstack_visual_indexes=[5, 11, 17])  # fmt: skip
-_QWEN3_5_TOWER = {k: v for k, v in _QWEN3_VL_TOWER.items() if k != "deepstack_visual_indexes"}
+_QWEN3_SMALL_TOWER = dict(_QWEN3_TOWER, depth=24, hidden_size=1024, intermediate_size=4096)
+_QWEN3_VL_TOWER = dict(_QWEN3_TOWER, deepstack_visual_indexes=[8, 16, 24])  # 8B, 32B, 30B-A3B, 235B-A22B
+_QWEN3_VL_SMALL_TOWER = dict(_QWEN3_SMALL_TOWER, deepstack_visual_indexes=[5, 11, 17])  # 2B, 4B
+_QWEN3_5_TOWER = dict(_QWEN3_TOWER, deepstack_visual_indexes=[])
+_QWEN3_5_SMALL_TOWER = dict(_QWEN3_SMALL_TOWER, deepstack_visual_indexes=[])
 
 # InternViT (transformers' InternVLVisionConfig; 448 x 448 images, patch 14, a CLS token, LayerScale): 300M, the
 # tower of InternVL2.5-8B / InternVL3-8B (and of their 1B-38B siblings), has transformers' InternVLVisionConfig
@@ -60,10 +69,28 @@ VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2.5-vl-3b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 2048}),
     "qwen2.5-vl-7b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 3584}),
     "qwen2.5-vl-72b": ("qwen2_5_vl", {**_QWEN2_5_VL_TOWER, "out_hidden_size": 8192}),
-    "qwen3-vl-2b": ("qwen3_vl", {**_QWEN3_VL_SMALL_TOWER, "out_hidden_size": 2048}),
-    "qwen3-vl-8b": ("qwen3_vl", {**_QWEN3_VL_TOWER, "out_hidden_size": 4096}),
-    "qwen3-vl-30b-a3b": ("qwen3_vl_moe", {**_QWEN3_VL_TOWER, "out_hidden_size": 2048}),
-    "qwen3.5-27b": ("qwen3_5", {**_QWEN3_5_TOWER, "out_hidden_size": 5120}),
+    "qwen3-vl-2b": ("qwen3_vl", {**_QWEN3_VL_SMALL_TOWER, "out_hidden_size": 2048}),  # [sglang-jax]
+    "qwen3-vl-4b": ("qwen3_vl", {**_QWEN3_VL_SMALL_TOWER, "out_hidden_size": 2560}),  # [sglang-jax], [xtuner]
+    "qwen3-vl-8b": ("qwen3_vl", {**_QWEN3_VL_TOWER, "out_hidden_size": 4096}),  # [sglang-jax], [xtuner]
+    "qwen3-vl-32b": ("qwen3_vl", {**_QWEN3_VL_TOWER, "out_hidden_size": 5120}),  # [sglang-jax]
+    "qwen3-vl-30b-a3b": ("qwen3_vl_moe", {**_QWEN3_VL_TOWER, "out_hidden_size": 2048}),  # [xtuner]
+    "qwen3-vl-235b-a22b": ("qwen3_vl_moe", {**_QWEN3_VL_TOWER, "out_hidden_size": 4096}),  # [xtuner]
+    "qwen3.5-0.8b": ("qwen3_5", dict(_QWEN3_5_TOWER, depth=12, hidden_size=768, num_heads=12, intermediate_size=3072,
+                                     out_hidden_size=1024)),  # [omegalax]
+    "qwen3.5-2b": ("qwen3_5", {**_QWEN3_5_SMALL_TOWER, "out_hidden_size": 2048}),  # [omegalax]
+    "qwen3.5-4b": ("qwen3_5", {**_QWEN3_5_SMALL_TOWER, "out_hidden_size": 2560}),  # [omegalax]
+    "qwen3.5-9b": ("qwen3_5", {**_QWEN3_5_TOWER, "out_hidden_size": 4096}),  # [omegalax]
+    "qwen3.5-27b": ("qwen3_5", {**_QWEN3_5_TOWER, "out_hidden_size": 5120}),  # [omegalax], [gptqmodel]
+    "qwen3.5-35b-a3b": ("qwen3_5_moe", {**_QWEN3_5_TOWER, "out_hidden_size": 2048}),  # [omegalax], [xtuner]
+    "qwen3.5-122b-a10b": ("qwen3_5_moe", {**_QWEN3_5_TOWER, "out_hidden_size": 3072}),  # [omegalax]
+    "qwen3.5-397b-a17b": ("qwen3_5_moe", {**_QWEN3_5_TOWER, "out_hidden_size": 4096}),  # [omegalax]
+    # llava-hf/llava-onevision-qwen2-{0.5b,7b,72b}-ov-hf: SigLIP so400m less its last layer (26 layers, width 1152, 16
+    # heads of 72, MLP 4304), 384 x 384 frames in 14 x 14 patches, no head; written from the published config.json
+    # without re-downloading it here (no hub access)
+    "llava-onevision-7b": ("llava_onevision", dict(
+        num_hidden_layers=26, hidden_size=1152, num_attention_heads=16, intermediate_size=4304, image_size=384,
+        patch_size=14, vision_use_head=False,
+    )),  # fmt: skip
     "internvit-300m": ("internvl", _INTERNVIT_300M),
     "internvit-6b": ("internvl", _INTERNVIT_6B),
 }

@@ -47,7 +47,8 @@ class VideoChatProcessor:
         tokenizer: a tokenizer with a chat template and the model family's placeholder tokens.
         spec: patch geometry and pixel normalisation of the vision tower (`for_model` takes them from the
             model's vision config and family).
-        video_options: how videos are sampled and resized (logged with every run).
+        video_options: how videos are sampled and resized (logged with every run); None: as the model family's
+            own processors do by default (VisionFamily.video_options).
         data_root: media paths are relative to it.
         image_min_pixels, image_max_pixels: smart_resize bounds for images.
         model_type: the model's config.model_type (a supported family, stave.models): its adapter's MediaFormat
@@ -62,7 +63,7 @@ class VideoChatProcessor:
 
     tokenizer: Any
     spec: PatchSpec = PatchSpec()
-    video_options: VideoOptions = VideoOptions()
+    video_options: VideoOptions | None = None
     data_root: Path | None = None
     image_min_pixels: int = IMAGE_MIN_PIXELS
     image_max_pixels: int = IMAGE_MAX_PIXELS
@@ -73,7 +74,8 @@ class VideoChatProcessor:
     @classmethod
     def for_model(cls, tokenizer: Any, model: Any, video_options: VideoOptions | None = None, **kwargs: Any):
         """A processor with the patch geometry, model type and temporal pooling of `model` (a model of a
-        supported family, also inside a peft or DDP wrapper, or its config)."""
+        supported family, also inside a peft or DDP wrapper, or its config). Without `video_options`, videos are
+        sampled and resized as the family's own processors do by default (VisionFamily.video_options)."""
         config = getattr(model, "config", model)
         family = family_for_model_type(config.model_type)
         spec = family.media.patch_spec(config.vision_config)
@@ -81,7 +83,7 @@ class VideoChatProcessor:
         return cls(
             tokenizer,
             spec,
-            video_options or VideoOptions(),
+            video_options,
             model_type=config.model_type,
             temporal_pooling=pooling,
             **kwargs,
@@ -89,6 +91,8 @@ class VideoChatProcessor:
 
     def __post_init__(self) -> None:
         self.family: VisionFamily = family_for_model_type(self.model_type)
+        if self.video_options is None:
+            self.video_options = self.family.video_options
         if self.temporal_pooling is not None and self.temporal_pooling not in TEMPORAL_POOLING_MODES:
             raise ValueError(
                 f"temporal_pooling must be None or one of {list(TEMPORAL_POOLING_MODES)}, got {self.temporal_pooling!r}"

@@ -67,7 +67,8 @@ def settings_differences(path: Path, current: dict[str, Any], defaults: dict[str
     """Compare `current` with the settings stored at `path` (a JSON file), key by key: a description of each
     key that differs ('KEY: STORED there, CURRENT now'); [] when they agree. When `path` does not exist yet,
     `current` is written there (atomically) and [] is returned. `defaults` gives the values of settings added
-    since the stored file was written (a key missing there has its default)."""
+    since the stored file was written (a key missing there has its default; in a setting whose value is a dict,
+    such as the video options, a field missing there has its default's value)."""
     from .training.checkpoints import write_json_atomic
 
     path = Path(path)
@@ -75,6 +76,10 @@ def settings_differences(path: Path, current: dict[str, Any], defaults: dict[str
     if not path.is_file():
         write_json_atomic(path, current)
         return []
-    stored = {**(defaults or {}), **json.loads(path.read_text(encoding="utf-8"))}
+    defaults = defaults or {}
+    stored = {**defaults, **json.loads(path.read_text(encoding="utf-8"))}
+    for key, default in defaults.items():
+        if isinstance(default, dict) and isinstance(stored.get(key), dict):
+            stored[key] = {**default, **stored[key]}
     differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     return [f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in differ]

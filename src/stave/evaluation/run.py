@@ -63,7 +63,8 @@ class EvalSettings:
     position_scheme: dict[str, Any] | None = None  # the model's, as used (PositionScheme.to_dict; None: stock)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # the video options as VideoOptions.to_dict writes them, so runs started before a field was added resume
+        return {**dataclasses.asdict(self), "video": self.video.to_dict()}
 
 
 class Answerer(Protocol):
@@ -293,6 +294,7 @@ def _check_or_write_settings(output: Path, settings: EvalSettings) -> None:
     # a setting added since the run was started had its default there
     added = {f.name: f.default for f in dataclasses.fields(EvalSettings) if f.default is not dataclasses.MISSING}
     added["benchmark_options"] = {}
+    added["video"] = VideoOptions().to_dict()  # VideoOptions fields added since: as before them (budget, frame_factor)
     differ = settings_differences(output / "settings.json", settings.to_dict(), defaults=added)
     if differ:
         raise EvalError(f"{output} holds predictions made with other settings ({'; '.join(differ)}); use a new folder")

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import StaveError
 from ..temporal.layout import grid_items
+from ..video.options import VideoOptions
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def packed_grid_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple
     return grid_items(grid_thw, pixels.shape[0])
 
 
-class UnsupportedMedia(ValueError):
+class UnsupportedMedia(StaveError, ValueError):
     """A kind of media a family's processing does not take (LLaVA-OneVision: images); the processor names the
     sample (stave.conversations.ConversationError), so training skips it under on_error=skip."""
 
@@ -143,6 +145,11 @@ class MediaFormat:
         args, kwargs = self.minimal_tower_input(tower)
         return vision_outputs(tower(*args, **kwargs))
 
+    def video_grids(self, encoded: dict[str, Any], spec: Any) -> list[tuple[int, int, int]]:
+        """(t, h, w) of each video of an encoded sample as the tower sees it: temporal steps, patch rows and
+        columns of one step."""
+        raise NotImplementedError
+
     def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
         """Run the tower on the first video of an encoded sample as the model does (stave explain captures what
         its STA layers see); returns (t, h, w): the temporal steps STA attends over and the patch rows and columns
@@ -206,6 +213,10 @@ class VisionFamily:
             vision_feature_layer), None for all; STA goes only into those (later blocks' outputs are unused).
         on_temporal: model -> None: what add_temporal_attention also does to the model (LLaVA-OneVision: its base
             model tells the tower each video's frame count), or None.
+        video_options: how its videos are sampled and resized where the user gives no options (what its
+            published processors do by default; VideoChatProcessor.for_model): qwen-vl-utils' rules for Qwen2-VL
+            and Qwen2.5-VL, transformers' Qwen3VLVideoProcessor's as the checkpoints configure it for Qwen3-VL and
+            Qwen3.5 (stave.models.qwen3_vl.VIDEO_OPTIONS).
         prepare_model: None, or model -> None: called by add_temporal_attention, set_temporal_pooling, load_model
             and the tiny presets, for a family whose model must carry more to its tower than its stock forward does
             (InternVL: which rows are frames of which video; it switches module classes in place).
@@ -239,6 +250,7 @@ class VisionFamily:
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
     feature_blocks: Callable[[nn.Module], int | None] | None = None
     on_temporal: Callable[[nn.Module], None] | None = None
+    video_options: VideoOptions = VideoOptions()
     prepare_model: Callable[[nn.Module], None] | None = None
 
     @property

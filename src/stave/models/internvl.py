@@ -42,6 +42,7 @@ from transformers.models.qwen2 import modeling_qwen2 as qwen2
 from ..config import POOLING_KEY
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
+from ..video.options import VideoOptions
 from . import MediaFormat, VisionFamily
 from .llava_onevision import FrameSpec, feature_blocks, normalise  # fixed-size frames; vision_feature_layer
 
@@ -54,6 +55,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: downsample_ratio of every published InternVL2.5 / InternVL3 checkpoint; stave's processor assumes it
 PIXEL_SHUFFLE = 0.5
+#: how videos are sampled where the user gives no options: transformers' InternVLVideoProcessor samples none by default
+#: (do_sample_frames False: every frame it is given), so qwen-vl-utils' rule (2 fps, at least 4 frames) capped at 32
+#: frames, 8192 LLM tokens at 256 per frame; frames are resized to the tower's size (frame_options)
+VIDEO_OPTIONS = VideoOptions(fps=2.0, min_frames=4, max_frames=32)
 #: frames a prompt may name ("Frame1: " ... ), for the word-level tokenizers of tiny models
 MAX_FRAME_WORDS = 128
 
@@ -340,6 +345,17 @@ class InternVLMedia(MediaFormat):
         (pixels,), kwargs = self.minimal_tower_input(tower)
         return vision_outputs(base.get_image_features(pixels, **kwargs))
 
+    def video_grids(self, encoded: dict[str, Any], spec: FrameSpec) -> list[tuple[int, int, int]]:
+        """(frames, P, P) of each video of an encoded sample (P = image_size / patch_size)."""
+        side = spec.image_size // spec.patch_size
+        return [(rows, side, side) for rows, video in encoded["pixel_items"].tolist() if video]
+
+    def example_grids(self, vision_config: Any) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """Videos of 4 and 2 frames and one image, at the tower's size."""
+        spec = self.patch_spec(vision_config)
+        side = spec.image_size // spec.patch_size
+        return [(4, side, side), (2, side, side)], [(1, side, side)]
+
     def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
         """The tower on the first video's frames, with pixel_items naming them one video; (frames, P, P)."""
         start = 0
@@ -417,4 +433,5 @@ INTERNVL = VisionFamily(
     spatial_heads=lambda config: config.num_attention_heads,
     feature_blocks=feature_blocks,
     prepare_model=prepare_model,
+    video_options=VIDEO_OPTIONS,
 )

@@ -229,6 +229,10 @@ class LlavaOnevisionMedia(MediaFormat):
         size = tower.config.image_size
         return (torch.zeros(1, 3, size, size, dtype=parameter.dtype, device=parameter.device),), {}
 
+    def video_grids(self, encoded: dict[str, Any], spec: FrameSpec) -> list[tuple[int, int, int]]:
+        side = spec.image_size // spec.patch_size
+        return [(videos.shape[0], side, side) for videos in encoded["pixel_values_videos"]]
+
     def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
         pixels = encoded["pixel_values_videos"][0].to(next(tower.parameters()))  # (F, 3, S, S)
         with video_frames(pixels.shape[0]):

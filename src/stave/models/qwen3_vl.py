@@ -27,6 +27,7 @@ import transformers
 from torch import nn
 
 from ..temporal.block import TemporalBlockMixin
+from ..video.options import VideoOptions
 from . import VideoPrompt, VisionFamily
 from .qwen_media import QwenMedia
 from .qwen_pooling import POOLED_METHODS, check_pooling
@@ -60,6 +61,20 @@ def qwen3_video_prompt(timestamps: Sequence[float], pads_per_patch: int) -> list
     """One (text, pads) entry per temporal patch: its timestamp text and the number of video pads of its own
     vision block (see VideoPrompt)."""
     return [(timestamp_text(seconds), pads_per_patch) for seconds in timestamps]
+
+
+# What transformers' Qwen3VLVideoProcessor does with a video when the user gives no settings, as the published
+# checkpoints configure it (video_preprocessor_config.json of Qwen3-VL and Qwen3.5: size shortest_edge 4096 and
+# longest_edge 25165824, i.e. 4 to 24576 merged 32x32 patches over the whole video; the class's fps 2, 4 to 768
+# frames; identical on transformers 4.57 and 5.24, where the transitional cap_pixels_per_frame is unset and so
+# off): frames at 2 per second of the source, their count int(seconds * 2) clamped to [4, 768] and to the frames
+# there, an odd count padded with the last frame; one size for all frames with frames x height x width within the
+# budget. (The class's own size, 128 to 768 patches over the whole video, is what no checkpoint uses.)
+PATCH_FACTOR = 32  # patch 16 x merge 2
+VIDEO_OPTIONS = VideoOptions(
+    fps=2.0, min_frames=4, max_frames=768, min_pixels=4 * PATCH_FACTOR**2, max_pixels=24576 * PATCH_FACTOR**2,
+    budget="video", frame_factor=1,
+)  # fmt: skip
 
 
 def _family(name: str, model_type: str, module_name: str, prefix: str, *, moe: bool) -> VisionFamily:
@@ -101,6 +116,7 @@ def _family(name: str, model_type: str, module_name: str, prefix: str, *, moe: b
             pixel_std=(0.5, 0.5, 0.5),
         ),
         llm_linears=_LLM_LINEARS_MOE if moe else _LLM_LINEARS,
+        video_options=VIDEO_OPTIONS,
     )
 
 

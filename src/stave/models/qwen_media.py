@@ -113,6 +113,9 @@ class QwenMedia(MediaFormat):
         grid = torch.tensor([[1, merge, merge]], device=parameter.device)
         return (pixels,), {"grid_thw": grid}
 
+    def video_grids(self, encoded: dict[str, Any], spec: PatchSpec) -> list[tuple[int, int, int]]:
+        return [tuple(row) for row in encoded["video_grid_thw"].tolist()]
+
     def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
         grid = encoded["video_grid_thw"][:1]
         t, h, w = grid[0].tolist()

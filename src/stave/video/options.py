@@ -18,6 +18,7 @@ FPS = 2.0
 FPS_MIN_FRAMES = 4
 FPS_MAX_FRAMES = 768
 FRAME_FACTOR = 2
+BUDGETS = ("frame", "video")
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,16 @@ class VideoOptions:
             [min_frames, max_frames] and to the frames available.
         min_frames, max_frames: bounds for the fps rule.
         start, end: optional clip bounds in seconds.
-        min_pixels, max_pixels: per-frame pixel bounds of smart_resize.
-        total_pixels: pixel budget of the whole video; the per-frame maximum becomes
-            max(min(max_pixels, total_pixels / n * 2), 1.05 * min_pixels).
+        min_pixels, max_pixels: smart_resize's pixel bounds, per frame or over the whole video (`budget`).
+        total_pixels: with budget "frame", the pixel budget of the whole video: the per-frame maximum becomes
+            max(min(max_pixels, total_pixels / n * 2), 1.05 * min_pixels); not used with budget "video".
+        budget: "frame" (qwen-vl-utils; transformers' Qwen2-VL processors): min_pixels and max_pixels bound each
+            frame's height x width; "video" (transformers' Qwen3VLVideoProcessor, whose `size` shortest_edge and
+            longest_edge are these two): they bound frames x height x width of the whole video, the frame count
+            rounded to the temporal patch (2), one size for all frames.
+        frame_factor: the frame count is a multiple of this: 2 (qwen-vl-utils: counts rounded down to even, nframes
+            to the nearest even) or 1 (transformers' Qwen3VLVideoProcessor: any count, an odd one padded with the
+            last frame when packed).
         frame_size: (height, width): every frame resized to exactly this size, the pixel bounds unused (families
             whose tower takes fixed-size frames, e.g. LLaVA-OneVision's processor sets the tower's image size).
         backend: the decoder of video files: "pyav" (always installed), "torchcodec" or "decord" (optional
@@ -50,6 +58,8 @@ class VideoOptions:
     min_pixels: int = VIDEO_MIN_PIXELS
     max_pixels: int = VIDEO_MAX_PIXELS
     total_pixels: int = VIDEO_TOTAL_PIXELS
+    budget: str = "frame"
+    frame_factor: int = FRAME_FACTOR
     frame_size: tuple[int, int] | None = None
     backend: str = "pyav"
     timeout: float = 60.0
@@ -57,7 +67,7 @@ class VideoOptions:
     def __post_init__(self) -> None:
         if self.nframes is not None and self.fps is not None:
             raise ValueError("VideoOptions: nframes and fps are mutually exclusive")
-        for name in ("nframes", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels"):
+        for name in ("nframes", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels", "frame_factor"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"VideoOptions.{name} must be a positive int, got {value!r}")
@@ -75,6 +85,10 @@ class VideoOptions:
             raise ValueError(f"VideoOptions: min_frames ({self.min_frames}) > max_frames ({self.max_frames})")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"VideoOptions: min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels})")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"VideoOptions.budget must be one of {list(BUDGETS)}, got {self.budget!r}")
+        if self.frame_factor not in (1, FRAME_FACTOR):
+            raise ValueError(f"VideoOptions.frame_factor must be 1 or {FRAME_FACTOR}, got {self.frame_factor!r}")
         if self.frame_size is not None:
             size = self.frame_size
             if not (
@@ -87,4 +101,9 @@ class VideoOptions:
             raise ValueError(f"VideoOptions.backend must be pyav, torchcodec, decord or auto, got {self.backend!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field; frame_size only when set (so records, cache keys and resumable runs' settings written
+        before it existed stay the same)."""
+        values = dataclasses.asdict(self)
+        if values["frame_size"] is None:
+            del values["frame_size"]
+        return values
