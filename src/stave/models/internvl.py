@@ -40,6 +40,7 @@ from transformers.models.internvl import modeling_internvl as internvl
 from transformers.models.qwen2 import modeling_qwen2 as qwen2
 
 from ..config import POOLING_KEY
+from ..errors import StaveError
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
 from ..video.options import VideoOptions
@@ -66,8 +67,8 @@ _PIXEL_ITEMS: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextV
 _LAYOUT: contextvars.ContextVar[TemporalLayout | None] = contextvars.ContextVar("stave_internvl_layout", default=None)
 
 
-class MissingPixelItems(ValueError):
-    """An InternVL model with STA got pixel_values without `pixel_items`."""
+class MissingPixelItems(StaveError, ValueError):
+    """An InternVL model with STA (or pooling) got pixel_values without `pixel_items`."""
 
 
 def pixel_item_list(pixel_items: Any, rows: int) -> list[tuple[int, bool]]:
