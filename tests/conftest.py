@@ -76,6 +76,14 @@ def tower_outputs(tower, pixels, grid_thw, **kwargs) -> list[torch.Tensor]:
     return vision_outputs(tower(pixels, grid_thw=grid_thw, **kwargs))
 
 
+def enable_checkpointing(model, reentrant: bool) -> None:
+    """Gradient checkpointing of every block, under the name each transformers version gives it."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; 4.57 has the old name
+        model.activation_checkpointing_enable({"use_reentrant": reentrant})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+
+
 def randomize_temporal(model, std: float = 0.3, seed: int = 1) -> None:
     """Give every added temporal parameter random values (zero init makes STA a no-op)."""
     import stave

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from conftest import merged_tokens, packed_towers_only, randomize_temporal, tower_outputs
+from conftest import enable_checkpointing, merged_tokens, packed_towers_only, randomize_temporal, tower_outputs
 from torch import nn
 
 import stave
@@ -282,10 +282,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(preset, reentrant):
         stave.add_temporal_attention(model)
         randomize_temporal(model)
         if checkpointing:
-            if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; 4.57 has the old name
-                model.activation_checkpointing_enable({"use_reentrant": reentrant})
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+            enable_checkpointing(model, reentrant)
             assert all(block.gradient_checkpointing for block in stave.vision_tower(model).blocks)
         inputs = model_inputs(model, videos=[(4, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
         model(**inputs, labels=inputs["input_ids"]).loss.backward()
@@ -379,10 +376,7 @@ def test_checkpointed_block_recomputes_sta_in_its_own_backward(preset):
     packed_towers_only(preset)
     model = tiny_model(preset).train()
     stave.add_temporal_attention(model)
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable({"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model, reentrant=False)
     calls = []
     block = stave.vision_tower(model).blocks[0]
     block.temp_attn.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))

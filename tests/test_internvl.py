@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from conftest import randomize_temporal
+from conftest import enable_checkpointing, randomize_temporal
 from transformers import InternVLConfig, InternVLForConditionalGeneration
 
 import stave
@@ -306,10 +306,7 @@ def test_checkpointed_blocks_give_the_same_gradients_and_recompute_sta_in_its_ow
         stave.add_temporal_attention(model)
         randomize_temporal(model)
         if checkpointing:
-            if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; 4.57 has the old name
-                model.activation_checkpointing_enable({"use_reentrant": reentrant})
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+            enable_checkpointing(model, reentrant)
             assert all(block.gradient_checkpointing for block in stave.vision_tower(model).encoder.layer)
             block = stave.vision_tower(model).encoder.layer[0]
             block.temp_attn.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
