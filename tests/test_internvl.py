@@ -319,6 +319,32 @@ def test_checkpointed_blocks_give_the_same_gradients_and_recompute_sta_in_its_ow
         assert len(calls) == 3
 
 
+def test_explain_marks_the_one_patch_that_changes_at_its_image_position():
+    """STA in block 0 before spatial attention sees each patch's embedding alone (plus its position embedding), so
+    against the same video without the change only the changing patch's temporal weights differ: the map puts that
+    difference at the patch's row and column of the frame (CLS and the other patches unmarked)."""
+    import numpy as np
+
+    from stave.explain import temporal_attention_map
+    from stave.presets import tiny_tokenizer
+    from stave.processing import VideoChatProcessor
+    from stave.video import VideoOptions
+
+    tokenizer = tiny_tokenizer(PRESET, ["."])
+    model = tiny_model(PRESET, tokenizer=tokenizer)
+    stave.add_temporal_attention(model, init="random", layers=[0], order="temporal_first")
+    processor = VideoChatProcessor.for_model(tokenizer, model, VideoOptions(nframes=8))
+    row, column, p = 1, 2, 8  # 32 x 32 frames: 4 x 4 patches of 8 pixels
+    video = np.full((8, 32, 32, 3), 90, dtype=np.uint8)
+    for i in range(8):
+        video[i, p * row : p * row + p, p * column : p * column + p] = 30 * i
+    result = temporal_attention_map(model, processor, video)
+    assert result.grid == (8, 4, 4) and torch.allclose(result.matrix.sum(-1), torch.ones(8))
+    still = temporal_attention_map(model, processor, np.full_like(video, 90)).cross_time()
+    departure = (result.cross_time() - still).abs().amax(0)  # (4, 4)
+    assert (departure > 1e-3).nonzero().tolist() == [[row, column]]
+
+
 # --- processing -------------------------------------------------------------------------------------------------
 
 
