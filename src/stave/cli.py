@@ -94,8 +94,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     model = tiny_model(args.preset, seed=args.seed)
-    videos = [(4, 4, 4), (2, 6, 4)]
-    images = [(1, 4, 4)]
+    family, _ = find_vision_tower(model)
+    videos, images = family.media.example_grids(model.config.vision_config)
     inputs = model_inputs(model, videos=videos, images=images, seed=args.seed)
     print(f"model: {args.preset} ({sum(p.numel() for p in model.parameters()):,} parameters, random weights)")
     print(f"batch: videos with grids {videos}, images with grids {images}, {inputs['input_ids'].shape[1]} tokens")

@@ -54,7 +54,8 @@ class VideoClip:
     """Frames taken from a video, resized for the model.
 
     Attributes:
-        frames: (T, 3, H, W) uint8, H and W multiples of the resize factor.
+        frames: (T, 3, H, W) uint8, H and W multiples of the resize factor (or
+            options.frame_size).
         timestamps: time in seconds of each taken frame in the source.
         indices: index of each taken frame among the source's frames.
         source_fps: the source's frame rate (frames per second).
@@ -244,6 +245,8 @@ def _select(
 
 
 def _target_size(height: int, width: int, n: int, options: VideoOptions, factor: int, source: object):
+    if options.frame_size is not None:
+        return options.frame_size
     try:
         return video_frame_size(height, width, n, options, factor)
     except ValueError as error:
