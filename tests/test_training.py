@@ -56,6 +56,8 @@ def test_shipped_recipes_are_valid_except_for_their_data(path, tmp_path, monkeyp
         assert stages == [("pretrain", ["full"])]
     elif path.name.endswith("-lora.yaml"):  # a recipe's LoRA baseline: the comparison row, no STA
         assert stages == [("baseline", ["lora"])]
+    elif recipe.task == "classification":  # a classifier fine-tuned in full, with STA added first or without
+        assert stages == [("sta-full", ["temporal", "full"])] if "-sta" in path.name else [("full", ["full"])]
     else:
         assert stages == [("stage1", ["temporal"]), ("stage2", ["temporal", "lora"])]
 

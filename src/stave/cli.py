@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import POSITION_SCHEMES, TemporalConfig
+from .config import GATES, POSITION_SCHEMES, TemporalConfig
 from .errors import StaveError, error_message
 from .modeling import add_temporal_attention, temporal_parameters
 from .models import find_vision_tower
-from .presets import TINY_PRESETS, VISION_PRESETS, build_vision_tower, preset_available
+from .presets import CLASSIFIER_PRESETS, TINY_PRESETS, VISION_PRESETS, build_vision_tower, preset_available
 
 
 def linear_macs_per_token(module: nn.Module) -> int:
@@ -48,8 +48,8 @@ def sta_cost(preset: str, config: TemporalConfig) -> dict[str, float | int | str
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    config = TemporalConfig(head_scale=args.head_scale, layers=args.layers)
-    presets = [args.preset] if args.preset else list(VISION_PRESETS)
+    config = TemporalConfig(head_scale=args.head_scale, layers=args.layers, gate=args.gate)
+    presets = [args.preset] if args.preset else [*VISION_PRESETS, *CLASSIFIER_PRESETS]
     if args.preset and preset_available(args.preset):
         raise ValueError(f"{args.preset}: {preset_available(args.preset)}")
     header = (
@@ -72,6 +72,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     for preset, reason in unavailable.items():
         if reason:
             print(f"({preset} left out: {reason})")
+    return 0
+
+
+def cmd_convert_internvideo2(args: argparse.Namespace) -> int:
+    """The authors' InternVideo2 classifier weights (.pth) -> a stave directory (config.json + model.safetensors)."""
+    from .classifiers import InternVideo2Config, convert_checkpoint
+
+    family, values = CLASSIFIER_PRESETS[args.preset]
+    overrides = {k: v for k, v in (("num_frames", args.num_frames), ("image_size", args.image_size)) if v is not None}
+    config = InternVideo2Config(**{**values, **overrides})
+    out = convert_checkpoint(args.checkpoint, args.output, config, num_labels=args.num_labels)
+    print(f"wrote {out} ({args.preset}, {args.checkpoint} -> config.json + model.safetensors)")
     return 0
 
 
@@ -200,6 +212,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.items import LoadReport
     from .evaluation.run import prepare
 
+    if args.task == "classification" and (args.shots or args.prompt_classes or args.scoring != "generate"):
+        raise ValueError("--task classification: a classifier is scored by its logits; --shots, --prompt-classes "
+                         "and --scoring apply to Video-LLMs")  # fmt: skip
     report = LoadReport()
     benchmark_options = dict(args.benchmark_option)
     loading = {"on_missing": args.on_missing, "seed": args.seed, **benchmark_options}
@@ -207,13 +222,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     examples, examples_report = None, LoadReport()
     if args.shots:
         examples = load_examples(args.benchmark, args.data, report=examples_report, **loading)
-    options = _video_options(args) or _model_video_options(args.model)
+    if args.task == "classification":  # a classifier reads its clips by its own input (clip_input), recorded too
+        from .video import VideoOptions
+
+        options = _video_options(args) or VideoOptions()
+    else:
+        options = _video_options(args) or _model_video_options(args.model)
     scheme = _position_scheme(args)
     settings = EvalSettings(
         benchmark=args.benchmark,
         data=str(args.data),
         model=str(args.model),
-        scoring=args.scoring,
+        scoring="classify" if args.task == "classification" else args.scoring,
         template=args.template,
         video=options,
         max_new_tokens=args.max_new_tokens,
@@ -229,14 +249,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     output = args.output or f"runs/eval/{args.benchmark}-{Path(args.model).name}"
     with owned_process_group():
         process_state()  # under a launcher: one run of all its processes, or a LaunchError before the model loads
-        answerer = load_answerer(
-            args.model,
-            video_options=options,
-            template=args.template,
-            max_new_tokens=args.max_new_tokens,
-            position_scheme=scheme,
-        )
-        settings.position_scheme = _recorded_scheme(answerer.model)
+        if args.task == "classification":
+            answerer = _classifier_answerer(args, settings)
+        else:
+            answerer = load_answerer(
+                args.model,
+                video_options=options,
+                template=args.template,
+                max_new_tokens=args.max_new_tokens,
+                position_scheme=scheme,
+            )
+            settings.position_scheme = _recorded_scheme(answerer.model)
         results = evaluate(
             answerer,
             items,
@@ -251,6 +274,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print((Path(output) / "results.md").read_text())
         print(f"predictions and results in {output}")
     return 0
+
+
+def _classifier_answerer(args: argparse.Namespace, settings):
+    """A video classifier's answerer (stave.classification) with the input it records, `--frames` and the views
+    asked; fills the settings that record them."""
+    from .base import resolve_model
+    from .classification import ClassifierAnswerer, Views, load_classifier
+    from .classification.model import clip_input, model_labels
+
+    model = load_classifier(resolve_model(args.model))
+    clip = clip_input(model, frames=args.frames)
+    views = Views(clips=args.clips, crops=args.crops)
+    settings.clip_input, settings.views, settings.labels = clip.to_dict(), views.to_dict(), model_labels(model)
+    return ClassifierAnswerer(model, clip, views)
 
 
 def _recorded_scheme(model) -> dict | None:
@@ -424,10 +461,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="STA parameter and compute cost on published vision towers (no weights needed)")
-    info.add_argument("--preset", choices=sorted(VISION_PRESETS), help="one preset (default: all)")
+    info.add_argument(
+        "--preset", choices=sorted([*VISION_PRESETS, *CLASSIFIER_PRESETS]), help="one preset (default: all)"
+    )
     info.add_argument("--head-scale", type=float, default=TemporalConfig.head_scale)
     info.add_argument("--layers", type=int, nargs="+", default=None, help="block indices (default: all)")
+    info.add_argument("--gate", choices=GATES, default="none", help="layerscale: count STA's gate vector too")
     info.set_defaults(func=cmd_info)
+
+    convert = sub.add_parser(
+        "convert-internvideo2",
+        help="convert the authors' InternVideo2 classifier weights (.pth, read with weights_only) to safetensors",
+    )
+    convert.add_argument("checkpoint", type=Path, help="the .pth file (e.g. 1B_ft_ssv2_f8.pth)")
+    convert.add_argument("output", type=Path, help="directory to write (config.json + model.safetensors)")
+    convert.add_argument(
+        "--preset", choices=sorted(k for k, v in CLASSIFIER_PRESETS.items() if v[0] == "internvideo2"), required=True
+    )
+    convert.add_argument("--num-labels", type=int, help="classes of the head (default: from head.weight)")
+    convert.add_argument("--num-frames", type=int, help="frames the checkpoint's pos_embed is for (default: preset's)")
+    convert.add_argument("--image-size", type=int, help="frame size the pos_embed is for (default: preset's)")
+    convert.set_defaults(func=cmd_convert_internvideo2)
 
     forward = sub.add_parser("forward", help="run a tiny random model with STA end to end and check identity")
     forward.add_argument("--preset", choices=sorted(TINY_PRESETS), default="tiny-qwen2-vl")
@@ -453,6 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--benchmark", required=True, help="benchmark name (see stave.evaluation.BENCHMARKS)")
     evaluate.add_argument("--data", required=True, type=Path, help="the benchmark's root folder")
     evaluate.add_argument("--output", help="run folder (default: runs/eval/BENCHMARK-MODEL); rerun to resume")
+    evaluate.add_argument(
+        "--task",
+        choices=["chat", "classification"],
+        default="chat",
+        help="chat: a Video-LLM answers; classification: a video classifier's logits give top-1/top-5 accuracy, "
+        "per-class accuracy and the confusion of opposing class pairs (stave.classification)",
+    )
+    evaluate.add_argument("--clips", type=int, default=1, help="classification: temporal views per video")
+    evaluate.add_argument("--crops", type=int, default=1, help="classification: spatial views (1: centre, 3: ends)")
     evaluate.add_argument("--scoring", choices=["generate", "loglik"], default="generate")
     evaluate.add_argument("--template", choices=sorted(TEMPLATES), default=DEFAULT_TEMPLATE)
     evaluate.add_argument("--batch-size", type=int, default=4)

@@ -25,8 +25,9 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
     """Insert stacked temporal attention into the vision tower of `model`, in place.
 
     Args:
-        model: a Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration, their base models
-            (Qwen2VLModel / Qwen2_5_VLModel) or their bare vision towers.
+        model: a model of a supported family (stave.models): a Qwen-family Video-LLM, its base model or its bare
+            vision tower, or a video classifier (InternVideo2ForVideoClassification, VideoMAEForVideoClassification,
+            VideoMAEModel).
         config: the TemporalConfig; defaults to TemporalConfig().
         **overrides: TemporalConfig fields that replace those of `config`.
 

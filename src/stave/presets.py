@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PretrainedConfig
 
 _QWEN2_VL_TOWER = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, hidden_act="quick_gelu")
 _QWEN2_5_VL_TOWER = dict(
@@ -96,11 +97,47 @@ VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+# Video classifiers (issue #17): published shapes, for STA's figures (`stave info`) and benchmarks; nothing is
+# downloaded. InternVideo2 (single-modality, github.com/OpenGVLab/InternVideo, InternVideo2/single_modality/
+# models/internvideo2.py: `internvideo2_1B_patch14_224`, `internvideo2_6B_patch14_224`): 1B width 1408, 40 blocks,
+# 16 heads, MLP int(1408 * 48/11) = 6144; 6B width 3200, 48 blocks, 25 heads, MLP 4 x 3200; both patch 14, attention
+# pooling with 16 heads to 768 (clip_embed_dim). The SSv2 fine-tunes (scripts/finetuning/full_tuning/ssv2/
+# {1B,6B}_ft_ssv2_f8.sh): 8 frames, tubelet 1, 224 px, 174 classes, run with flash-attn's FusedMLP (tanh GELU).
+# VideoMAE (config.json of https://huggingface.co/MCG-NJU/videomae-base and .../MCG-NJU/videomae-large): base width
+# 768, 12 layers, 12 heads, MLP 3072; large width 1024, 24 layers, 16 heads, MLP 4096; both patch 16, tubelet 2,
+# 16 frames, 224 px; the classifiers mean-pool (use_mean_pooling) into fc_norm and the head; 174 classes as SSv2.
+_INTERNVIDEO2 = dict(patch_size=14, tubelet_size=1, image_size=224, num_frames=8, pool_heads=16, pool_size=768,
+                     num_labels=174, hidden_act="gelu_tanh")  # fmt: skip
+_VIDEOMAE = dict(patch_size=16, tubelet_size=2, image_size=224, num_frames=16, use_mean_pooling=True, num_labels=174)
+#: preset name -> (family key, classifier config values)
+CLASSIFIER_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "internvideo2-1b": ("internvideo2", dict(_INTERNVIDEO2, hidden_size=1408, depth=40, num_heads=16,
+                                             intermediate_size=6144)),  # fmt: skip
+    "internvideo2-6b": ("internvideo2", dict(_INTERNVIDEO2, hidden_size=3200, depth=48, num_heads=25,
+                                             intermediate_size=12800)),  # fmt: skip
+    "videomae-base": ("videomae", dict(_VIDEOMAE, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                       intermediate_size=3072)),  # fmt: skip
+    "videomae-large": ("videomae", dict(_VIDEOMAE, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                        intermediate_size=4096)),  # fmt: skip
+}
+#: Tiny random classifiers for tests, by family: 16x16 frames of 4x4 patches (a 4x4 grid), 8 frames (VideoMAE: 4
+#: temporal patches of 2 frames; InternVideo2: 8 frames, any other count interpolated), width 32, 2 blocks. The
+#: InternVideo2 LayerScale starts at 1 so that its random blocks do real work.
+TINY_CLASSIFIERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "internvideo2": ("internvideo2", dict(hidden_size=32, depth=2, num_heads=4, intermediate_size=64, patch_size=4,
+                                          image_size=16, num_frames=8, pool_heads=4, pool_size=24,
+                                          layer_scale_init=1.0)),  # fmt: skip
+    "videomae": ("videomae", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                  patch_size=4, image_size=16, num_frames=8, tubelet_size=2,
+                                  use_mean_pooling=True)),  # fmt: skip
+}
+
+
 def preset_available(preset: str) -> str | None:
     """None if the installed transformers has the preset's family, else why not (the version it needs)."""
     from .models import family_for_model_type
 
-    family = (VISION_PRESETS.get(preset) or TINY_PRESETS.get(preset) or (None,))[0]
+    family = (VISION_PRESETS.get(preset) or CLASSIFIER_PRESETS.get(preset) or TINY_PRESETS.get(preset) or (None,))[0]
     try:
         family_for_model_type(family)
     except ValueError as error:
@@ -301,8 +338,18 @@ def build_vision_tower(preset: str, *, device: str | torch.device = "meta", **ov
 
     `overrides` replace vision config values (e.g. depth=4 for a shallower tower in a CPU benchmark).
     """
+    if preset in CLASSIFIER_PRESETS:  # the tower alone (VideoMAE: its encoder, without the slow sin-cos table)
+        from .models import family_for_model_type
+
+        family, values = CLASSIFIER_PRESETS[preset]
+        adapter = family_for_model_type(family)
+        config = adapter.model_classes[0].config_class(**{**values, **overrides})
+        if isinstance(config, PretrainedConfig):
+            config._attn_implementation = "sdpa"
+        with torch.device(device):
+            return adapter.tower_class(config)
     if preset not in VISION_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {sorted(VISION_PRESETS)}")
+        raise ValueError(f"unknown preset {preset!r}; known: {sorted([*VISION_PRESETS, *CLASSIFIER_PRESETS])}")
     family, values = VISION_PRESETS[preset]
     _, vision_config_class, tower_class = _classes(family)
     config = vision_config_class(**{**values, **overrides})
@@ -396,3 +443,37 @@ def _random_model(
     if prepare is not None:  # e.g. InternVL: its forward takes the processor's pixel_items
         prepare(model)
     return model.eval()
+
+
+def classifier(preset: str, *, device: str | torch.device = "meta", **overrides: Any) -> nn.Module:
+    """A video classifier of a published shape (CLASSIFIER_PRESETS), random weights, on the meta device by default;
+    `overrides` replace config values (e.g. num_labels, num_frames)."""
+    if preset not in CLASSIFIER_PRESETS:
+        raise ValueError(f"unknown classifier preset {preset!r}; known: {sorted(CLASSIFIER_PRESETS)}")
+    family, values = CLASSIFIER_PRESETS[preset]
+    with torch.device(device):
+        return _build_classifier(family, {**values, **overrides})
+
+
+def tiny_classifier(family: str, *, num_labels: int = 4, seed: int = 0, **overrides: Any) -> nn.Module:
+    """A tiny randomly initialised video classifier of `family` ("internvideo2" or "videomae"; TINY_CLASSIFIERS), in
+    eval mode, float32, built in well under a second: `model(pixel_values=(B, 8, 3, 16, 16))` -> `.logits`
+    (B, num_labels). `overrides` replace config values (e.g. num_frames)."""
+    if family not in TINY_CLASSIFIERS:
+        raise ValueError(f"unknown tiny classifier {family!r}; known: {sorted(TINY_CLASSIFIERS)}")
+    key, values = TINY_CLASSIFIERS[family]
+    torch.manual_seed(seed)
+    return _build_classifier(key, {**values, "num_labels": num_labels, **overrides}).eval()
+
+
+def _build_classifier(family: str, values: dict[str, Any]) -> nn.Module:
+    """The family's classifier (its first model class) from config values, random weights, SDPA attention."""
+    from transformers import PreTrainedModel
+
+    from .models import family_for_model_type
+
+    model_class = family_for_model_type(family).model_classes[0]
+    config = model_class.config_class(**values)
+    if issubclass(model_class, PreTrainedModel):
+        return model_class._from_config(config, attn_implementation="sdpa")
+    return model_class(config)

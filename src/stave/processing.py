@@ -77,7 +77,7 @@ class VideoChatProcessor:
         supported family, also inside a peft or DDP wrapper, or its config). Without `video_options`, videos are
         sampled and resized as the family's own processors do by default (VisionFamily.video_options)."""
         config = getattr(model, "config", model)
-        family = family_for_model_type(config.model_type)
+        family = _chat_family(config.model_type)
         spec = family.media.patch_spec(config.vision_config)
         pooling = temporal_pooling(model) if isinstance(model, torch.nn.Module) else getattr(config, POOLING_KEY, None)
         return cls(
@@ -90,7 +90,7 @@ class VideoChatProcessor:
         )
 
     def __post_init__(self) -> None:
-        self.family: VisionFamily = family_for_model_type(self.model_type)
+        self.family: VisionFamily = _chat_family(self.model_type)
         if self.video_options is None:
             self.video_options = self.family.video_options
         if self.temporal_pooling is not None and self.temporal_pooling not in TEMPORAL_POOLING_MODES:
@@ -264,3 +264,14 @@ class VideoChatProcessor:
             factor=self.spec.factor,
             size=self.media.image_size(self.spec),
         )
+
+
+def _chat_family(model_type: str) -> VisionFamily:
+    """The family of a Video-LLM model type; a TypeError for a video classifier (no prompt, no MediaFormat)."""
+    family = family_for_model_type(model_type)
+    if family.media is None:
+        raise TypeError(
+            f"{family.name} ({model_type}) is a video classifier: it takes clips, not conversations "
+            "(train it with `task: classification`, evaluate it with `stave eval --task classification`)"
+        )
+    return family

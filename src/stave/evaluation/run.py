@@ -7,7 +7,9 @@ Output folder of a run:
                         (predictions.rank<R>.jsonl per process under accelerate launch / torchrun, each
                         answering every num_processes-th item)
     results.json        scores overall, per task and per group, counts, unparseable rate, settings, versions,
-                        and the prompt text when every item was asked the same
+                        and the prompt text when every item was asked the same; a classifier's run (scoring
+                        "classify") adds top-5 accuracy and the confusion of opposing class pairs, its per-class
+                        accuracy being the per-task one (an SSv2 item's task is its class)
     results.md          the same as a Markdown table
 A rerun in the same folder skips the items already answered (a line cut short by a kill is dropped and
 its item asked again) and ends with the same scores as an uninterrupted run.
@@ -38,6 +40,9 @@ from .items import LETTERS, EvalItem, LoadReport
 from .prompts import DEFAULT_TEMPLATE, prompt_text
 from .shots import ExampleDraw
 
+SCORINGS = ("generate", "loglik", "classify")
+TOP_K = 5  # a classifier's top-k accuracy
+
 
 class EvalError(StaveError, ValueError):
     """An evaluation that cannot run or resume as asked; names the file or setting."""
@@ -50,7 +55,9 @@ class EvalSettings:
     benchmark: str
     data: str
     model: str
-    scoring: str = "generate"  # generate (greedy answer, rule-based extraction) | loglik (option likelihood)
+    # generate (greedy answer, rule-based extraction) | loglik (option likelihood) | classify (a video classifier's
+    # logits over its labels: stave.classification)
+    scoring: str = "generate"
     template: str = DEFAULT_TEMPLATE
     video: VideoOptions = field(default_factory=VideoOptions)
     max_new_tokens: int = 16
@@ -61,6 +68,11 @@ class EvalSettings:
     shots: int = 0  # in-context examples from the benchmark's training split before each question
     shots_seed: int = 0  # seed of their draw (stave.evaluation.shots)
     position_scheme: dict[str, Any] | None = None  # the model's, as used (PositionScheme.to_dict; None: stock)
+    # scoring "classify": the classifier's input (ClipInput.to_dict), its views (clips x crops, logits averaged)
+    # and its labels (index order)
+    clip_input: dict[str, Any] | None = None
+    views: dict[str, int] | None = None
+    labels: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # the video options as VideoOptions.to_dict writes them, so runs started before a field was added resume
@@ -73,6 +85,8 @@ class Answerer(Protocol):
     def generate(self, items: Sequence[EvalItem]) -> list[str]: ...
 
     def option_scores(self, items: Sequence[EvalItem]) -> list[list[float]]: ...
+
+    def classify(self, items: Sequence[EvalItem]) -> list[list[float]]: ...
 
 
 def evaluate(
@@ -93,8 +107,10 @@ def evaluate(
     `examples`: the pool of solved items that settings.shots draws from (the benchmark's training split:
     stave.evaluation.benchmarks.load_examples), and `examples_report` what its loader skipped (both counted in
     the results' "example_pool")."""
-    if settings.scoring not in ("generate", "loglik"):
-        raise EvalError(f"scoring must be 'generate' or 'loglik', got {settings.scoring!r}")
+    if settings.scoring not in SCORINGS:
+        raise EvalError(f"scoring must be one of {list(SCORINGS)}, got {settings.scoring!r}")
+    if settings.scoring == "classify" and not settings.labels:
+        raise EvalError("scoring 'classify' needs the classifier's labels (EvalSettings.labels)")
     with owned_process_group():
         pool = (examples, examples_report)
         return _evaluate(answerer, items, settings, Path(output), batch_size, load_report, progress, pool)
@@ -170,6 +186,8 @@ def _evaluate(answerer, items, settings: EvalSettings, output: Path, batch_size,
 
 
 def _answer(answerer: Answerer, batch: list[EvalItem], settings: EvalSettings) -> list[dict[str, Any]]:
+    if settings.scoring == "classify":
+        return _classify(answerer, batch, settings)
     if settings.scoring == "loglik":
         if any(item.options is None for item in batch):
             raise EvalError(f"{settings.benchmark}: loglik scoring needs multiple-choice items")
@@ -208,6 +226,38 @@ def _answer(answerer: Answerer, batch: list[EvalItem], settings: EvalSettings) -
     return rows
 
 
+def _classify(answerer: Answerer, batch: list[EvalItem], settings: EvalSettings) -> list[dict[str, Any]]:
+    """Rows of a classifier's answers: its top-1 class (parsed), its top-5 classes with their logits (averaged
+    over the views), and whether the item's class is the top-1 (correct) or among the top-5 (correct_top5)."""
+    labels = settings.labels
+    unknown = next((item for item in batch if item.answer not in labels), None)
+    if unknown is not None:
+        raise EvalError(
+            f"question {unknown.qid!r}: its class {unknown.answer!r} is not among the classifier's {len(labels)} "
+            "labels (evaluate on the classes it was trained on, e.g. ssv2-t10 for a T10 model)"
+        )
+    rows = []
+    for item, logits in zip(batch, answerer.classify(batch), strict=True):
+        if len(logits) != len(labels):
+            raise EvalError(f"question {item.qid!r}: the classifier gave {len(logits)} logits for {len(labels)} labels")
+        top = sorted(range(len(logits)), key=lambda i: (-logits[i], i))[:TOP_K]
+        rows.append(
+            {
+                "qid": item.qid,
+                "task": item.task,
+                "groups": item.groups,
+                "prompt": None,
+                "raw": labels[top[0]],
+                "parsed": labels[top[0]],
+                "answer": item.answer,
+                "correct": labels[top[0]] == item.answer,
+                "correct_top5": item.answer in [labels[i] for i in top],
+                "top5": [[labels[i], logits[i]] for i in top],
+            }
+        )
+    return rows
+
+
 def score(rows: list[dict[str, Any]], settings: EvalSettings, load_report: LoadReport | None = None) -> dict:
     """Accuracy overall, per task and per group value; counts; the share of unparseable answers."""
 
@@ -225,6 +275,23 @@ def score(rows: list[dict[str, Any]], settings: EvalSettings, load_report: LoadR
     choice_rows = [r for r in rows if settings.prompt_classes or r["parsed"] is None or len(str(r["parsed"])) == 1]
     unparseable = sum(r["parsed"] is None for r in rows)
     prompts = {r["prompt"] for r in rows}
+    classifier = {}
+    if settings.scoring == "classify":
+        from ..classification.pairs import opposing_pairs, pair_confusion
+
+        n = len(rows)
+        pairs = pair_confusion([(r["answer"], r["parsed"]) for r in rows], opposing_pairs(settings.labels))
+        shown = [p for p in pairs if sum(p["n"])]
+        pooled = sum(sum(p["n"]) for p in shown)
+        classifier = {
+            "top5": {"accuracy": sum(r["correct_top5"] for r in rows) / n if n else None, "n": n},
+            "views": settings.views,
+            "opposing_pairs": {
+                "confused": sum(p["a_as_b"] + p["b_as_a"] for p in shown) / pooled if pooled else None,
+                "n": pooled,
+                "pairs": shown,
+            },
+        }
     return {
         "benchmark": settings.benchmark,
         "overall": accuracy(rows),
@@ -239,6 +306,7 @@ def score(rows: list[dict[str, Any]], settings: EvalSettings, load_report: LoadR
         "skipped": load_report.skipped if load_report else [],
         "settings": settings.to_dict(),
         "prompt": prompts.pop() if len(prompts) == 1 else None,
+        **classifier,
         "versions": {"stave": __version__, "transformers": transformers.__version__, "torch": torch.__version__},
     }
 
@@ -247,12 +315,20 @@ def results_table(results: dict[str, Any]) -> str:
     settings = results["settings"]
     video = settings["video"]
     sampling = f"nframes={video['nframes']}" if video["nframes"] else f"fps={video['fps']}"
+    seen = (
+        f"template {settings['template']}, {sampling}, frames {video['min_frames']}..{video['max_frames']}, pixels "
+        f"{video['min_pixels']}..{video['max_pixels']} per frame (total {video['total_pixels']})"
+    )
+    if settings.get("clip_input"):  # a classifier's input (stave.classification.clips)
+        clip = settings["clip_input"]
+        seen = (
+            f"{clip['frames']} frames (one per segment), shorter side {clip['short_side'] or clip['size']}, "
+            f"{clip['size']}x{clip['size']} crops, mean {clip['mean']}, std {clip['std']}"
+        )
     lines = [
         f"# {results['benchmark']}: {percent(results['overall']['accuracy'])} ({results['overall']['n']} items)",
         "",
-        f"model `{settings['model']}`, scoring {settings['scoring']}, template {settings['template']}, "
-        f"{sampling}, frames {video['min_frames']}..{video['max_frames']}, pixels {video['min_pixels']}.."
-        f"{video['max_pixels']} per frame (total {video['total_pixels']}); unparseable "
+        f"model `{settings['model']}`, scoring {settings['scoring']}, {seen}; unparseable "
         f"{results['counts']['unparseable']} ({results['unparseable_rate']:.1%}); skipped on load "
         f"{results['counts']['skipped_on_load']}; stave {results['versions']['stave']}, transformers "
         f"{results['versions']['transformers']}",
@@ -264,6 +340,24 @@ def results_table(results: dict[str, Any]) -> str:
             f"{settings.get('shots', 0)} (seed {settings.get('shots_seed', 0)}, ids in predictions)",
             "",
         ]
+    if "top5" in results:
+        views = results["views"] or {"clips": 1, "crops": 1}
+        pairs = results["opposing_pairs"]
+        lines += [
+            f"classifier: top-1 {percent(results['overall']['accuracy'])}, "
+            f"top-5 {percent(results['top5']['accuracy'])}; "
+            f"views {views['clips']} clips x {views['crops']} crops (logits averaged); opposing pairs confused "
+            f"{percent(pairs['confused'])} of their {pairs['n']} items",
+            "",
+        ]
+        if pairs["pairs"]:
+            lines += ["| opposing pair (a / b) | n a / n b | a as b | b as a | confused |", "|---|---:|---:|---:|---:|"]
+            lines += [
+                f"| {p['pair'][0]} / {p['pair'][1]} | {p['n'][0]} / {p['n'][1]} | {p['a_as_b']} | {p['b_as_a']} | "
+                f"{percent(p['confused'])} |"
+                for p in pairs["pairs"]
+            ]
+            lines += [""]
     if results.get("prompt"):
         lines += ["prompt (every question; after its video):", "", "```", results["prompt"], "```", ""]
     lines += [

@@ -184,7 +184,7 @@ class VisionFamily:
         model_classes: the full and the base model class (in this order) that contain such a tower.
         block_class: the stock vision block class.
         temporal_block_class: `block_class` with stave.temporal.TemporalBlockMixin mixed in.
-        llm_layer_class: the LLM's decoder layer class.
+        llm_layer_class: the LLM's decoder layer class; None for a family without an LLM (video classifiers).
         width: token width D of the tower, from its config.
         make_norm: a new, identity-initialised norm of the block's norm1 type, for width D.
         vision_linears: names (within a block) of the attention and MLP linears that LoRA adapts.
@@ -192,7 +192,8 @@ class VisionFamily:
             tower's input rows (the processor's patch order, stave.video.packing) of each row its blocks see;
             the same for every temporal patch of a video.
         model_type: config.model_type of the family's full model.
-        media: how its processor turns videos and images into tensors and prompt text (MediaFormat).
+        media: how its processor turns videos and images into tensors and prompt text (MediaFormat); None for
+            a video classifier, which has no prompt (stave.classification reads its clips).
         vision_blocks: regular expression of the module path of a vision block (LoRA's vision linears are named
             within it); llm_layers: likewise for an LLM decoder layer.
         vision_qkv: names (within a block) of the attention input linears that LoRA gives its own rank.
@@ -212,7 +213,8 @@ class VisionFamily:
         feature_blocks: model -> how many leading blocks produce what the LLM gets (LLaVA-OneVision: those up to
             vision_feature_layer), None for all; STA goes only into those (later blocks' outputs are unused).
         on_temporal: model -> None: what add_temporal_attention also does to the model (LLaVA-OneVision: its base
-            model tells the tower each video's frame count), or None.
+            model tells the tower each video's frame count; VideoMAE: its encoder hands `temporal_layout` on to its
+            blocks, which the stock encoder does not), or None.
         video_options: how its videos are sampled and resized where the user gives no options (what its
             published processors do by default; VideoChatProcessor.for_model): qwen-vl-utils' rules for Qwen2-VL
             and Qwen2.5-VL, transformers' Qwen3VLVideoProcessor's as the checkpoints configure it for Qwen3-VL and
@@ -227,13 +229,13 @@ class VisionFamily:
     model_classes: tuple[type[nn.Module], ...]
     block_class: type[nn.Module]
     temporal_block_class: type[nn.Module]
-    llm_layer_class: type[nn.Module]
+    llm_layer_class: type[nn.Module] | None
     width: Callable[[object], int]
     make_norm: Callable[[nn.Module, int], nn.Module]
     vision_linears: tuple[str, ...]
     token_order: Callable[[nn.Module, int, int], torch.Tensor]
     model_type: str
-    media: MediaFormat
+    media: MediaFormat | None = None
     vision_blocks: str = r"visual\.blocks\.\d+"
     llm_layers: str = r"language_model\.layers\.\d+"
     vision_qkv: tuple[str, ...] = ("attn.qkv",)
@@ -255,7 +257,7 @@ class VisionFamily:
 
     @property
     def class_names(self) -> list[str]:
-        return [c.__name__ for c in (*self.model_classes, self.tower_class)]
+        return list(dict.fromkeys(c.__name__ for c in (*self.model_classes, self.tower_class)))
 
 
 def shard_units(model: nn.Module) -> list[str]:
@@ -263,19 +265,21 @@ def shard_units(model: nn.Module) -> list[str]:
     vision blocks (STA blocks included) and LLM decoder layers, as far as `model` holds them, in a fixed order.
     Works through peft and DDP/FSDP wrappers (find_vision_tower)."""
     family, _ = find_vision_tower(model)
-    units = (family.block_class, family.llm_layer_class)
+    units = tuple(c for c in (family.block_class, family.llm_layer_class) if c is not None)
     present = {type(m) for m in model.modules() if isinstance(m, units)}
     return sorted(c.__name__ for c in present)
 
 
 def families() -> tuple[VisionFamily, ...]:
+    from .internvideo2 import INTERNVIDEO2
     from .internvl import INTERNVL
     from .llava_onevision import LLAVA_ONEVISION
     from .qwen2_5_vl import QWEN2_5_VL
     from .qwen2_vl import QWEN2_VL
     from .qwen3_vl import FAMILIES as QWEN3_FAMILIES
+    from .videomae import VIDEOMAE
 
-    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, LLAVA_ONEVISION, INTERNVL)
+    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, LLAVA_ONEVISION, VIDEOMAE, INTERNVIDEO2, INTERNVL)
 
 
 def missing_family(model_type: str) -> str | None:

@@ -186,20 +186,35 @@ def mixture(datasets: Sequence[list[Record]], ratios: Sequence[float], seed: int
     return mixed
 
 
-class TrainingSet(torch.utils.data.Dataset):
-    """Records encoded on access by a VideoChatProcessor. A failing sample is returned as a `Failed` marker
-    under on_error="skip" (the collator drops it and the failure is logged) and raised under "raise"."""
+class SkippingSet(torch.utils.data.Dataset):
+    """Records read on access, with the skip policy: `failed` turns a sample's error into a DataError naming its
+    record (on_error="raise") or logs it (log_dir/skipped.jsonl) and returns the marker the collators drop and
+    count (on_error="skip")."""
 
-    def __init__(
-        self, records: list[Record], processor: VideoChatProcessor, *, on_error: str = "skip", log_dir=None
-    ) -> None:
-        self.records = records
-        self.processor = processor
+    def __init__(self, records: Sequence[Any], *, on_error: str = "skip", log_dir=None) -> None:
+        self.records = list(records)
         self.on_error = on_error
         self.log_dir = Path(log_dir) if log_dir is not None else None
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def failed(self, source: str, error: Exception) -> dict[str, str]:
+        if self.on_error == "raise":
+            raise DataError(f"{source}: {error}") from error
+        log_skipped(self.log_dir, source, error)
+        return {"failed": source, "reason": f"{type(error).__name__}: {error}"}
+
+
+class TrainingSet(SkippingSet):
+    """Records encoded on access by a VideoChatProcessor. A failing sample is returned as a `failed` marker
+    under on_error="skip" (the collator drops it and the failure is logged) and raised under "raise"."""
+
+    def __init__(
+        self, records: list[Record], processor: VideoChatProcessor, *, on_error: str = "skip", log_dir=None
+    ) -> None:
+        super().__init__(records, on_error=on_error, log_dir=log_dir)
+        self.processor = processor
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
@@ -207,23 +222,29 @@ class TrainingSet(torch.utils.data.Dataset):
         try:
             encoded = self.processor.encode(record.messages, train=True, name=record.source)
         except (VideoError, ConversationError, OSError) as error:
-            if self.on_error == "raise":
-                raise DataError(f"{record.source}: {error}") from error
-            self._log(record, error)
-            return {"failed": record.source, "reason": f"{type(error).__name__}: {error}"}
+            return self.failed(record.source, error)
         encoded.pop("clips", None)
         return encoded
 
-    def _log(self, record: Record, error: Exception) -> None:
-        if self.log_dir is None:
-            return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"sample": record.source, "error": type(error).__name__, "reason": str(error)})
-        # one small append per failure: whole lines, safe across dataloader workers and ranks
-        with open(self.log_dir / SKIPPED_FILE, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+
+def log_skipped(log_dir: Path | None, source: str, error: Exception) -> None:
+    """Append a skipped sample (its source "file:index", the error type and reason) to log_dir/skipped.jsonl."""
+    if log_dir is None:
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"sample": source, "error": type(error).__name__, "reason": str(error)})
+    # one small append per failure: whole lines, safe across dataloader workers and ranks
+    with open(log_dir / SKIPPED_FILE, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def sample_counts(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(the samples that did not fail, the batch's SAMPLE_COUNTS entry: drawn, skipped and their reasons)."""
+    good = [item for item in items if "failed" not in item]
+    failed = [f"{item['failed']}: {item['reason']}" for item in items if "failed" in item]
+    return good, {"seen": len(items), "skipped": len(failed), "reasons": failed}
 
 
 class Collator:
@@ -235,8 +256,7 @@ class Collator:
         self.processor = processor
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        good = [item for item in items if "failed" not in item]
-        failed = [f"{item['failed']}: {item['reason']}" for item in items if "failed" in item]
+        good, counts = sample_counts(items)
         if not good:
             pad = torch.tensor([[self.processor.tokenizer.pad_token_id]])
             batch = {"input_ids": pad, "attention_mask": torch.ones_like(pad), EMPTY_BATCH: len(items)}
@@ -247,7 +267,7 @@ class Collator:
                 batch["mm_token_type_ids"] = torch.zeros_like(pad)
         else:
             batch = self.processor.collate(good, padding_side="right")
-        batch[SAMPLE_COUNTS] = {"seen": len(items), "skipped": len(failed), "reasons": failed}
+        batch[SAMPLE_COUNTS] = counts
         return batch
 
 

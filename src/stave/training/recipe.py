@@ -6,7 +6,8 @@ fail in `load_recipe`, before any model is built, naming the key or file.
 
 Stages are configuration. A stage names what trains: `temporal` (the STA layers: temp_attn and norm3), `lora`
 (peft adapters on the vision and LLM linears), `head` (the output layer, lm_head, in full: needed when the answer
-words are new to the model, as on stave's tiny base), or `full` (every parameter: pretraining from scratch).
+words are new to the model, as on stave's tiny base), or `full` (every parameter: pretraining from scratch;
+`[temporal, full]` adds STA first and trains everything with it, as a classifier's full fine-tune with STA).
 Four stages are built in and can be listed by name:
     stage1:   trains [temporal]        the paper's first stage (zero-initialised STA, everything else frozen)
     stage2:   trains [temporal, lora]  the paper's second stage
@@ -14,6 +15,11 @@ Four stages are built in and can be listed by name:
     pretrain: trains [full]            everything (how stave's tiny base was made: configs/tiny-pretrain.yaml)
 Each stage may override any `training` value (e.g. its own learning rate) and starts from the previous
 stage's output model.
+
+`task: classification` trains a video classifier (stave.classification) instead of a Video-LLM: SSv2 records
+(format: ssv2) with their class index as the label, cross-entropy with optional label smoothing, the same stages
+(`head` is then the classifier's head: its linear layers with num_labels outputs; `lora` adapts every other
+linear outside STA), checkpoints, resume and skip policy.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ..ssv2 import SUBSETS
 from ..video import VideoOptions
 
 TRAINABLE = ("temporal", "lora", "head", "full")
+TASKS = ("chat", "classification")
 BUILTIN_STAGES: dict[str, list[str]] = {
     "stage1": ["temporal"],
     "stage2": ["temporal", "lora"],
@@ -126,6 +133,8 @@ class DatasetSpec:
     split_seed: int = 0
     # conversations only: keep the records whose "task" field is one of these (e.g. stave synth's question kinds)
     tasks: list[str] | None = None
+    # ssv2 under task: classification: labels.json (default: found beside path, or in its labels/ folder)
+    labels: str | None = None
 
 
 @dataclass
@@ -150,6 +159,22 @@ class DataSection:
 
 
 @dataclass
+class ClassificationSection:
+    """task: classification only. label_smoothing: of the cross-entropy (torch's `label_smoothing`). The input
+    (stave.classification.clips.ClipInput): frames (T, one per segment; None: the model config's num_frames),
+    size (the square crop; None: the model config's image_size), short_side (the shorter side before the centre
+    crop; None: size), mean and std (of pixels in [0, 1]; ImageNet's, VideoMAE's and InternVideo2's). Decoding
+    uses data.video's backend and timeout. The trained model's config.json records the input for evaluation."""
+
+    label_smoothing: float = 0.0
+    frames: int | None = None
+    size: int | None = None
+    short_side: int | None = None
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
 class StageSpec:
     name: str = MISSING
     trains: list[str] = MISSING
@@ -161,10 +186,12 @@ class Recipe:
     """A whole training run. `training` holds transformers.TrainingArguments values shared by all stages."""
 
     output_dir: str = MISSING
+    task: str = "chat"  # chat (a Video-LLM answers) | classification (a video classifier: stave.classification)
     model: ModelSection = field(default_factory=ModelSection)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     lora: LoraSection = field(default_factory=LoraSection)
     data: DataSection = field(default_factory=DataSection)
+    classification: ClassificationSection = field(default_factory=ClassificationSection)
     stages: list[StageSpec] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
     resume: str | None = None  # "latest" (newest sealed checkpoint of the running stage) or a checkpoint folder
@@ -251,6 +278,10 @@ def _expand_stages(raw: dict[str, Any], name: str) -> dict[str, Any]:
 def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
     """Everything that can be checked without building a model: stages, data files, TrainingArguments keys."""
     check_training_arguments(recipe.training, name)
+    if recipe.task not in TASKS:
+        raise RecipeError(f"{name}: task: must be one of {list(TASKS)}, got {recipe.task!r}")
+    if recipe.task == "classification":
+        _check_classification(recipe, name)
     if not recipe.stages:
         raise RecipeError(f"{name}: stages: at least one stage is needed, e.g. [stage1, stage2]")
     seen = set()
@@ -266,8 +297,11 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
         bad = [t for t in stage.trains if t not in TRAINABLE]
         if bad or not stage.trains:
             raise RecipeError(f"{name}: stages[{i}].trains: must be a non-empty subset of {list(TRAINABLE)}, got {bad}")
-        if "full" in stage.trains and len(stage.trains) > 1:
-            raise RecipeError(f"{name}: stages[{i}].trains: 'full' trains every parameter; list it alone")
+        if "full" in stage.trains and set(stage.trains) - {"full", "temporal"}:
+            raise RecipeError(
+                f"{name}: stages[{i}].trains: 'full' trains every parameter; list it alone, or with 'temporal' to "
+                "add STA first"
+            )
         check_training_arguments(stage.training, f"{name}: stages[{i}] ({stage.name})")
     if not recipe.data.datasets:
         raise RecipeError(f"{name}: data.datasets: at least one dataset is needed")
@@ -321,6 +355,22 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
         recipe.model.scheme()
     except PositionSchemeError as error:
         raise RecipeError(f"{name}: model.position_scheme / model.temporal_spacing: {error}") from None
+
+
+def _check_classification(recipe: Recipe, name: str) -> None:
+    section = recipe.classification
+    if not 0 <= section.label_smoothing < 1:
+        raise RecipeError(f"{name}: classification.label_smoothing: must be in [0, 1), got {section.label_smoothing}")
+    for i, spec in enumerate(recipe.data.datasets):
+        if spec.format != "ssv2" or spec.dataset_info is not None:
+            raise RecipeError(
+                f"{name}: data.datasets[{i}].format: task classification reads SSv2 annotation files (format: ssv2), "
+                f"got {spec.format!r}"
+            )
+        if spec.labels is not None and not Path(spec.labels).is_file():
+            raise RecipeError(f"{name}: data.datasets[{i}].labels: file not found: {spec.labels}")
+    if recipe.model.temporal_pooling is not None or recipe.model.position_scheme is not None:
+        raise RecipeError(f"{name}: model.temporal_pooling / position_scheme: a video classifier has no LLM")
 
 
 # TrainingArguments values stave sets itself (from the recipe's other sections) or that would break it.

@@ -50,7 +50,7 @@ from .data import (
     words_of,
 )
 from .recipe import Recipe, RecipeError, StageSpec, load_recipe
-from .stages import merge_lora, part_seed, prepare_stage, trainable_counts
+from .stages import HEAD_MODULES, head_names, merge_lora, part_seed, prepare_stage, trainable_counts
 
 logger = logging.getLogger("stave.train")
 RUN_FILE = "stave-run.json"
@@ -101,10 +101,15 @@ class StaveTrainer(Trainer):
             return super()._get_train_sampler(*args, **kwargs)
         return torch.utils.data.SequentialSampler(self.train_dataset)
 
-    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+    def count_samples(self, model: nn.Module, inputs: dict[str, Any]) -> None:
+        """Hand the batch's counts of drawn and skipped samples (SAMPLE_COUNTS, removed from `inputs`) to the skip
+        budget, summed over the ranks."""
         counts = inputs.pop(SAMPLE_COUNTS, None)
         if counts is not None and self.skip_budget is not None and model.training:
             self.skip_budget.add(counts["seen"], counts["skipped"], counts["reasons"], reduce=self._sum_over_ranks)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+        self.count_samples(model, inputs)
         empty = inputs.pop(EMPTY_BATCH, None)
         if not model.training:
             return super().compute_loss(model, inputs, *args, **kwargs)
@@ -134,6 +139,48 @@ class StaveTrainer(Trainer):
         total = torch.tensor(values, dtype=torch.long, device=self.accelerator.device)
         torch.distributed.all_reduce(total, op=getattr(torch.distributed.ReduceOp, op))
         return total.tolist()
+
+
+class ClassifierTrainer(StaveTrainer):
+    """StaveTrainer for a video classifier (task: classification): the loss is the cross-entropy of the logits
+    with the labels, with `label_smoothing` as torch's F.cross_entropy takes it; a batch whose samples all
+    failed runs with zero loss."""
+
+    def __init__(self, *args: Any, label_smoothing: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+        self.count_samples(model, inputs)
+        empty = inputs.pop(EMPTY_BATCH, None)
+        labels = inputs.pop("labels")
+        outputs = model(pixel_values=inputs["pixel_values"])
+        logits = outputs.logits.float()
+        if empty:
+            loss = logits.sum() * 0.0
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        return (loss, outputs) if kwargs.get("return_outputs") else loss
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """The Trainer's own load, then — where the checkpoint's tensor names differ from the model's — every weight
+        again through stave.classification.model.load_classifier: transformers 5.x's Trainer loads a checkpoint's
+        safetensors into the model without the renaming from_pretrained does (VideoMAE saves its query/value biases
+        as q_bias/v_bias), which would leave those weights as they were before the resume."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model = model if model is not None else self.model
+        weights = Path(resume_from_checkpoint) / "model.safetensors"
+        if not weights.is_file():  # sharded or adapter checkpoints: the Trainer's load stands
+            return
+        from safetensors import safe_open
+
+        from ..classification.model import load_classifier
+
+        with safe_open(str(weights), framework="pt") as handle:
+            if set(handle.keys()) == set(model.state_dict()):
+                return
+        stored = load_classifier(resume_from_checkpoint).state_dict()
+        model.load_state_dict(stored, strict=True)
 
 
 def tower_passes(inputs: dict[str, Any]) -> int:
@@ -212,8 +259,14 @@ def _train(recipe: Recipe, callbacks: Sequence[TrainerCallback]) -> Path:
     output = Path(recipe.output_dir)
     first = recipe.stages[0]
     training_arguments(recipe, first, output / first.name)  # joins the launcher's processes, or stops
-    records = load_datasets(recipe.data.datasets, recipe.data.seed, recipe.data.video)
-    model, tokenizer = _initial_model(recipe, records)
+    if recipe.task == "classification":
+        from ..classification.train import initial_classifier, load_class_data
+
+        records, labels = load_class_data(recipe.data.datasets, recipe.data.seed)
+        model, tokenizer = initial_classifier(recipe, labels), None
+    else:
+        records = load_datasets(recipe.data.datasets, recipe.data.seed, recipe.data.video)
+        model, tokenizer = _initial_model(recipe, records)
     if recipe.model.temporal_pooling is not None:  # saved with each stage's model, so later stages keep it
         set_temporal_pooling(model, recipe.model.temporal_pooling)
     if recipe.model.scheme() is not None:  # likewise
@@ -222,7 +275,12 @@ def _train(recipe: Recipe, callbacks: Sequence[TrainerCallback]) -> Path:
         output.mkdir(parents=True, exist_ok=True)
         checkpoints.write_json_atomic(output / "recipe.json", recipe.to_dict())
     logger.info("stave %s, transformers %s: %d training samples", __version__, transformers.__version__, len(records))
-    logger.info("video options: %s", recipe.data.video)
+    if recipe.task == "classification":
+        from ..classification.model import INPUT_KEY
+
+        logger.info("classifier input: %s", getattr(model.config, INPUT_KEY))
+    else:
+        logger.info("video options: %s", recipe.data.video)
 
     result = None
     for stage in recipe.stages:
@@ -254,35 +312,31 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
     run in a later process (resume) equals one run straight after the previous stage.
     """
     stage_dir = Path(recipe.output_dir) / stage.name
-    model = prepare_stage(model, stage, recipe.temporal, recipe.lora, seed=stage_seed(recipe, stage))
-    counts = trainable_counts(model)
+    head = head_names(model, recipe.task) if "head" in stage.trains else []
+    model = prepare_stage(model, stage, recipe.temporal, recipe.lora, seed=stage_seed(recipe, stage), task=recipe.task)
+    counts = trainable_counts(model, head or HEAD_MODULES)
     if counts["other"] and "full" not in stage.trains:
         raise RuntimeError(f"stage {stage.name}: {counts['other']} parameters outside STA/LoRA would train")
     logger.info("stage %s trains %s: %s", stage.name, "+".join(stage.trains), counts)
 
-    data = recipe.data
-    cache = None
-    if data.cache_bytes or data.cache_dir:  # epochs after the first read decoded videos back
-        cache = VideoCache(data.cache_dir, max_bytes=data.cache_bytes)
-    processor = VideoChatProcessor.for_model(
-        tokenizer,
-        model,
-        data.video,
-        image_min_pixels=data.image_min_pixels,
-        image_max_pixels=data.image_max_pixels,
-        cache=cache,
-    )
-    dataset = TrainingSet(records, processor, on_error=recipe.data.on_error, log_dir=stage_dir)
+    if recipe.task == "classification":
+        from ..classification.train import classification_trainer_parts
+
+        trainer_class, dataset, collator, task_options = classification_trainer_parts(recipe, model, records, stage_dir)
+    else:
+        trainer_class, task_options = StaveTrainer, {}
+        dataset, collator = _chat_data(recipe, model, tokenizer, records, stage_dir)
     args = training_arguments(recipe, stage, stage_dir)
     budget = SkipBudget(recipe.data.max_skipped_fraction, stage_dir)
-    trainer = StaveTrainer(
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=Collator(processor),
+        data_collator=collator,
         callbacks=[SealCheckpoints(), *callbacks],
         shuffle=recipe.data.shuffle,
         skip_budget=budget,
+        **task_options,
     )
     state = trainer.accelerator.state
     logger.info(
@@ -321,6 +375,23 @@ def run_stage(recipe, stage: StageSpec, model, tokenizer, records, *, callbacks=
     trainer.accelerator.wait_for_everyone()
     logger.info("stage %s: model saved to %s", stage.name, target)
     return target
+
+
+def _chat_data(recipe: Recipe, model, tokenizer, records, stage_dir: Path) -> tuple[TrainingSet, Collator]:
+    """The training set and collator of a Video-LLM stage: conversations encoded by a VideoChatProcessor."""
+    data = recipe.data
+    cache = None
+    if data.cache_bytes or data.cache_dir:  # epochs after the first read decoded videos back
+        cache = VideoCache(data.cache_dir, max_bytes=data.cache_bytes)
+    processor = VideoChatProcessor.for_model(
+        tokenizer,
+        model,
+        data.video,
+        image_min_pixels=data.image_min_pixels,
+        image_max_pixels=data.image_max_pixels,
+        cache=cache,
+    )
+    return TrainingSet(records, processor, on_error=data.on_error, log_dir=stage_dir), Collator(processor)
 
 
 def wrapper_name(trainer: Trainer) -> str:
@@ -407,7 +478,8 @@ def _save_stage(model, trainer, recipe, stage, counts, skipped, tokenizer, stage
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
-        save_tokenizer(tokenizer, tmp)
+        if tokenizer is not None:  # a video classifier has none
+            save_tokenizer(tokenizer, tmp)
         checkpoints.write_json_atomic(
             tmp / RUN_FILE,
             {
@@ -447,12 +519,16 @@ def _initial_model(recipe: Recipe, records) -> tuple[nn.Module, Any]:
 
 
 def _load(path: Path, recipe: Recipe) -> tuple[nn.Module, Any]:
-    """A model folder (with its tokenizer) as a training starting point."""
+    """A model folder (with its tokenizer; a classifier has none) as a training starting point."""
     from transformers import AutoTokenizer
 
     kwargs: dict[str, Any] = {}
     if recipe.model.dtype != "auto":
         kwargs["dtype"] = getattr(torch, recipe.model.dtype)
+    if recipe.task == "classification":
+        from ..classification.model import load_classifier
+
+        return load_classifier(path, **kwargs).train(), None
     attn = recipe.model.attn_implementation
     if attn == "auto":
         attn = "flash_attention_2" if _has("flash_attn") else "sdpa"

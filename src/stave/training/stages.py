@@ -9,6 +9,10 @@ mergers included, sit outside `visual.blocks` and are never adapted) and on the 
 or the router; see stave.models.qwen3_vl); never on the STA layers, which train in full through peft's
 `modules_to_save` (so peft checkpoints hold them too), as does the head when a LoRA stage trains it.
 
+A video classifier (task: classification) has no LLM: its head is its linear layers with num_labels outputs
+(stave.classification.model.classifier_head), and LoRA adapts every other nn.Linear outside STA — the rule does
+not depend on the family, so a classifier whose STA stave supports trains in the same stages.
+
 The weights a stage creates (STA, LoRA) are random draws, each part from its own seed derived from the stage's
 seed (`part_seed`): the same recipe seed gives the same weights in every process, whatever ran before in it,
 and a stage adds the same LoRA weights with or without STA (the two arms of an ablation start alike).
@@ -64,6 +68,36 @@ def lora_config(model: nn.Module, lora: LoraSection, *, with_temporal: bool, wit
     )
 
 
+def classifier_lora_config(model: nn.Module, lora: LoraSection, *, with_temporal: bool, head: list[str]) -> Any:
+    """LoRA on a classifier: every nn.Linear outside STA and the head (named in full); STA and, when it trains,
+    the head train in full through modules_to_save."""
+    from peft import LoraConfig
+
+    temporal = tuple(f".{name}." for name in TEMPORAL_MODULES)
+    targets = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name not in head and not any(t in f".{name}." for t in temporal)
+    ]
+    if not targets:
+        raise ValueError(f"{type(model).__name__}: no linear layer outside STA and the head for LoRA to adapt")
+    saved = [*(TEMPORAL_MODULES if with_temporal else ()), *head]
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+        modules_to_save=saved or None,
+    )  # fmt: skip
+
+
+def head_names(model: nn.Module, task: str = "chat") -> list[str]:
+    """Full module names of the output head: lm_head (chat), or the classifier's head (classification)."""
+    if task == "classification":
+        from ..classification.model import classifier_head
+
+        return list(classifier_head(model))
+    _head(model)
+    return list(HEAD_MODULES)
+
+
 def part_seed(seed: int, *keys: object) -> int:
     """A seed in [0, 2**32) derived from `seed` and `keys` (e.g. the stage index and "lora"): the same arguments
     give the same seed in every process; different keys give unrelated streams."""
@@ -72,14 +106,21 @@ def part_seed(seed: int, *keys: object) -> int:
 
 
 def prepare_stage(
-    model: nn.Module, stage: StageSpec, temporal: TemporalConfig, lora: LoraSection, *, seed: int = 0
+    model: nn.Module,
+    stage: StageSpec,
+    temporal: TemporalConfig,
+    lora: LoraSection,
+    *,
+    seed: int = 0,
+    task: str = "chat",
 ) -> nn.Module:
     """Make `model` train what `stage` trains; returns the model to train (a peft model for LoRA stages).
 
     STA is added (zero-initialised, from `temporal`) when the stage trains it and the model has none yet.
     Everything else is frozen (a `full` stage trains every parameter, STA included when the model has it).
     The new weights follow from `seed`: STA is drawn after seeding every RNG (python, numpy, torch) with
-    part_seed(seed, "temporal"), LoRA after seeding with part_seed(seed, "lora").
+    part_seed(seed, "temporal"), LoRA after seeding with part_seed(seed, "lora"). `task`: chat (a Video-LLM) or
+    classification (a video classifier: its own head and LoRA targets, see the module docstring).
     """
     from transformers import set_seed
 
@@ -94,17 +135,21 @@ def prepare_stage(
     if trains_temporal:
         for _, parameter in temporal_parameters(model):
             parameter.requires_grad_(True)
-    if trains_head:
-        for parameter in _head(model).parameters():
+    head = head_names(model, task) if trains_head else []
+    for name in head:
+        for parameter in model.get_submodule(name).parameters():
             parameter.requires_grad_(True)
     if "lora" in stage.trains:
         from peft import get_peft_model
 
-        config = lora_config(model, lora, with_temporal=trains_temporal, with_head=trains_head)
+        if task == "classification":
+            config = classifier_lora_config(model, lora, with_temporal=trains_temporal, head=head)
+        else:
+            config = lora_config(model, lora, with_temporal=trains_temporal, with_head=trains_head)
         set_seed(part_seed(seed, "lora"))
         model = get_peft_model(model, config)
         if config.modules_to_save:
-            # peft trains its copies of temp_attn/norm3/lm_head (modules_to_save); the originals stay frozen
+            # peft trains its copies of temp_attn/norm3/the head (modules_to_save); the originals stay frozen
             for name, parameter in model.named_parameters():
                 if ".modules_to_save." in name:
                     parameter.requires_grad_(True)
@@ -120,9 +165,9 @@ def _head(model: nn.Module) -> nn.Module:
     return head
 
 
-def trainable_counts(model: nn.Module) -> dict[str, int]:
-    """Trainable parameter counts by kind: temporal (STA), lora, head (lm_head), other (every other parameter:
-    only a `full` stage trains any)."""
+def trainable_counts(model: nn.Module, head: list[str] | tuple[str, ...] = tuple(HEAD_MODULES)) -> dict[str, int]:
+    """Trainable parameter counts by kind: temporal (STA), lora, head (the modules named in `head`: lm_head, or a
+    classifier's head), other (every other parameter: only a `full` stage trains any)."""
     counts = {"temporal": 0, "lora": 0, "head": 0, "other": 0}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -131,7 +176,7 @@ def trainable_counts(model: nn.Module) -> dict[str, int]:
             counts["lora"] += parameter.numel()
         elif any(f".{m}." in name for m in TEMPORAL_MODULES):
             counts["temporal"] += parameter.numel()
-        elif any(name == m or name.endswith(f".{m}") or f"{m}." in name for m in HEAD_MODULES):
+        elif any(name == m or name.endswith(f".{m}") or f"{m}." in name for m in head):
             counts["head"] += parameter.numel()
         else:
             counts["other"] += parameter.numel()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,7 @@ def read_video(
     *,
     factor: int = IMAGE_FACTOR,
     source_fps: float = 1.0,
+    choose: Callable[[int], Sequence[int]] | None = None,
 ) -> VideoClip:
     """Decode, sample and resize a video.
 
@@ -96,6 +97,9 @@ def read_video(
         options: sampling and resizing settings.
         factor: frame sides become multiples of this (patch_size * merge_size; 28 for Qwen2-VL).
         source_fps: frame rate of frame folders, frame lists and arrays (video files carry their own).
+        choose: which frames to take instead of the options' nframes/fps rule: called with the number of frames
+            available (within start/end), returns ascending, distinct indices among them (e.g. one frame per
+            segment for a video classifier, stave.classification.clips).
 
     Raises:
         VideoError subclasses naming the source and the reason.
@@ -104,12 +108,12 @@ def read_video(
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            return _read_frames(_FileFrames.folder(path), options, factor, source_fps)
+            return _read_frames(_FileFrames.folder(path), options, factor, source_fps, choose)
         _check_regular_file(path)
-        return _read_file(path, options, factor)
+        return _read_file(path, options, factor, choose)
     if isinstance(source, (list, tuple)) and source and all(isinstance(f, (str, Path)) for f in source):
-        return _read_frames(_FileFrames.listed(source), options, factor, source_fps)
-    return _read_frames(_MemoryFrames(source), options, factor, source_fps)
+        return _read_frames(_FileFrames.listed(source), options, factor, source_fps, choose)
+    return _read_frames(_MemoryFrames(source), options, factor, source_fps, choose)
 
 
 def read_image(
@@ -212,8 +216,10 @@ def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor
     return resized.clamp_(0, 255).round_().to(torch.uint8)
 
 
-def _select(total: int, fps: float, options: VideoOptions, source: object, times: Sequence[float]) -> list[int]:
-    """Indices of the frames to take, within start/end."""
+def _select(
+    total: int, fps: float, options: VideoOptions, source: object, times: Sequence[float], choose=None
+) -> list[int]:
+    """Indices of the frames to take, within start/end: by the options' rule, or those `choose` picks."""
     first, last = 0, total - 1
     duration = times[-1] + 1.0 / fps if times else total / fps
     if options.start is not None or options.end is not None:
@@ -227,6 +233,14 @@ def _select(total: int, fps: float, options: VideoOptions, source: object, times
         last = bisect.bisect_right(times, end + 1e-6) - 1
         if last < first:
             raise VideoSamplingError(source, f"no frame between start={start}s and end={end}s")
+    if choose is not None:
+        chosen = [int(i) for i in choose(last - first + 1)]
+        ascending = all(a < b for a, b in zip(chosen, chosen[1:], strict=False))
+        if not chosen or not ascending or chosen[0] < 0 or chosen[-1] > last - first:
+            raise VideoSamplingError(
+                source, f"chose frames {chosen} of {last - first + 1}; expected ascending distinct indices among them"
+            )
+        return [first + i for i in chosen]
     try:
         n = number_of_frames(options, last - first + 1, fps)
     except ValueError as error:
@@ -340,10 +354,12 @@ def to_rgb_chw(frame: Any, name: object) -> torch.Tensor:
     return array[..., :3].permute(2, 0, 1)
 
 
-def _read_frames(frames: _MemoryFrames | _FileFrames, options: VideoOptions, factor: int, fps: float) -> VideoClip:
+def _read_frames(
+    frames: _MemoryFrames | _FileFrames, options: VideoOptions, factor: int, fps: float, choose=None
+) -> VideoClip:
     total = len(frames)
     times = [i / fps for i in range(total)]
-    indices = _select(total, fps, options, frames.name, times)
+    indices = _select(total, fps, options, frames.name, times, choose)
     first = frames.load(indices[0])
     height, width = _target_size(first.shape[1], first.shape[2], len(indices), options, factor, frames.name)
     out = torch.empty(len(indices), 3, height, width, dtype=torch.uint8)
@@ -362,7 +378,7 @@ def _read_frames(frames: _MemoryFrames | _FileFrames, options: VideoOptions, fac
 # -- video files -------------------------------------------------------------------------------------
 
 
-def _read_file(path: Path, options: VideoOptions, factor: int) -> VideoClip:
+def _read_file(path: Path, options: VideoOptions, factor: int, choose=None) -> VideoClip:
     """Sample from the file's frame table, decode just those frames with the chosen backend, holding them at
     source resolution up to DECODED_BYTES, and resize what is held whenever the bound is reached and once
     the decoder has finished, so that torch's threads never run beside the decoder's."""
@@ -370,7 +386,7 @@ def _read_file(path: Path, options: VideoOptions, factor: int) -> VideoClip:
     deadline = Deadline(options.timeout, path)
     table = read_frame_table(path, options.timeout)
     deadline.check()
-    indices = _select(len(table), table.fps, options, path, table.times)
+    indices = _select(len(table), table.fps, options, path, table.times, choose)
     height, width = _target_size(table.height, table.width, len(indices), options, factor, path)
     out = torch.empty(len(indices), 3, height, width, dtype=torch.uint8)
     bound = max(1, DECODED_BYTES // (3 * table.height * table.width))  # frames held before resizing

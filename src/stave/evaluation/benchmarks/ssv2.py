@@ -37,7 +37,7 @@ Loaders (registry names):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,24 +92,8 @@ def read_annotations(
     if split not in LABELED_SPLITS:
         raise ValueError(f"SSv2 split must be one of {LABELED_SPLITS} (test.json has no labels), got {split!r}")
     root = Path(root)
-    classes = _read_labels(_annotation_file(root, "labels"))
-    path = _annotation_file(root, split)
-    rows = expect_type(read_json(path), list, path, "top level", "a JSON list of records")
-    records, seen = [], {}
-    for i, row in enumerate(rows):
-        where = f"[{i}]"
-        video_id = field(row, "id", str, path, where)
-        where = f"[{i}] (id {video_id!r})"
-        template = field(row, "template", str, path, where)
-        cls = ssv2_class(template)
-        if cls not in classes:
-            raise BenchmarkFormatError(
-                f"{path}: {where}: field 'template' {template!r} gives class {cls!r}, which is not in labels.json"
-            )
-        if video_id in seen:
-            raise BenchmarkFormatError(f"{path}: {where}: field 'id' repeats record {seen[video_id]}")
-        seen[video_id] = f"[{i}]"
-        records.append(SSv2Record(video_id, cls, f"{path} {where}"))
+    classes = read_labels(annotation_file(root, "labels"))
+    records = read_records(annotation_file(root, split), classes)
     return SSv2Annotations(classes, records, _video_folder(root, videos), extension)
 
 
@@ -223,7 +207,32 @@ def _items(
     return finish(benchmark, items, skipped, report)
 
 
-def _read_labels(path: Path) -> dict[str, int]:
+def read_records(path: Path, classes: dict[str, int] | Sequence[str]) -> list[SSv2Record]:
+    """The records of one SSv2 annotation file (train.json, validation.json). Every record needs a string `id` and
+    a string `template` whose class (stave.ssv2.ssv2_class) is among `classes`; ids must be unique. Raises
+    BenchmarkFormatError naming the file, the record and the field otherwise."""
+    rows = expect_type(read_json(path), list, path, "top level", "a JSON list of records")
+    records, seen = [], {}
+    for i, row in enumerate(rows):
+        where = f"[{i}]"
+        video_id = field(row, "id", str, path, where)
+        where = f"[{i}] (id {video_id!r})"
+        template = field(row, "template", str, path, where)
+        cls = ssv2_class(template)
+        if cls not in classes:
+            raise BenchmarkFormatError(
+                f"{path}: {where}: field 'template' {template!r} gives class {cls!r}, which is not in labels.json"
+            )
+        if video_id in seen:
+            raise BenchmarkFormatError(f"{path}: {where}: field 'id' repeats record {seen[video_id]}")
+        seen[video_id] = f"[{i}]"
+        records.append(SSv2Record(video_id, cls, f"{path} {where}"))
+    return records
+
+
+def read_labels(path: Path) -> dict[str, int]:
+    """labels.json: {class text: index as a string} -> {class text: index}, in index order; BenchmarkFormatError
+    naming the file and the entry for anything else."""
     labels = expect_type(read_json(path), dict, path, "top level", "an object {class: index}")
     classes = {}
     for name, index in labels.items():
@@ -234,7 +243,9 @@ def _read_labels(path: Path) -> dict[str, int]:
     return dict(sorted(classes.items(), key=lambda entry: entry[1]))
 
 
-def _annotation_file(root: Path, name: str) -> Path:
+def annotation_file(root: Path, name: str) -> Path:
+    """An SSv2 annotation file (labels, train, validation) in `root` or root/labels, under its current or older
+    name; BenchmarkFormatError listing where it was looked for."""
     candidates = [
         folder / filename
         for folder in (root, root / "labels")
