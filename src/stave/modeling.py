@@ -61,8 +61,6 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
             f"blocks {[i for i in selected if i >= feeding]} come after the vision feature layer (only blocks "
             f"0..{feeding - 1} feed the LLM): temporal attention there would change nothing"
         )
-    if family.on_temporal is not None:
-        family.on_temporal(model)
     for index in selected:
         block = blocks[index]
         if type(block) is not family.block_class:

@@ -212,16 +212,15 @@ class VisionFamily:
         spatial_heads: vision config -> the number of heads of the blocks' spatial attention.
         feature_blocks: model -> how many leading blocks produce what the LLM gets (LLaVA-OneVision: those up to
             vision_feature_layer), None for all; STA goes only into those (later blocks' outputs are unused).
-        on_temporal: model -> None: what add_temporal_attention also does to the model (LLaVA-OneVision: its base
-            model tells the tower each video's frame count; VideoMAE: its encoder hands `temporal_layout` on to its
-            blocks, which the stock encoder does not), or None.
         video_options: how its videos are sampled and resized where the user gives no options (what its
             published processors do by default; VideoChatProcessor.for_model): qwen-vl-utils' rules for Qwen2-VL
             and Qwen2.5-VL, transformers' Qwen3VLVideoProcessor's as the checkpoints configure it for Qwen3-VL and
             Qwen3.5 (stave.models.qwen3_vl.VIDEO_OPTIONS).
         prepare_model: None, or model -> None: called by add_temporal_attention, set_temporal_pooling, load_model
-            and the tiny presets, for a family whose model must carry more to its tower than its stock forward does
-            (InternVL: which rows are frames of which video; it switches module classes in place).
+            and the tiny presets, for a family whose model must carry more to its tower or blocks than its stock
+            forward does; it switches module classes in place, and the switched model computes what the stock one
+            does (InternVL: which rows are frames of which video; LLaVA-OneVision: each video's frame count;
+            VideoMAE: an encoder that hands `temporal_layout` on to its blocks).
     """
 
     name: str
@@ -251,7 +250,6 @@ class VisionFamily:
     blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
     feature_blocks: Callable[[nn.Module], int | None] | None = None
-    on_temporal: Callable[[nn.Module], None] | None = None
     video_options: VideoOptions = VideoOptions()
     prepare_model: Callable[[nn.Module], None] | None = None
 

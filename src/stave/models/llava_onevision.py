@@ -311,5 +311,5 @@ LLAVA_ONEVISION = VisionFamily(
     blocks=siglip_layers,
     spatial_heads=lambda config: config.num_attention_heads,
     feature_blocks=feature_blocks,
-    on_temporal=tell_frames,
+    prepare_model=tell_frames,
 )

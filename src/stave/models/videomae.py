@@ -95,5 +95,5 @@ VIDEOMAE = VisionFamily(
     temporal_items=temporal_items,
     blocks=lambda tower: tower.layer,
     spatial_heads=lambda config: config.num_attention_heads,
-    on_temporal=_switch_encoder,
+    prepare_model=_switch_encoder,
 )
