@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the straightforward reference implementation lives there
 
 # Qwen3.5 exists from transformers 5 on; the other families on 4.57 and 5.x.
-FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3-vl-moe"]
+FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3-vl-moe", "tiny-internvl"]
 if int(transformers.__version__.split(".")[0]) >= 5:
     FAMILIES += ["tiny-qwen3.5", "tiny-qwen3.5-moe"]
 # scripts/test.sh sets STAVE_EXPECT_EXTRAS=1 in the extras environment (torchvision, torchcodec, decord2), where the
@@ -46,6 +46,18 @@ def preset(request) -> str:
     return request.param
 
 
+#: presets whose tower sees frames as rows (InternViT: (rows, 1 + patches, D), a CLS token per row) instead of the
+#: Qwen families' packed patch rows described by grid_thw
+ROW_TOWER_PRESETS = {"tiny-internvl"}
+
+
+def packed_towers_only(preset: str) -> None:
+    """Skip a test that drives the Qwen families' packed tower (patch rows + grid_thw, merged tokens, video pads) on a
+    frames-as-rows preset; tests/test_internvl.py tests the same property on InternVL's tower."""
+    if preset in ROW_TOWER_PRESETS:
+        pytest.skip(f"{preset}: the test drives Qwen's packed tower API; tests/test_internvl.py covers InternVL")
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
@@ -62,6 +74,14 @@ def tower_outputs(tower, pixels, grid_thw, **kwargs) -> list[torch.Tensor]:
     from stave.models import vision_outputs
 
     return vision_outputs(tower(pixels, grid_thw=grid_thw, **kwargs))
+
+
+def enable_checkpointing(model, reentrant: bool) -> None:
+    """Gradient checkpointing of every block, under the name each transformers version gives it."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; 4.57 has the old name
+        model.activation_checkpointing_enable({"use_reentrant": reentrant})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
 
 
 def randomize_temporal(model, std: float = 0.3, seed: int = 1) -> None:

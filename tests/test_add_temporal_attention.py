@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from conftest import merged_tokens, randomize_temporal, tower_outputs
+from conftest import enable_checkpointing, merged_tokens, packed_towers_only, randomize_temporal, tower_outputs
 from torch import nn
 
 import stave
@@ -30,6 +30,7 @@ def _tower_inputs(model, grids, seed=0):
     ids=["video", "images", "mixed"],
 )
 def test_zero_init_is_exact_identity(preset, order, batch):
+    packed_towers_only(preset)
     model = tiny_model(preset)
     inputs = model_inputs(model, **batch)
     grids = [*batch.get("images", []), *batch.get("videos", [])]
@@ -50,6 +51,7 @@ def test_zero_init_is_exact_identity(preset, order, batch):
 def test_layerscale_gate_starts_as_identity_and_scales_the_update(preset):
     """gate="layerscale": every STA block gets `temp_attn.gate` (D,) at gate_init; with the zero-initialised
     projection the model is unchanged; with random STA weights the tower's change follows the gate's size."""
+    packed_towers_only(preset)
     model = tiny_model(preset)
     inputs = model_inputs(model, videos=MIXED_VIDEOS, images=IMAGES)
     tower = stave.vision_tower(model)
@@ -73,6 +75,7 @@ def test_layerscale_gate_starts_as_identity_and_scales_the_update(preset):
 
 
 def test_random_sta_changes_videos_but_skipped_images_stay_identical(preset):
+    packed_towers_only(preset)
     model = tiny_model(preset)
     tower = stave.vision_tower(model)
     grids = [IMAGES[0], MIXED_VIDEOS[0], IMAGES[1], MIXED_VIDEOS[1]]
@@ -90,6 +93,7 @@ def test_random_sta_changes_videos_but_skipped_images_stay_identical(preset):
 
 
 def test_images_apply_changes_images_too(preset):
+    packed_towers_only(preset)
     model = tiny_model(preset)
     tower = stave.vision_tower(model)
     pixels, grid_thw = _tower_inputs(model, IMAGES)
@@ -100,6 +104,7 @@ def test_images_apply_changes_images_too(preset):
 
 
 def test_reversing_temporal_patches_changes_the_output(preset):
+    packed_towers_only(preset)
     model = tiny_model(preset)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
@@ -114,6 +119,7 @@ def test_reversing_temporal_patches_changes_the_output(preset):
 
 
 def test_item_output_is_the_same_alone_and_batched(preset):
+    packed_towers_only(preset)
     model = tiny_model(preset)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
@@ -135,6 +141,7 @@ def test_update_lands_on_its_own_token_through_the_tower(preset):
     """With spatial attention and MLP silenced, a block is x + STA(norm3(x)): perturbing the input patch at
     one temporal patch and one spatial position must change exactly the merged tokens holding that
     position, on every temporal patch of that video — also under Qwen2.5-VL's window permutation."""
+    packed_towers_only(preset)
     model = tiny_model(preset)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
@@ -163,6 +170,7 @@ def test_update_lands_on_its_own_token_through_the_tower(preset):
 
 
 def test_layers_subset_and_order_build_the_requested_structure(preset):
+    packed_towers_only(preset)
     model = tiny_model(preset)
     stave.add_temporal_attention(model, layers=[1], order="temporal_first", head_scale=0.5)
     tower = stave.vision_tower(model)
@@ -186,6 +194,7 @@ def test_layers_subset_and_order_build_the_requested_structure(preset):
 
 
 def test_spatial_first_runs_temporal_between_attention_and_mlp(preset):
+    packed_towers_only(preset)
     model = tiny_model(preset)
     stave.add_temporal_attention(model)
     block = stave.vision_tower(model).blocks[0]
@@ -244,6 +253,7 @@ HALF_PRECISION_SHARE = {torch.bfloat16: 0.03, torch.float16: 0.005}
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_runs_in_every_dtype_and_attention_backend(preset, attn, dtype):
+    packed_towers_only(preset)
     model = tiny_model(preset, attn_implementation=attn)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
@@ -265,16 +275,14 @@ def test_runs_in_every_dtype_and_attention_backend(preset, attn, dtype):
 
 @pytest.mark.parametrize("reentrant", [False, True])
 def test_gradient_checkpointing_gives_the_same_gradients(preset, reentrant):
+    packed_towers_only(preset)
     grads = []
     for checkpointing in (False, True):
         model = tiny_model(preset).train()
         stave.add_temporal_attention(model)
         randomize_temporal(model)
         if checkpointing:
-            if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; 4.57 has the old name
-                model.activation_checkpointing_enable({"use_reentrant": reentrant})
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+            enable_checkpointing(model, reentrant)
             assert all(block.gradient_checkpointing for block in stave.vision_tower(model).blocks)
         inputs = model_inputs(model, videos=[(4, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
         model(**inputs, labels=inputs["input_ids"]).loss.backward()
@@ -285,6 +293,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(preset, reentrant):
 
 
 def test_vision_tower_compiles(preset):
+    packed_towers_only(preset)
     model = tiny_model(preset)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
@@ -324,6 +333,7 @@ def test_layers_out_of_range_are_refused(preset):
 
 
 def test_grid_inconsistent_with_pixels_names_both_numbers(preset):
+    packed_towers_only(preset)
     model = stave.add_temporal_attention(tiny_model(preset))
     pixels, _ = _tower_inputs(model, [(2, 4, 4)])
     with pytest.raises(ValueError, match=r"describes 64 patches.*received 32 rows"):
@@ -338,6 +348,7 @@ def test_config_is_recorded_in_the_vision_config(preset):
 
 def test_blocks_dispatched_by_accelerate_still_run_temporal_attention(preset):
     """device_map="auto" wraps each block's forward on the instance; STA must not be bypassed."""
+    packed_towers_only(preset)
     hooks = pytest.importorskip("accelerate.hooks")
     model = tiny_model(preset)
     tower = stave.vision_tower(model)
@@ -351,6 +362,7 @@ def test_blocks_dispatched_by_accelerate_still_run_temporal_attention(preset):
 
 
 def test_block_with_unknown_instance_forward_is_refused(preset):
+    packed_towers_only(preset)
     model = tiny_model(preset)
     block = stave.vision_tower(model).blocks[0]
     block.forward = lambda *args, **kwargs: None
@@ -361,12 +373,10 @@ def test_block_with_unknown_instance_forward_is_refused(preset):
 def test_checkpointed_block_recomputes_sta_in_its_own_backward(preset):
     """Under gradient checkpointing STA runs three times per step (forward, the block's recomputation, and
     its own recomputation in backward), so its activations never add to the block's peak."""
+    packed_towers_only(preset)
     model = tiny_model(preset).train()
     stave.add_temporal_attention(model)
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable({"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model, reentrant=False)
     calls = []
     block = stave.vision_tower(model).blocks[0]
     block.temp_attn.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -12,6 +13,17 @@ from safetensors.torch import load_file, save_file
 import stave
 from stave.presets import tiny_model
 from stave.testing import model_inputs
+
+
+def _key(tensors, index: int, suffix: str) -> str:
+    """The stored name of block `index`'s tensor `suffix`, whatever the family calls its block list (blocks.N.,
+    layers.N., InternViT's layer.N.)."""
+    return next(k for k in sorted(tensors) if re.search(rf"(?:^|\.){index}\.{re.escape(suffix)}$", k))
+
+
+def _in_block(name: str, index: int) -> str:
+    """`name` with its block index replaced by `index`."""
+    return re.sub(r"\.\d+\.(temp_attn|norm3)\.", rf".{index}.\1.", name)
 
 
 def _logits(model, inputs):
@@ -62,7 +74,7 @@ def test_missing_temporal_tensor_is_refused_by_name(preset, tmp_path):
     dropped = []
 
     def drop(tensors):
-        name = next(k for k in sorted(tensors) if k.endswith("blocks.1.temp_attn.qkv.weight"))
+        name = _key(tensors, 1, "temp_attn.qkv.weight")
         dropped.append(name)
         del tensors[name]
 
@@ -75,11 +87,11 @@ def test_extra_temporal_tensor_is_refused_by_name(preset, tmp_path):
     _saved(preset, tmp_path, layers=[0])
 
     def add(tensors):
-        name = next(k for k in tensors if k.endswith("blocks.0.temp_attn.proj.bias"))
-        tensors[name.replace("blocks.0.", "blocks.1.")] = tensors[name].clone()
+        name = _key(tensors, 0, "temp_attn.proj.bias")
+        tensors[_in_block(name, 1)] = tensors[name].clone()
 
     _rewrite(tmp_path, add)
-    with pytest.raises(ValueError, match=r"unexpected temporal tensor\(s\).*blocks\.1\.temp_attn\.proj\.bias"):
+    with pytest.raises(ValueError, match=r"unexpected temporal tensor\(s\).*\.1\.temp_attn\.proj\.bias"):
         stave.load_model(tmp_path)
 
 
@@ -87,7 +99,7 @@ def test_misnamed_temporal_tensor_is_refused_by_name(preset, tmp_path):
     _saved(preset, tmp_path)
 
     def rename(tensors):
-        name = next(k for k in tensors if k.endswith("blocks.0.temp_attn.proj.bias"))
+        name = _key(tensors, 0, "temp_attn.proj.bias")
         tensors[name.replace("proj.bias", "proj.scale")] = tensors.pop(name)
 
     _rewrite(tmp_path, rename)
@@ -99,7 +111,7 @@ def test_wrong_shape_is_refused_by_name(preset, tmp_path):
     _saved(preset, tmp_path)
 
     def shrink(tensors):
-        name = next(k for k in tensors if k.endswith("blocks.0.temp_attn.proj.bias"))
+        name = _key(tensors, 0, "temp_attn.proj.bias")
         tensors[name] = tensors[name][:-1].clone()
 
     _rewrite(tmp_path, shrink)

@@ -225,10 +225,11 @@ def test_ask_says_so_when_the_model_produces_no_text(tmp_path, capsys):
 QWEN3_TINY = ["tiny-qwen3-vl", "tiny-qwen3-vl-moe", "tiny-qwen3.5", "tiny-qwen3.5-moe"]
 
 
-@pytest.mark.parametrize("preset", QWEN3_TINY)
+@pytest.mark.parametrize("preset", [*QWEN3_TINY, "tiny-internvl"])
 def test_qwen3_tiny_families_forward_train_eval_ask_and_explain_from_the_command_line(preset, tmp_path, capsys):
-    """Each Qwen3-VL / Qwen3.5 tiny preset goes through every command: forward, a 2-step two-stage train from
-    configs/tiny.yaml, eval of the trained model on an MVBench layout, ask and explain."""
+    """Each Qwen3-VL / Qwen3.5 tiny preset and tiny-internvl goes through every command: forward, a 2-step two-stage
+    train from configs/tiny.yaml, eval of the trained model on an MVBench layout, ask and explain (4 frames: 2
+    temporal patches of 4 x 4 patches; InternVL: 4 frames of 4 x 4 patches)."""
     import json
 
     from benchmark_fixtures import write_mvbench
@@ -273,7 +274,8 @@ def test_qwen3_tiny_families_forward_train_eval_ask_and_explain_from_the_command
     answer = stave.evaluation.ask(str(model), clip_path, "which way ?", video_options=options, max_new_tokens=2)
     assert capsys.readouterr().out == (answer or "(the model produced no text)") + "\n"
     assert main(["explain", *flags, "--out", str(tmp_path / "map.png")]) == 0
-    assert "grid t,h,w = (2, 4, 4)" in capsys.readouterr().out and (tmp_path / "map.png").stat().st_size > 2000
+    grid = (4, 4, 4) if preset == "tiny-internvl" else (2, 4, 4)
+    assert f"grid t,h,w = {grid}" in capsys.readouterr().out and (tmp_path / "map.png").stat().st_size > 2000
 
 
 def test_without_sampling_flags_a_command_uses_the_model_familys_video_options(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import packed_towers_only
 
 import stave
 from stave.explain import TemporalAttentionMap, attention_weights, save_map, sta_blocks, temporal_attention_map
@@ -66,6 +67,7 @@ def test_cross_time_puts_each_position_at_its_row_and_column():
 
 
 def test_map_weights_rebuild_the_layer_output_in_the_towers_row_order(preset):
+    packed_towers_only(preset)
     from training_data import moving_square
 
     model, processor, patch = explained_model(preset, 8, 8)
@@ -92,6 +94,7 @@ def test_cross_time_marks_the_one_patch_that_changes_at_its_image_position(prese
     # STA in block 0 before spatial attention: each row it sees is the embedding of one patch's pixels alone (plus,
     # in Qwen3-VL / Qwen3.5, the learned position embedding of its place), so against the same video without the
     # change only the changing patch's weights differ
+    packed_towers_only(preset)
     model, processor, p = explained_model(preset, 8, 12, layers=[0], order="temporal_first")
     row, column = 3, 5  # in patches: Qwen2.5-VL's window order (2 x 3 windows of 4 x 4 patches) moves its row
     video = np.full((8, 8 * p, 12 * p, 3), 90, dtype=np.uint8)
@@ -109,6 +112,7 @@ def test_cross_time_marks_the_one_patch_that_changes_at_its_image_position(prese
 
 
 def test_map_of_a_tiny_model_on_a_video(preset, tmp_path):
+    packed_towers_only(preset)
     from training_data import moving_square
 
     model, processor, patch = explained_model(preset, 8, 8)

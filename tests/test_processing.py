@@ -640,18 +640,23 @@ def test_qwen3_inputs_with_no_video_options_equal_transformers_processor_with_it
     _assert_same_qwen3_inputs("defaults", stave_default_inputs(path), theirs, token_types=TRANSFORMERS_MAJOR >= 5)
 
 
-def test_each_family_has_its_processors_default_video_options(preset, tokenizer):
+def test_each_family_has_its_processors_default_video_options(preset):
     """No video options: Qwen2-VL and Qwen2.5-VL keep stave's VideoOptions() (qwen-vl-utils' rules); Qwen3-VL
     and Qwen3.5 take transformers' Qwen3VLVideoProcessor's frame rule (the installed class's fps and frame
-    bounds) and the published checkpoints' budget over the whole video (video_preprocessor_config.json)."""
+    bounds) and the published checkpoints' budget over the whole video (video_preprocessor_config.json);
+    InternVL, whose InternVLVideoProcessor samples no frames by default, 2 fps with 4..32 frames."""
     from fixtures.make_qwen3_processor_fixture import PUBLISHED_VIDEO_SIZE
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-    from stave.presets import TINY_PRESETS, _classes
+    from stave.presets import TINY_PRESETS, _classes, tiny_tokenizer
 
+    tokenizer = tiny_tokenizer(preset)
     family, vision, text = TINY_PRESETS[preset]
     config = _classes(family)[0](vision_config=vision, text_config=text)
     options = VideoChatProcessor.for_model(tokenizer, config).video_options
+    if preset == "tiny-internvl":
+        assert options == VideoOptions(fps=2.0, min_frames=4, max_frames=32)
+        return
     if "qwen3" not in preset:
         assert options == VideoOptions()
         return

@@ -274,14 +274,14 @@ def tiny_ssv2(tmp_path, preset) -> tuple[Path, Path]:
     split: 4 of them)."""
     from benchmark_fixtures import real_video
 
-    from stave.presets import tiny_model
-    from stave.tokenizer import build_word_tokenizer, split_words
+    from stave.presets import tiny_model, tiny_tokenizer
+    from stave.tokenizer import split_words
 
     records = {"train": ssv2_records(SSV2_CLASSES, 2)}
     root = write_ssv2(tmp_path / "ssv2", records, video_writer=lambda path: real_video(path.with_suffix(".mp4")))
     words = split_words(" ".join([*T10, "what is the action happening in this video ? possible answers are :",
                                   "answer with one of them , exactly as written ."]))  # fmt: skip
-    tokenizer = build_word_tokenizer(words)
+    tokenizer = tiny_tokenizer(preset, words)  # with the family's placeholders and prompt words
     model = tiny_model(preset, tokenizer=tokenizer)
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import generated_text, merged_tokens, randomize_temporal
+from conftest import generated_text, merged_tokens, packed_towers_only, randomize_temporal
 from training_data import tiny_recipe, write_dataset
 
 import stave
@@ -46,6 +46,7 @@ def _count(inputs, token_id: int) -> int:
 
 
 def test_pooled_video_reaches_the_llm_as_the_mean_over_temporal_patches_placed_as_one(preset):
+    packed_towers_only(preset)
     grids = [(4, 4, 4), (2, 4, 6)]
     model = stave.set_temporal_pooling(tiny_model(preset), "mean")
     assert stave.temporal_pooling(model) == "mean"
@@ -67,6 +68,7 @@ def test_pooled_video_reaches_the_llm_as_the_mean_over_temporal_patches_placed_a
 
 
 def test_images_in_a_batch_with_videos_are_not_pooled(preset):
+    packed_towers_only(preset)
     model = stave.set_temporal_pooling(tiny_model(preset), "mean")
     # an image of two temporal patches (Qwen's processors never make one): pooling it would halve its tokens
     inputs = model_inputs(model, videos=[(4, 4, 4)], images=[(2, 4, 4)])
@@ -93,6 +95,7 @@ def _video_logits(model, frames: torch.Tensor) -> torch.Tensor:
 
 
 def test_pooled_llm_cannot_see_frame_order_and_only_sta_can_carry_it(preset):
+    packed_towers_only(preset)
     factor = PatchSpec.from_vision_config(tiny_model(preset).config.vision_config).factor
     video = _held_video(size=2 * factor)
     reverse = video.flip(0)
@@ -145,6 +148,7 @@ def test_bad_mode_and_bare_tower_are_refused():
 
 @pytest.mark.parametrize("pooling", [None, "mean"])
 def test_generate_agrees_with_the_step_by_step_forward_pass_pooled_or_not(preset, pooling):
+    packed_towers_only(preset)
     model = stave.set_temporal_pooling(tiny_model(preset), pooling)
     inputs = model_inputs(model, videos=[(4, 4, 4)], images=[(1, 4, 4)])
     assert _count(inputs, model.config.video_token_id) == (4 if pooling else 16)
@@ -169,6 +173,7 @@ def test_generate_agrees_with_the_step_by_step_forward_pass_pooled_or_not(preset
 
 
 def test_training_step_through_peft_lora_gives_gradients(preset):
+    packed_towers_only(preset)
     from peft import LoraConfig, get_peft_model
 
     model = stave.set_temporal_pooling(stave.add_temporal_attention(tiny_model(preset)), "mean")

@@ -184,14 +184,14 @@ def test_each_stage_trains_exactly_its_parameters(preset, trains):
     vision = [
         n
         for n, _ in base.named_modules()
-        if (m := re.fullmatch(r".*\.visual\.blocks\.\d+\.(.+)", n)) and m.group(1) in family.vision_linears
+        if (m := re.fullmatch(rf".*{family.vision_blocks}\.(.+)", n)) and m.group(1) in family.vision_linears
     ]
     # the family's lists name linears the model has: the vision blocks' four (five: SwiGLU) and the LLM's
     assert {".".join(n.split(".")[-2:]) for n in vision} == set(family.vision_linears)
     assert llm and all(isinstance(dict(base.named_modules())[n], torch.nn.Linear) for n in llm)
     expected_lora = 0
     if "lora" in trains:
-        qkv = [n for n in vision if n.endswith("attn.qkv")]
+        qkv = [n for n in vision if n.endswith(family.vision_qkv)]
         expected_lora = _lora_size(base, [n for n in vision if n not in qkv] + llm, 16) + _lora_size(base, qkv, 32)
     model = prepare_stage(base, StageSpec(name="s", trains=trains), TemporalConfig(), LoraSection())
     sta_size = sum(p.numel() for _, p in stave.temporal_parameters(tiny_model(preset).eval().requires_grad_(False)))
@@ -204,7 +204,7 @@ def test_each_stage_trains_exactly_its_parameters(preset, trains):
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert not any("temp_attn" in n and "lora_" in n for n in names), "LoRA must never sit on STA"
     if "lora" in trains:  # Qwen2.5-VL: vision SwiGLU and LLM MLP are both adapted, each by its own path
-        assert any(".visual.blocks.0.mlp." in n and "lora_A" in n for n in names)
+        assert any(re.search(rf"{family.vision_blocks}\.mlp\.", n) and "lora_A" in n for n in names)
         if any(".language_model.layers.0.mlp." in n for n in llm):  # MoE: only a shared expert's MLP is adapted
             assert any(".language_model.layers.0.mlp." in n and "lora_A" in n for n in names)
         assert not any(".merger." in n or "deepstack_merger" in n for n in names)
@@ -327,15 +327,14 @@ def test_text_only_batches_give_every_trainable_parameter_a_gradient(data, tmp_p
     """A batch without pixels still reaches every STA and vision-LoRA parameter (with zero gradient) and, in full
     fine-tuning, every tower parameter (Qwen3-VL's deepstack mergers too), so DDP/FSDP/ZeRO ranks never wait for
     gradients another rank does not produce."""
+    from stave.presets import tiny_tokenizer
     from stave.processing import VideoChatProcessor
-    from stave.tokenizer import build_word_tokenizer
     from stave.training.run import StaveTrainer
-    from stave.video import PatchSpec
 
-    tokenizer = build_word_tokenizer(["say", "right"])
+    tokenizer = tiny_tokenizer(preset, ["say", "right"])
     model = tiny_model(preset, tokenizer=tokenizer).train()
     model = prepare_stage(model, StageSpec(name="s", trains=trains), TemporalConfig(), LoraSection())
-    processor = VideoChatProcessor(tokenizer, spec=PatchSpec.from_vision_config(model.config.vision_config))
+    processor = VideoChatProcessor.for_model(tokenizer, model)
     sample = {"conversations": [{"from": "human", "value": "say right"}, {"from": "gpt", "value": "right"}]}
     batch = processor.collate([processor.encode(sample, train=True)])
     from transformers import TrainingArguments
@@ -345,7 +344,8 @@ def test_text_only_batches_give_every_trainable_parameter_a_gradient(data, tmp_p
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
-    assert all(p.grad.abs().max() == 0 for n, p in model.named_parameters() if p.requires_grad and ".visual." in n)
+    tower = {id(p) for p in stave.vision_tower(model).parameters()}
+    assert all(p.grad.abs().max() == 0 for p in model.parameters() if p.requires_grad and id(p) in tower)
 
 
 # --- same seed, same run -------------------------------------------------------------------------------------
@@ -568,15 +568,15 @@ def test_fsdp_shard_units_are_each_familys_vision_blocks_and_decoder_layers(pres
     from stave.models import shard_units
 
     def held(model) -> list[str]:  # the classes of the tower's blocks and of the LLM's decoder layers
-        tower = stave.vision_tower(model)
+        family, tower = stave.models.find_vision_tower(model)
         layers = model.get_decoder().layers
-        return sorted({type(m).__name__ for m in (*tower.blocks, *layers)})
+        return sorted({type(m).__name__ for m in (*family.blocks(tower), *layers)})
 
     model = tiny_model(preset)
     assert shard_units(model) == held(model) and len(held(model)) == 2
     stage = StageSpec(name="s", trains=["temporal", "lora"])
     model = prepare_stage(model, stage, TemporalConfig(), LoraSection())
-    assert shard_units(model) == held(model.get_base_model()) and any("TemporalBlock" in n for n in shard_units(model))
+    assert shard_units(model) == held(model.get_base_model()) and any("Temporal" in n for n in shard_units(model))
 
 
 FSDP_STAGES = {

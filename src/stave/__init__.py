@@ -1,5 +1,5 @@
-"""stave: stacked temporal attention (STAVEQ2) for Video-LLMs: Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5; and for
-video classifiers: InternVideo2 and VideoMAE."""
+"""stave: stacked temporal attention (STAVEQ2) for Video-LLMs: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5 and
+LLaVA-OneVision; and for video classifiers: InternVideo2 and VideoMAE."""
 
 from .checkpoint import load_model
 from .config import PositionScheme, TemporalConfig

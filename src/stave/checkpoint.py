@@ -81,6 +81,9 @@ def load_model(
 
     with _transformers_quiet():
         model, info = model_class.from_pretrained(path, output_loading_info=True, **from_pretrained_kwargs)
+    family, _ = find_vision_tower(model)
+    if family.prepare_model is not None:  # e.g. InternVL: its forward takes the processor's pixel_items
+        family.prepare_model(model)
     temporal_like = sorted(k for k in info.get("unexpected_keys", ()) if TEMPORAL_LIKE.search(k))
     _report_other_issues(path, info)
     pooling = getattr(model.config, POOLING_KEY, None)

@@ -94,8 +94,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     model = tiny_model(args.preset, seed=args.seed)
-    videos = [(4, 4, 4), (2, 6, 4)]
-    images = [(1, 4, 4)]
+    family, _ = find_vision_tower(model)
+    videos, images = family.media.example_grids(model.config.vision_config)
     inputs = model_inputs(model, videos=videos, images=images, seed=args.seed)
     print(f"model: {args.preset} ({sum(p.numel() for p in model.parameters()):,} parameters, random weights)")
     print(f"batch: videos with grids {videos}, images with grids {images}, {inputs['input_ids'].shape[1]} tokens")
@@ -211,6 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.benchmarks import load_examples
     from .evaluation.items import LoadReport
     from .evaluation.run import prepare
+    from .video import VideoOptions
 
     if args.task == "classification" and (args.shots or args.prompt_classes or args.scoring != "generate"):
         raise ValueError("--task classification: a classifier is scored by its logits; --shots, --prompt-classes "
@@ -222,12 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     examples, examples_report = None, LoadReport()
     if args.shots:
         examples = load_examples(args.benchmark, args.data, report=examples_report, **loading)
-    if args.task == "classification":  # a classifier reads its clips by its own input (clip_input), recorded too
-        from .video import VideoOptions
-
-        options = _video_options(args) or VideoOptions()
-    else:
-        options = _video_options(args) or _model_video_options(args.model)
+    given = _video_options(args)  # None: the model's own defaults, read after the settings are checked
     scheme = _position_scheme(args)
     settings = EvalSettings(
         benchmark=args.benchmark,
@@ -235,7 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model=str(args.model),
         scoring="classify" if args.task == "classification" else args.scoring,
         template=args.template,
-        video=options,
+        video=given or VideoOptions(),
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         limit=args.limit,
@@ -244,8 +240,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         shots=args.shots,
         shots_seed=args.shots_seed,
     )
-    # a setting that does not apply to these items stops here, before the model loads
+    # a setting that does not apply to these items stops here, before the model (or its config.json) is read
     prepare(items[: args.limit] if args.limit else items, settings, examples)
+    if given is None and args.task != "classification":  # a classifier reads clips by its own (recorded) input
+        settings.video = _model_video_options(args.model)
+    options = settings.video
     output = args.output or f"runs/eval/{args.benchmark}-{Path(args.model).name}"
     with owned_process_group():
         process_state()  # under a launcher: one run of all its processes, or a LaunchError before the model loads

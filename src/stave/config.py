@@ -17,6 +17,8 @@ IMAGE_POLICIES = ("skip", "apply")
 GATES = ("none", "layerscale")
 #: How a pooled model reduces each video's merged tokens over its temporal patches before the LLM.
 TEMPORAL_POOLING_MODES = ("mean",)
+#: Name of the entry in the model config (config.json, top level) that records temporal pooling.
+POOLING_KEY = "temporal_pooling"
 #: How the LLM's rotary embedding places tokens: "mrope" (the model's stock M-RoPE) or "videorope" (VideoRoPE).
 POSITION_SCHEMES = ("mrope", "videorope")
 #: VideoRoPE's temporal spacing (delta) in the authors' release.

@@ -3,8 +3,9 @@
 For the chosen block, the layer's input is captured during a normal tower forward; the weights are then
 computed explicitly (softmax(q k^T / sqrt(d)) with the layer's own rotary positions) — the same numbers the
 fused attention uses, which a test checks by rebuilding the layer's output from them. The layer sees a frame's
-patches in the tower's order: the processor's (merge_size x merge_size blocks, stave.video.packing), further
-permuted by attention window in Qwen2.5-VL (the family adapter's `token_order`); the weights are put back in
+patches in the tower's order: the processor's (the family's MediaFormat.frame_positions; Qwen: merge_size x
+merge_size blocks, stave.video.packing), further permuted by attention window in Qwen2.5-VL (the family
+adapter's `token_order`); the weights are put back in
 image order before anything else uses them. The figure shows the t x t matrix (how much temporal patch i
 attends to patch j, averaged over heads and patch positions) and, over the first frame of each temporal patch,
 the share of attention each position gives to OTHER times (1 - self-attention weight): bright where STA mixes
@@ -22,7 +23,6 @@ import torch
 from .models import find_vision_tower
 from .temporal.attention import apply_rotary
 from .temporal.block import TemporalBlockMixin
-from .video.packing import patch_positions
 
 
 @dataclass
@@ -76,8 +76,6 @@ def temporal_attention_map(model, processor, video: Any, *, block: int | None = 
         raise ValueError(f"block {block} has no temporal attention; STA blocks: {blocks}")
     conversation = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "."}]}]
     encoded = processor.encode(conversation, train=False)
-    pixels = encoded["pixel_values_videos"].to(next(tower.parameters()))
-    grid = encoded["video_grid_thw"].to(pixels.device)
     captured: dict[str, Any] = {}
 
     def keep(_module, args):
@@ -86,13 +84,12 @@ def temporal_attention_map(model, processor, video: Any, *, block: int | None = 
     layer = family.blocks(tower)[block].temp_attn
     handle = layer.register_forward_pre_hook(keep)
     try:
-        tower(pixels, grid_thw=grid)
+        t, h, w = family.media.run_first_video(tower, encoded)
     finally:
         handle.remove()
-    t, h, w = grid[0].tolist()
     x = captured["x"].view(1, t, h * w, -1)  # one item: t temporal patches of h*w rows (stave.temporal.layout)
     weights = attention_weights(layer, x, captured["layout"].rotary[t])[0].float().cpu()  # rows in tower order
-    positions = patch_positions(h, w, processor.spec.merge_size)[family.token_order(tower, h, w)]
+    positions = family.media.frame_positions(h, w, processor.spec)[family.token_order(tower, h, w)]
     image_order = torch.argsort(positions)  # image_order[p]: the row that holds image position p
     return TemporalAttentionMap(weights[image_order], encoded["clips"][0].frames, (t, h, w), block, positions)
 

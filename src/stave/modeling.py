@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import types
-from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import torch
-import transformers
 from torch import nn
 
-from .config import TEMPORAL_POOLING_MODES, TemporalConfig
+from .config import POOLING_KEY, TEMPORAL_POOLING_MODES, TemporalConfig
 from .models import find_vision_tower
 from .temporal import TemporalAttention, TemporalBlockMixin, TemporalLayout
 
@@ -22,8 +19,6 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 
 #: Name of the entry in the vision config (config.json) that records the temporal attention.
 CONFIG_KEY = "temporal_attention"
-#: Name of the entry in the model config (config.json, top level) that records temporal pooling.
-POOLING_KEY = "temporal_pooling"
 
 
 def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, **overrides: Any) -> ModelT:
@@ -45,6 +40,8 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
     config = dataclasses.replace(config or TemporalConfig(), **overrides)
     if getattr(tower, "stave_temporal", None) is not None:
         raise RuntimeError(f"{type(model).__name__} already has temporal attention ({tower.stave_temporal})")
+    if family.prepare_model is not None:
+        family.prepare_model(model)
 
     vision_config = tower.config
     dim = family.width(vision_config)
@@ -55,7 +52,16 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
     heads = config.num_heads(spatial_heads)
 
     blocks = family.blocks(tower)
-    for index in config.selected_blocks(len(blocks)):
+    selected = config.selected_blocks(len(blocks))
+    feeding = family.feature_blocks(model) if family.feature_blocks is not None else None
+    if feeding is not None and config.layers is None:  # blocks after the selected feature layer feed nothing
+        selected = [index for index in selected if index < feeding]
+    elif feeding is not None and any(index >= feeding for index in selected):
+        raise ValueError(
+            f"blocks {[i for i in selected if i >= feeding]} come after the vision feature layer (only blocks "
+            f"0..{feeding - 1} feed the LLM): temporal attention there would change nothing"
+        )
+    for index in selected:
         block = blocks[index]
         if type(block) is not family.block_class:
             raise TypeError(f"block {index} is {type(block).__name__}, expected {family.block_class.__name__}")
@@ -72,10 +78,8 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
         block.norm3 = family.make_norm(block, dim).to(device=reference.device, dtype=reference.dtype)
         block.temporal_first = config.order == "temporal_first"
         block.__class__ = family.temporal_block_class
-        _rebind_instance_forward(block, index)
+        _rebind_instance_forward(block, index, family.block_class)
 
-    if family.temporal_tower_class is not None:  # a tower that does not pass keywords on to its blocks
-        tower.__class__ = family.temporal_tower_class
     tower.stave_temporal = config
     tower.stave_head_dim = head_dim
     tower.register_forward_pre_hook(_add_temporal_layout, with_kwargs=True)
@@ -83,16 +87,22 @@ def add_temporal_attention(model: ModelT, config: TemporalConfig | None = None, 
     return model
 
 
-def _rebind_instance_forward(block: nn.Module, index: int) -> None:
+def _rebind_instance_forward(block: nn.Module, index: int, stock: type[nn.Module]) -> None:
     """Make a forward wrapped on the instance call the temporal block's forward.
 
     accelerate's dispatch hooks (device_map="auto", offloading) replace `block.forward` on the instance
     with a wrapper around the bound method they found, kept as `block._old_forward`; after the class
-    switch that would still be the stock forward and STA would be silently bypassed.
+    switch that would still be the stock forward and STA would be silently bypassed. transformers 4.57's
+    output capturing (check_model_inputs, e.g. LLaVA-OneVision's hidden states of the SigLIP layers) leaves the
+    stock forward bound on the instance after a forward; that binding is dropped (the class's forward is the
+    temporal one).
     """
     instance = vars(block)
+    bound = instance.get("forward")
     if "_old_forward" in instance:
         block._old_forward = types.MethodType(type(block).forward, block)
+    elif getattr(bound, "__self__", None) is block and getattr(bound, "__func__", None) is stock.forward:
+        del block.forward
     elif "forward" in instance:
         raise RuntimeError(
             f"vision block {index} has a forward set on the instance ({instance['forward']!r}); stave cannot "
@@ -147,13 +157,10 @@ def vision_tower(model: nn.Module) -> nn.Module:
 
 
 # --- temporal pooling -------------------------------------------------------------------------------------
-# The base model (Qwen2VLModel / Qwen2_5_VLModel) turns videos into LLM inputs in two methods, on transformers
-# 5.x and 4.57 alike: get_video_features (runs the tower on the real grid; its per-video tokens are scattered
-# onto the video pads, after a count check) and get_rope_index (M-RoPE positions from video_grid_thw; called by
-# forward and by generation). Pooling wraps both on the instance, so the tower still sees every frame while
-# the LLM sees each video as one temporal patch; the wrappers follow the config entry on every call.
-_POOLED_METHODS = ("get_video_features", "get_rope_index")
-_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+# The family's adapter names the base-model methods that turn videos into LLM inputs and their pooling
+# replacements (VisionFamily.pooled_methods; Qwen: get_video_features and get_rope_index, stave.models.qwen_pooling);
+# set_temporal_pooling installs them on the instance, so the tower still sees every frame while the LLM sees each
+# video as one temporal step; the replacements follow the config entry on every call.
 
 
 def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
@@ -168,8 +175,8 @@ def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
 
     The mode is recorded in the model config under "temporal_pooling", so save_pretrained keeps it and
     stave.load_model restores it (stock from_pretrained keeps the entry but not the pooling: use load_model).
-    Independent of STA. Mechanism: instance-level wrappers of the base model's get_video_features and
-    get_rope_index (see the comment above `_POOLED_METHODS`), re-installed by load_model.
+    Independent of STA. Mechanism: instance-level wrappers of the base model's methods that its family names
+    (VisionFamily.pooled_methods; Qwen: get_video_features and get_rope_index), re-installed by load_model.
 
     Args:
         model: a Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration or their base models,
@@ -183,29 +190,29 @@ def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
         raise ValueError(f"temporal pooling must be None or one of {list(TEMPORAL_POOLING_MODES)}, got {mode!r}")
     from .positions import is_scheme_wrapper, restore_rope_index
 
-    base = _language_side(model)
+    family, base = _pooling_side(model)
+    if family.prepare_model is not None:
+        family.prepare_model(model)
+    methods = family.pooled_methods
     instance = vars(base)
-    for name in _POOLED_METHODS:
+    for name, _ in methods:
         if name in instance and not (_is_pooling_wrapper(instance[name]) or is_scheme_wrapper(instance[name])):
             raise RuntimeError(
                 f"{type(base).__name__}.{name} is replaced on the instance ({instance[name]!r}); stave cannot "
                 "pool video tokens behind it. Set temporal pooling before wrapping the model."
             )
     if mode is None:
-        for name in _POOLED_METHODS:
+        for name, _ in methods:
             instance.pop(name, None)
         if hasattr(base.config, POOLING_KEY):
             delattr(base.config, POOLING_KEY)
         restore_rope_index(base)  # a position scheme (stave.positions) keeps its get_rope_index
         return model
-    if "video_grid_thw" not in inspect.signature(type(base).get_rope_index).parameters:
-        raise RuntimeError(
-            f"transformers {transformers.__version__}: {type(base).__name__}.get_rope_index takes no video_grid_thw; "
-            "stave's temporal pooling supports transformers 4.57 and 5.x"
-        )
+    if family.check_pooling is not None:
+        family.check_pooling(base)
     # functools.partial rather than a bound method: survives deepcopy (bound to the copy) and pickling
-    base.get_video_features = functools.partial(_pooled_video_features, base)
-    base.get_rope_index = functools.partial(_pooled_rope_index, base)
+    for name, function in methods:
+        setattr(base, name, functools.partial(function, base))
     setattr(base.config, POOLING_KEY, mode)
     return model
 
@@ -216,9 +223,9 @@ def temporal_pooling(model: nn.Module) -> str | None:
     Raises RuntimeError for a model whose config records pooling that is not installed (loaded with stock
     from_pretrained): its video pads would not match its video tokens.
     """
-    base = _language_side(model)
+    family, base = _pooling_side(model)
     mode = getattr(base.config, POOLING_KEY, None)
-    if mode is not None and not all(_is_pooling_wrapper(vars(base).get(name)) for name in _POOLED_METHODS):
+    if mode is not None and not all(_is_pooling_wrapper(vars(base).get(name)) for name, _ in family.pooled_methods):
         raise RuntimeError(
             f"the model config records {POOLING_KEY}={mode!r} but the model does not pool (loaded with "
             f"from_pretrained?): load it with stave.load_model, or call stave.set_temporal_pooling(model, {mode!r})"
@@ -226,78 +233,28 @@ def temporal_pooling(model: nn.Module) -> str | None:
     return mode
 
 
-def mean_over_time(tokens: Sequence[torch.Tensor], grid_thw: torch.Tensor, merge_size: int) -> tuple[torch.Tensor, ...]:
-    """Per video, the mean of its merged tokens over its temporal patches.
-
-    Args:
-        tokens: per video, (t*h*w/merge_size², D) merged tokens, t-major (as the tower outputs them).
-        grid_thw: (num_videos, 3) the videos' real grids.
-
-    Returns:
-        per video, (h*w/merge_size², D).
-    """
-    pooled = []
-    for item, (t, h, w) in zip(tokens, grid_thw.tolist(), strict=True):
-        pooled.append(item.reshape(t, h * w // merge_size**2, item.shape[-1]).mean(0))
-    return tuple(pooled)
-
-
-def _pooled_grid(grid_thw: torch.Tensor) -> torch.Tensor:
-    """The grid the LLM sees for pooled videos: (1, h, w) per video."""
-    pooled = grid_thw.clone()
-    pooled[:, 0] = 1
-    return pooled
-
-
-def _pooled_video_features(base: nn.Module, pixel_values_videos: torch.Tensor, video_grid_thw=None, **kwargs):
-    """get_video_features with each video's tokens (and Qwen3-VL's deepstack features, which the LLM adds onto
-    the same video positions) averaged over its temporal patches."""
-    features = type(base).get_video_features
-    if getattr(base.config, POOLING_KEY, None) is None:
-        return features(base, pixel_values_videos, video_grid_thw, **kwargs)
-    merge = base.config.vision_config.spatial_merge_size
-    sizes = (video_grid_thw.prod(-1) // merge**2).tolist()
-
-    def pool(per_video: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if isinstance(per_video, torch.Tensor):  # one level of 4.57's deepstack: all videos concatenated
-            per_video = per_video.split(sizes)
-        return mean_over_time(per_video, video_grid_thw, merge)
-
-    if _TRANSFORMERS_MAJOR < 5:
-        out = features(base, pixel_values_videos, video_grid_thw, **kwargs)
-        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], list):  # Qwen3-VL: (tokens, deepstack)
-            return pool(out[0]), [torch.cat(pool(level)) for level in out[1]]
-        return pool(out)  # a tuple of per-video tensors
-    # 5.x: an output object whose pooler_output holds the per-video tokens (as a tuple if return_dict=False)
-    return_dict = kwargs.pop("return_dict", None)
-    out = features(base, pixel_values_videos, video_grid_thw, return_dict=True, **kwargs)
-    out.pooler_output = pool(out.pooler_output)
-    if getattr(out, "deepstack_features", None) is not None:
-        out.deepstack_features = [pool(level) for level in out.deepstack_features]
-    return_dict = base.config.return_dict if return_dict is None else return_dict
-    return out if return_dict else out.to_tuple()
-
-
-def _pooled_rope_index(base: nn.Module, *args: Any, **kwargs: Any):
-    from .positions import scheme_rope_index
-
-    bound = inspect.signature(type(base).get_rope_index).bind(base, *args, **kwargs)
-    grid = bound.arguments.get("video_grid_thw")
-    if grid is not None and getattr(base.config, POOLING_KEY, None) is not None:
-        bound.arguments["video_grid_thw"] = _pooled_grid(grid)
-    return scheme_rope_index(base)(*bound.args, **bound.kwargs)  # the stock M-RoPE, or the model's position scheme
-
-
 def _is_pooling_wrapper(value: Any) -> bool:
-    return isinstance(value, functools.partial) and value.func in (_pooled_video_features, _pooled_rope_index)
+    from .models import families
+
+    functions = {function for family in families() for _, function in family.pooled_methods}
+    return isinstance(value, functools.partial) and value.func in functions
+
+
+def _pooling_side(model: nn.Module):
+    """(family, base model) of a model whose family can pool; a TypeError naming the family otherwise."""
+    family, _ = find_vision_tower(model)
+    if not family.pooled_methods:
+        raise TypeError(f"{family.name}: stave has no temporal pooling for this family")
+    return family, _language_side(model)
 
 
 def _language_side(model: nn.Module) -> nn.Module:
-    """The base model (Qwen2VLModel / Qwen2_5_VLModel) of a supported model: the module that turns pixels and
-    token ids into LLM inputs (it owns get_video_features and get_rope_index)."""
+    """The base model (Qwen2VLModel, LlavaOnevisionModel, ...: the family's model_classes[1]) of a supported model:
+    the module that turns pixels and token ids into LLM inputs (it owns get_video_features and, in the Qwen
+    families, get_rope_index)."""
     family, _ = find_vision_tower(model)
     for module in model.modules():
-        if isinstance(module, family.model_classes) and hasattr(type(module), "get_rope_index"):
+        if isinstance(module, family.model_classes[1]):
             return module
     raise TypeError(
         f"{type(model).__name__}: temporal pooling acts between the vision tower and the LLM; pass the full model "

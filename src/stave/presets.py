@@ -6,7 +6,7 @@ no weights are needed to count parameters or to benchmark).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -50,6 +50,18 @@ _QWEN3_VL_SMALL_TOWER = dict(_QWEN3_SMALL_TOWER, deepstack_visual_indexes=[5, 11
 _QWEN3_5_TOWER = dict(_QWEN3_TOWER, deepstack_visual_indexes=[])
 _QWEN3_5_SMALL_TOWER = dict(_QWEN3_SMALL_TOWER, deepstack_visual_indexes=[])
 
+# InternViT (transformers' InternVLVisionConfig; 448 x 448 images, patch 14, a CLS token, LayerScale): 300M, the
+# tower of InternVL2.5-8B / InternVL3-8B (and of their 1B-38B siblings), has transformers' InternVLVisionConfig
+# defaults, which its docstring gives as OpenGVLab/InternVL3-1B-hf's (the same InternViT-300M-448px-V2.5):
+# depth 24, width 1024, 16 heads, MLP 4096, LayerNorm, no qk-norm. 6B (InternViT-6B-448px-V1-5 / V2.5, the tower of
+# InternVL2.5-78B / InternVL3-78B; https://huggingface.co/OpenGVLab/InternViT-6B-448px-V1-5/blob/main/config.json):
+# depth 45, width 3200, 25 heads, MLP 12800, RMSNorm, qk-norm (qk_normalization: true). Written from the
+# published files without downloading them here (no hub access); only depth, width and heads enter STA's figures.
+_INTERNVIT_300M = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                       norm_type="layer_norm", use_qk_norm=False)  # fmt: skip
+_INTERNVIT_6B = dict(hidden_size=3200, num_hidden_layers=45, num_attention_heads=25, intermediate_size=12800,
+                     norm_type="rms_norm", use_qk_norm=True)  # fmt: skip
+
 #: preset name -> (family key, vision config values)
 VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2-vl-2b": ("qwen2_vl", {**_QWEN2_VL_TOWER, "hidden_size": 1536}),
@@ -73,6 +85,15 @@ VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen3.5-35b-a3b": ("qwen3_5_moe", {**_QWEN3_5_TOWER, "out_hidden_size": 2048}),  # [omegalax], [xtuner]
     "qwen3.5-122b-a10b": ("qwen3_5_moe", {**_QWEN3_5_TOWER, "out_hidden_size": 3072}),  # [omegalax]
     "qwen3.5-397b-a17b": ("qwen3_5_moe", {**_QWEN3_5_TOWER, "out_hidden_size": 4096}),  # [omegalax]
+    # llava-hf/llava-onevision-qwen2-{0.5b,7b,72b}-ov-hf: SigLIP so400m less its last layer (26 layers, width 1152, 16
+    # heads of 72, MLP 4304), 384 x 384 frames in 14 x 14 patches, no head; written from the published config.json
+    # without re-downloading it here (no hub access)
+    "llava-onevision-7b": ("llava_onevision", dict(
+        num_hidden_layers=26, hidden_size=1152, num_attention_heads=16, intermediate_size=4304, image_size=384,
+        patch_size=14, vision_use_head=False,
+    )),  # fmt: skip
+    "internvit-300m": ("internvl", _INTERNVIT_300M),
+    "internvit-6b": ("internvl", _INTERNVIT_6B),
 }
 
 
@@ -137,7 +158,6 @@ _TINY_TEXT = dict(
     eos_token_id=1,
     pad_token_id=2,
 )
-_TINY_IDS = dict(image_token_id=120, video_token_id=121, vision_start_token_id=122, vision_end_token_id=123)
 TINY_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "tiny-qwen2-vl": ("qwen2_vl", dict(depth=2, embed_dim=32, num_heads=4, mlp_ratio=2, hidden_size=32), _TINY_TEXT),
     "tiny-qwen2.5-vl": (
@@ -221,6 +241,33 @@ TINY_PRESETS.update(
     }
 )
 
+# LLaVA-OneVision (transformers' LlavaOnevisionConfig): a SigLIP tower of 32 x 32 frames in 8 x 8 patches (4 x 4
+# tokens per frame, pooled to 2 x 2 for the LLM), no head, the last layer's hidden states selected as in the
+# published checkpoints (vision_feature_layer -1, strategy "full"); anyres resolutions in units of 32; a Qwen2 LLM.
+# TINY_TOP_LEVEL holds a preset's values of the full config besides its vision and text parts.
+TINY_PRESETS["tiny-llava-onevision"] = (
+    "llava_onevision",
+    dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+         num_attention_heads=4, image_size=32, patch_size=8, vision_use_head=False),
+    dict(_TINY_TEXT, model_type="qwen2", rope_scaling=None),
+)  # fmt: skip
+TINY_TOP_LEVEL: dict[str, dict[str, Any]] = {
+    "tiny-llava-onevision": dict(
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
+    ),
+}
+
+# InternVL (transformers' InternVLConfig): an InternViT of 32 x 32 images in 8 x 8 patches (a CLS token and 4 x 4
+# patches per row, pixel-shuffled to 2 x 2 LLM tokens), LayerNorm, LayerScale, qk-norm off as InternViT-300M; the
+# last block's hidden states selected (vision_feature_layer -1, as the published checkpoints); a Qwen2 LLM.
+TINY_PRESETS["tiny-internvl"] = (
+    "internvl",
+    dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48, image_size=[32, 32],
+         patch_size=[8, 8]),
+    dict(_TINY_TEXT, model_type="qwen2", rope_scaling=None, tie_word_embeddings=False),  # a head of its own
+)  # fmt: skip
 
 # Whole models of published shape (the released config.json values, vision and text), for benchmarks with random
 # weights: nothing is downloaded.
@@ -258,8 +305,17 @@ def tiny_vocabulary(preset: str) -> list[str]:
         return []
     from .models import family_for_model_type
 
-    prompt = family_for_model_type(TINY_PRESETS[preset][0]).video_prompt  # the words of its timestamp texts
-    return list(prompt.words) if prompt is not None else []
+    return list(family_for_model_type(TINY_PRESETS[preset][0]).media.words)  # e.g. of its timestamp texts
+
+
+def tiny_tokenizer(preset: str, words: Iterable[str] = ()) -> Any:
+    """The word-level tokenizer of a tiny preset's family (stave.tokenizer.build_word_tokenizer with its media
+    format's placeholders) over tiny_vocabulary(preset) and `words`."""
+    from .models import family_for_model_type
+    from .tokenizer import build_word_tokenizer
+
+    media = family_for_model_type(TINY_PRESETS[preset][0]).media if preset in TINY_PRESETS else None
+    return build_word_tokenizer([*tiny_vocabulary(preset), *words], media=media)
 
 
 def _classes(family: str) -> tuple[type, type, type]:
@@ -316,7 +372,7 @@ def tiny_model(
     text = dict(text)
     if tokenizer is not None:
         text["vocab_size"] = len(tokenizer)
-    return _random_model(family, vision, text, seed, attn_implementation, tokenizer)
+    return _random_model(family, vision, text, seed, attn_implementation, tokenizer, TINY_TOP_LEVEL.get(preset, {}))
 
 
 def shaped_model(
@@ -355,18 +411,23 @@ def shaped_model(
 
 
 def _random_model(
-    family: str, vision: dict[str, Any], text: dict[str, Any], seed: int, attn_implementation: str, tokenizer: Any
+    family: str,
+    vision: dict[str, Any],
+    text: dict[str, Any],
+    seed: int,
+    attn_implementation: str,
+    tokenizer: Any,
+    top_level: dict[str, Any] | None = None,
 ) -> nn.Module:
+    from .models import family_for_model_type
+
     config_class, _, _ = _classes(family)
-    ids = dict(_TINY_IDS)
+    # the family's token ids: 120, 121, ... (below the tiny vocabulary size), or the tokenizer's
+    config_tokens = family_for_model_type(family).media.config_tokens
+    ids = {key: 120 + k for k, (key, _) in enumerate(config_tokens)}
     text = dict(text)
     if tokenizer is not None:
-        for key, token in (
-            ("image_token_id", "<|image_pad|>"),
-            ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-        ):
+        for key, token in config_tokens:
             ids[key] = tokenizer.convert_tokens_to_ids(token)
         text.update(
             bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
@@ -374,10 +435,13 @@ def _random_model(
             pad_token_id=tokenizer.pad_token_id,
         )
     tied = {"tie_word_embeddings": text["tie_word_embeddings"]} if "tie_word_embeddings" in text else {}
-    config = config_class(text_config=text, vision_config=dict(vision), **ids, **tied)
+    config = config_class(text_config=text, vision_config=dict(vision), **ids, **tied, **(top_level or {}))
     model_class = _model_class(family)
     torch.manual_seed(seed)
     model = model_class._from_config(config, attn_implementation=attn_implementation)
+    prepare = family_for_model_type(family).prepare_model
+    if prepare is not None:  # e.g. InternVL: its forward takes the processor's pixel_items
+        prepare(model)
     return model.eval()
 
 

@@ -5,18 +5,18 @@ ShareGPT/OpenAI style with "videos"/"images" lists; Qwen's qwen-vl-finetune / LL
 normalised there. A video content item may carry its own settings, as with qwen-vl-utils: fps, nframes,
 min/max_frames, min/max/total_pixels, video_start/video_end (seconds), and source_fps for frame folders and
 frame lists; an image item its own min/max_pixels.
-Each video placeholder becomes <|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>, or
-x (h*w / merge^2) for a model that pools video tokens over time (stave.modeling.set_temporal_pooling). In
-Qwen3-VL and Qwen3.5 (families with a VideoPrompt, stave.models) each temporal patch is its own vision block
-after its `<t.t seconds>` text, as transformers' Qwen3VLProcessor writes it; a pooled video is one block whose
-timestamp is the mean time of the video's sampled frames (the same for a clip and its reverse).
+How a video or an image becomes tensors and the text that replaces its placeholder in the prompt is the model
+family's (its adapter's MediaFormat, stave.models): in the Qwen families each video placeholder becomes
+<|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>, or x (h*w / merge^2) for a model that pools
+video tokens over time (stave.modeling.set_temporal_pooling); in Qwen3-VL and Qwen3.5 each temporal patch is its
+own vision block after its `<t.t seconds>` text, as transformers' Qwen3VLProcessor writes it
+(stave.models.qwen_media). This module reads the media, renders the chat template, places the media texts,
+labels and batches.
 For training, labels are -100 everywhere except the tokens of assistant answers.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +28,15 @@ import transformers
 from .config import TEMPORAL_POOLING_MODES
 from .conversations import ConversationError, item_video_options, to_messages
 from .modeling import POOLING_KEY, temporal_pooling
-from .models import VisionFamily, family_for_model_type
-from .video import PatchSpec, VideoOptions, pack_frames, read_image, read_video, seconds_per_grid
+from .models import UnsupportedMedia, VisionFamily, family_for_model_type
+from .video import PatchSpec, VideoOptions, read_image, read_video
 from .video.options import IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
 
 IGNORE_INDEX = -100
-# transformers 5.x's forward needs mm_token_type_ids next to input_ids; 4.57's rejects it.
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+# transformers 5.x's Qwen forward needs mm_token_type_ids next to input_ids; 4.57's rejects it (a family's
+# MediaFormat.token_types says whether its forward takes them).
 NEEDS_MM_TOKEN_TYPES = TRANSFORMERS_MAJOR >= 5
-VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD = "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"
 
 
 @dataclass
@@ -44,21 +44,21 @@ class VideoChatProcessor:
     """Builds model inputs from conversations.
 
     Attributes:
-        tokenizer: a tokenizer with a chat template and Qwen's vision tokens.
+        tokenizer: a tokenizer with a chat template and the model family's placeholder tokens.
         spec: patch geometry and pixel normalisation of the vision tower (`for_model` takes them from the
             model's vision config and family).
         video_options: how videos are sampled and resized (logged with every run); None: as the model family's
             own processors do by default (VisionFamily.video_options).
         data_root: media paths are relative to it.
         image_min_pixels, image_max_pixels: smart_resize bounds for images.
-        model_type: the model's config.model_type (a supported family, stave.models); for Qwen2.5-VL every
-            encoded sample and batch with videos carries `second_per_grid_ts` (see `seconds_per_grid`), for
-            Qwen3-VL / Qwen3.5 every temporal patch gets its own timestamped vision block.
+        model_type: the model's config.model_type (a supported family, stave.models): its adapter's MediaFormat
+            makes the tensors and prompt texts of media (e.g. Qwen2.5-VL's `second_per_grid_ts`, Qwen3-VL's
+            timestamped vision blocks).
         cache: a VideoCache that keeps decoded videos, so a video read again with the same options (next
             epoch, next evaluation) is not decoded again.
         temporal_pooling: the model's temporal pooling (None or "mean", stave.modeling.temporal_pooling):
-            with "mean" each video gets h*w/merge^2 pad tokens instead of t*h*w/merge^2 (the pixels and
-            video_grid_thw are unchanged). `for_model` reads it from the model.
+            with "mean" each video gets the placeholder tokens of one temporal step (the pixels are unchanged).
+            `for_model` reads it from the model.
     """
 
     tokenizer: Any
@@ -77,10 +77,8 @@ class VideoChatProcessor:
         supported family, also inside a peft or DDP wrapper, or its config). Without `video_options`, videos are
         sampled and resized as the family's own processors do by default (VisionFamily.video_options)."""
         config = getattr(model, "config", model)
-        family = family_for_model_type(config.model_type)
-        spec = dataclasses.replace(
-            PatchSpec.from_vision_config(config.vision_config), mean=family.pixel_mean, std=family.pixel_std
-        )
+        family = _chat_family(config.model_type)
+        spec = family.media.patch_spec(config.vision_config)
         pooling = temporal_pooling(model) if isinstance(model, torch.nn.Module) else getattr(config, POOLING_KEY, None)
         return cls(
             tokenizer,
@@ -92,20 +90,23 @@ class VideoChatProcessor:
         )
 
     def __post_init__(self) -> None:
-        self.family: VisionFamily = family_for_model_type(self.model_type)
+        self.family: VisionFamily = _chat_family(self.model_type)
         if self.video_options is None:
             self.video_options = self.family.video_options
         if self.temporal_pooling is not None and self.temporal_pooling not in TEMPORAL_POOLING_MODES:
             raise ValueError(
                 f"temporal_pooling must be None or one of {list(TEMPORAL_POOLING_MODES)}, got {self.temporal_pooling!r}"
             )
+        self.media = self.family.media
         ids = {}
-        for token in (VIDEO_PAD, IMAGE_PAD, VISION_START, VISION_END):
+        for token in (self.media.video_token, self.media.image_token, *self.media.wrap):
+            if not token:
+                continue
             token_id = self.tokenizer.convert_tokens_to_ids(token)
             if token_id is None or token_id == self.tokenizer.unk_token_id:
                 raise ValueError(f"the tokenizer has no {token} token")
             ids[token] = token_id
-        self.video_token_id, self.image_token_id = ids[VIDEO_PAD], ids[IMAGE_PAD]
+        self.video_token_id, self.image_token_id = ids[self.media.video_token], ids[self.media.image_token]
 
     def encode(self, sample: Any, *, train: bool, name: str = "sample") -> dict[str, Any]:
         """One sample -> token ids (1-D), optional labels, packed pixels and grids, and video metadata.
@@ -116,19 +117,24 @@ class VideoChatProcessor:
         messages = to_messages(sample, name, video_options=self.video_options)
         if train and messages[-1]["role"] != "assistant":
             raise ConversationError(f"{name}: a training conversation must end with an assistant answer")
-        videos, images, clips = [], [], []
+        videos, images, clips, ordered = [], [], [], []  # ordered: the tensors of every item in prompt order
+        pooled = self.temporal_pooling is not None
         for message in messages:
             for item in message["content"]:
                 if item["type"] == "video":
                     clip = self._read_video(item)
                     clips.append(clip)
-                    videos.append(pack_frames(clip.frames, self.spec))
+                    videos.append(self.media.video(clip, self.spec, pooled))
+                    ordered.append(videos[-1][0])
                 elif item["type"] == "image":
-                    images.append(pack_frames(self._load_image(item), self.spec))
+                    try:
+                        images.append(self.media.image(self._load_image(item), self.spec))
+                    except UnsupportedMedia as error:
+                        raise ConversationError(f"{name}: {error}") from None
+                    ordered.append(images[-1][0])
 
-        merge = self.spec.merge_size**2
-        video_texts = [self._video_text(clip, grid) for clip, (_, grid) in zip(clips, videos, strict=True)]
-        image_texts = [IMAGE_PAD * (g[0] * g[1] * g[2] // merge) for _, g in images]
+        video_texts = [text for _, text in videos]
+        image_texts = [text for _, text in images]
         out_ids, out_labels = self._tokenize(messages, train, name, video_texts, image_texts)
         kinds = {self.video_token_id: 2, self.image_token_id: 1}
         types = [kinds.get(token, 0) for token in out_ids]
@@ -136,16 +142,12 @@ class VideoChatProcessor:
         encoded: dict[str, Any] = {"input_ids": torch.tensor(out_ids), "mm_token_type_ids": torch.tensor(types)}
         if train:
             encoded["labels"] = torch.tensor(out_labels)
-        for key, packed in (("videos", videos), ("images", images)):
-            if packed:
-                encoded[f"pixel_values_{key}" if key == "videos" else "pixel_values"] = torch.cat(
-                    [p for p, _ in packed]
-                )
-                encoded["video_grid_thw" if key == "videos" else "image_grid_thw"] = torch.tensor(
-                    [g for _, g in packed], dtype=torch.long
-                )
-        if videos and self.family.seconds_per_grid:
-            encoded["second_per_grid_ts"] = self._second_per_grid_ts(clips)
+        for tensors in ordered:  # a key that images and videos share (InternVL's pixel_values) holds them in order
+            for key, value in tensors.items():
+                encoded.setdefault(key, []).append(value)
+        for key in {key for tensors in ordered for key in tensors}:
+            encoded[key] = torch.cat(encoded[key])
+        encoded.update(self.media.sample_tensors(clips, self.spec))
         encoded["clips"] = clips
         return encoded
 
@@ -172,34 +174,15 @@ class VideoChatProcessor:
             "input_ids": padded(column("input_ids"), pad),
             "attention_mask": padded([torch.ones(len(ids), dtype=torch.long) for ids in column("input_ids")], 0),
         }
-        if NEEDS_MM_TOKEN_TYPES:
+        if self.media.token_types:
             batch["mm_token_type_ids"] = padded(column("mm_token_type_ids"), 0)
         if all("labels" in item for item in items):
             batch["labels"] = padded(column("labels"), IGNORE_INDEX)
-        for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw"):
+        for key in self.media.batch_keys:
             parts = [item[key] for item in items if key in item]
             if parts:
                 batch[key] = torch.cat(parts)
         return batch
-
-    def _video_text(self, clip, grid: Sequence[int]) -> str:
-        """The text that stands for one video in the prompt, from <|vision_start|> to <|vision_end|>: one vision
-        block of pads (Qwen2-VL, Qwen2.5-VL), or the family's VideoPrompt blocks (Qwen3-VL, Qwen3.5: each
-        temporal patch after its timestamp; one block with the mean frame time when the model pools)."""
-        t, h, w = grid
-        pads = h * w // self.spec.merge_size**2
-        patches = 1 if self.temporal_pooling else t
-        prompt = self.family.video_prompt
-        if prompt is None:
-            return VISION_START + VIDEO_PAD * (patches * pads) + VISION_END
-        times = list(clip.timestamps)  # seconds of each sampled frame in the source
-        if self.temporal_pooling:  # one block for the whole video, at a time that reversing the clip keeps
-            stamps = [sum(times) / len(times)]
-        else:
-            stamps = prompt.patch_times(times, self.spec.temporal_patch_size)
-        blocks = prompt.blocks(stamps, pads)
-        text = "".join(f"{before}{VISION_START}{VIDEO_PAD * count}{VISION_END}" for before, count in blocks)
-        return f"{VISION_START}{text}{VISION_END}" if prompt.outer_vision_tokens else text
 
     def _render(
         self, messages, generation_prompt: bool, name: str, video_texts, image_texts
@@ -208,12 +191,14 @@ class VideoChatProcessor:
         replaced with its media's text, as transformers' processors replace them in the rendered prompt; and how
         many placeholders of each kind were replaced."""
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-        parts, used = [], {VIDEO_PAD: 0, IMAGE_PAD: 0}
-        media = {VIDEO_PAD: video_texts, IMAGE_PAD: image_texts}
+        video_pad, image_pad = self.media.video_token, self.media.image_token
+        before, after = self.media.wrap
+        parts, used = [], {video_pad: 0, image_pad: 0}
+        media = {video_pad: video_texts, image_pad: image_texts}
         position = 0
-        triple = VISION_START + VIDEO_PAD + VISION_END
+        triple = before + video_pad + after
         while True:
-            found = [(text.find(pad, position), pad) for pad in (VIDEO_PAD, IMAGE_PAD)]
+            found = [(text.find(pad, position), pad) for pad in (video_pad, image_pad)]
             found = [(index, pad) for index, pad in found if index >= 0]
             if not found:
                 break
@@ -222,24 +207,24 @@ class VideoChatProcessor:
                 raise ConversationError(f"{name}: the chat template produced more vision pads than media items")
             replacement = media[pad][used[pad]]
             used[pad] += 1
-            if pad == VIDEO_PAD and text.startswith(triple, index - len(VISION_START)):
-                # the media's text holds its own <|vision_start|> ... <|vision_end|>
-                parts.append(text[position : index - len(VISION_START)])
-                position = index + len(VIDEO_PAD) + len(VISION_END)
-            elif pad == VIDEO_PAD:
+            if pad == video_pad and (before or after) and text.startswith(triple, index - len(before)):
+                # the media's text holds its own wrapping tokens (<|vision_start|> ... <|vision_end|>)
+                parts.append(text[position : index - len(before)])
+                position = index + len(video_pad) + len(after)
+            elif pad == video_pad:
                 parts.append(text[position:index])
-                replacement = replacement[len(VISION_START) : -len(VISION_END)]
-                position = index + len(VIDEO_PAD)
+                replacement = replacement[len(before) : len(replacement) - len(after)]
+                position = index + len(video_pad)
             else:
                 parts.append(text[position:index])
-                position = index + len(IMAGE_PAD)
+                position = index + len(image_pad)
             parts.append(replacement)
         parts.append(text[position:])
         return list(self.tokenizer("".join(parts), add_special_tokens=False)["input_ids"]), used
 
     def _tokenize(self, messages, train: bool, name: str, video_texts, image_texts) -> tuple[list[int], list[int]]:
         ids, used = self._render(messages, not train, name, video_texts, image_texts)
-        if used != {VIDEO_PAD: len(video_texts), IMAGE_PAD: len(image_texts)}:
+        if used != {self.media.video_token: len(video_texts), self.media.image_token: len(image_texts)}:
             raise ConversationError(f"{name}: the chat template dropped a media item (its pad token is missing)")
         labels = [IGNORE_INDEX] * len(ids)
         if not train:
@@ -257,22 +242,10 @@ class VideoChatProcessor:
     def _read_video(self, item: dict[str, Any]):
         """One video content item, with its own settings over the run's (item_video_options)."""
         source = self._resolve(item["video"])
-        options = item_video_options(item, self.video_options)
+        options = self.media.frame_options(item_video_options(item, self.video_options), self.spec)
         source_fps = float(item.get("source_fps") or 1.0)
         reader = self.cache.read if self.cache is not None else read_video
         return reader(source, options, factor=self.spec.factor, source_fps=source_fps)
-
-    def _second_per_grid_ts(self, clips) -> torch.Tensor:
-        values = seconds_per_grid([clip.sampled_fps for clip in clips], self.spec)
-        if TRANSFORMERS_MAJOR < 5 and not torch.equal(values, values.trunc()):
-            # transformers 4.57 casts each value to an integer before use (measured: 0.5 puts every frame of
-            # a video at one temporal position, 1.5 acts as 1.0); 5.x uses the fractional value.
-            warnings.warn(
-                f"transformers {transformers.__version__} truncates Qwen2.5-VL's second_per_grid_ts to whole "
-                f"seconds: {values.tolist()} act as {values.trunc().tolist()}; transformers 5 uses them as they are",
-                stacklevel=3,
-            )
-        return values
 
     def _resolve(self, path: Any) -> Any:
         """A media path (or a list of frame paths) relative to data_root; media in memory as they are."""
@@ -289,4 +262,16 @@ class VideoChatProcessor:
             min_pixels=item.get("min_pixels") or self.image_min_pixels,
             max_pixels=item.get("max_pixels") or self.image_max_pixels,
             factor=self.spec.factor,
+            size=self.media.image_size(self.spec),
         )
+
+
+def _chat_family(model_type: str) -> VisionFamily:
+    """The family of a Video-LLM model type; a TypeError for a video classifier (no prompt, no MediaFormat)."""
+    family = family_for_model_type(model_type)
+    if family.media is None:
+        raise TypeError(
+            f"{family.name} ({model_type}) is a video classifier: it takes clips, not conversations "
+            "(train it with `task: classification`, evaluate it with `stave eval --task classification`)"
+        )
+    return family

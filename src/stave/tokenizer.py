@@ -1,4 +1,5 @@
-"""A word-level tokenizer with Qwen2-VL's special tokens and chat format, for tiny models.
+"""A word-level tokenizer with Qwen2-VL's special tokens and chat format (or the placeholders of another family's
+media format), for tiny models.
 
 Real checkpoints bring their own tokenizer; this one lets every stave path (prompting, training,
 evaluation) run on a tiny model with no download. Saved with save_pretrained it is a standard Hugging
@@ -8,8 +9,17 @@ Face fast tokenizer.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-# Qwen2-VL's chat format: the official template, reduced to what stave uses (roles, text, images, videos).
+
+def chat_template(image_text: str, video_text: str) -> str:
+    """Qwen2-VL's chat format: the official template, reduced to what stave uses (roles, text, images, videos),
+    with `image_text` / `video_text` written for an image / a video item."""
+    return QWEN2_VL_CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", image_text).replace(
+        "<|vision_start|><|video_pad|><|vision_end|>", video_text
+    )
+
+
 QWEN2_VL_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -38,14 +48,20 @@ SPECIAL_TOKENS = [
 BASE_WORDS = ["system", "user", "assistant", "you", "are", "a", "helpful", "."]
 
 
-def build_word_tokenizer(words: Iterable[str]):
+def build_word_tokenizer(words: Iterable[str], media: Any = None):
     """A PreTrainedTokenizerFast over SPECIAL_TOKENS + BASE_WORDS + `words` (lower-cased words and
-    punctuation; whitespace is not a token). Token ids follow that order."""
+    punctuation; whitespace is not a token). Token ids follow that order. With a model family's media format
+    (stave.models.MediaFormat) whose placeholders are not Qwen's, its placeholder tokens follow as special tokens
+    and the chat template writes them for images and videos."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
-    for token in [*SPECIAL_TOKENS, *BASE_WORDS, *(w.lower() for w in words)]:
+    extra = []
+    if media is not None:
+        extra = [t for t in (media.image_token, media.video_token, *media.wrap, *media.special_tokens) if t]
+    extra = [t for t in extra if t not in SPECIAL_TOKENS]
+    for token in [*SPECIAL_TOKENS, *BASE_WORDS, *(w.lower() for w in words), *extra]:
         vocab.setdefault(token, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.normalizer = normalizers.Lowercase()
@@ -55,9 +71,11 @@ def build_word_tokenizer(words: Iterable[str]):
         unk_token="[UNK]",
         pad_token="<|endoftext|>",
         eos_token="<|im_end|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:7],
+        additional_special_tokens=[*SPECIAL_TOKENS[1:7], *extra],
     )
     tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    if extra:
+        tokenizer.chat_template = chat_template(media.placeholder_text("image"), media.placeholder_text("video"))
     return tokenizer
 
 

@@ -191,7 +191,8 @@ class Prepared:
     Attributes:
         video: the video file; question: as asked; options: the sampling settings.
         encoded: per model (in the order given), the processor's encoding (input_ids, pixels, grid, clips).
-        visual_tokens: per model, the <|video_pad|> tokens the LLM gets for the video.
+        visual_tokens: per model, the video placeholder tokens (<|video_pad|>, <video>) the LLM gets for the video.
+        grids: per model, the video's (t, h, w) as its tower sees it (stave.models.MediaFormat.video_grids).
     """
 
     video: str
@@ -199,6 +200,7 @@ class Prepared:
     options: VideoOptions
     encoded: list[dict[str, Any]]
     visual_tokens: list[int]
+    grids: list[tuple[int, int, int]]
 
     def clip(self, index: int = 0) -> VideoClip:
         """The frames model `index` was given: (T, 3, H, W) uint8 and their timestamps."""
@@ -218,13 +220,14 @@ def prepare(
     conversation = [
         {"role": "user", "content": [{"type": "video", "video": str(video)}, {"type": "text", "text": question}]}
     ]
-    encoded, tokens = [], []
+    encoded, tokens, grids = [], [], []
     for model in models:
         processor = model.processor(options, cache)
         item = processor.encode(conversation, train=False, name=str(video))
         encoded.append(item)
         tokens.append(int((item["input_ids"] == processor.video_token_id).sum()))
-    return Prepared(str(video), question, options, encoded, tokens)
+        grids.append(processor.media.video_grids(item, processor.spec)[0])
+    return Prepared(str(video), question, options, encoded, tokens, grids)
 
 
 def stream_answer(
@@ -315,7 +318,7 @@ def answer_settings(model: ServedModel, prepared: Prepared, index: int, max_new_
 
     clip = prepared.clip(index)
     t, _, height, width = clip.frames.shape
-    grid = tuple(prepared.encoded[index]["video_grid_thw"][0].tolist())
+    grid = prepared.grids[index]
     options = ", ".join(f"{k}={v}" for k, v in prepared.options.to_dict().items())
     command = shlex.join(
         ["stave", "ask", "--model", model.name, "--video", prepared.video, prepared.question,

@@ -75,7 +75,8 @@ class EvalSettings:
     labels: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # the video options as VideoOptions.to_dict writes them, so runs started before a field was added resume
+        return {**dataclasses.asdict(self), "video": self.video.to_dict()}
 
 
 class Answerer(Protocol):

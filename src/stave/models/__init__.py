@@ -1,6 +1,9 @@
-"""One small adapter per supported model family: where the vision tower and its blocks are, how wide they
-are, which norm the added `norm3` copies, where each item's frames sit in the tokens the blocks see, and in which
-order the blocks see a frame's patches. Everything else about STA is family-independent (stave.temporal)."""
+"""One adapter per supported model family, the one place that knows a family: where the vision tower and its
+blocks are, how wide they are, which norm the added `norm3` copies, where each item's frames sit in the tokens the
+blocks see and in which order the blocks see a frame's patches, how a video or an image becomes pixels and
+placeholder tokens in the prompt (`MediaFormat`), which linears LoRA adapts, and the smallest tower input that
+makes every tower parameter take part in a step. Processing, training, evaluation, pooling and `stave explain` ask
+the adapter; everything else about STA is family-independent (stave.temporal)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import StaveError
 from ..temporal.layout import grid_items
 from ..video.options import VideoOptions
 
@@ -68,6 +72,108 @@ def packed_grid_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple
     return grid_items(grid_thw, pixels.shape[0])
 
 
+class UnsupportedMedia(StaveError, ValueError):
+    """A kind of media a family's processing does not take (LLaVA-OneVision: images); the processor names the
+    sample (stave.conversations.ConversationError), so training skips it under on_error=skip."""
+
+
+class MediaFormat:
+    """How a family's processor turns media into model inputs and prompt text, and how its tower is called.
+
+    Subclasses (dataclasses) set these attributes and implement the methods:
+        video_token, image_token: the placeholder tokens the chat template writes for a video / an image and the
+            model's config names as its video / image token (the processor replaces each with the media's text).
+        wrap: (before, after) tokens the chat template writes around a placeholder ("", "" for none); a media text
+            that starts and ends with them replaces them too.
+        token_types: the forward takes `mm_token_type_ids` (0 text, 1 image token, 2 video token).
+        batch_keys: the tensors of encoded samples that batch by concatenation along dim 0, in order.
+        words: words its prompt texts are made of (timestamps), for the word-level tokenizers of tiny models.
+        config_tokens: (model config key, token) of each token id the model's config holds (tiny models built
+            for a tokenizer take the ids from it, stave.presets).
+        special_tokens: further tokens its prompt texts hold that a tokenizer must keep whole (InternVL's <img>,
+            </img>; the word-level tokenizers of tiny models add them).
+    """
+
+    video_token: str
+    image_token: str
+    wrap: tuple[str, str]
+    token_types: bool
+    batch_keys: tuple[str, ...]
+    words: tuple[str, ...] = ()
+    config_tokens: tuple[tuple[str, str], ...] = ()
+    special_tokens: tuple[str, ...] = ()
+
+    def placeholder_text(self, kind: str) -> str:
+        """What a chat template writes for one item of `kind` ("image" or "video")."""
+        return self.wrap[0] + (self.video_token if kind == "video" else self.image_token) + self.wrap[1]
+
+    def patch_spec(self, vision_config: Any) -> Any:
+        """The stave.video.PatchSpec (frame size factor, patch geometry, normalisation) of a vision config."""
+        raise NotImplementedError
+
+    def video(self, clip: Any, spec: Any, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
+        """One decoded video (stave.video.VideoClip) -> its tensors and the text standing for it in the prompt
+        (`pooled`: the model pools video tokens over time)."""
+        raise NotImplementedError
+
+    def image(self, frames: torch.Tensor, spec: Any) -> tuple[dict[str, torch.Tensor], str]:
+        """One image (1, 3, H, W) uint8 -> its tensors and the text standing for it in the prompt."""
+        raise NotImplementedError
+
+    def frame_options(self, options: Any, spec: Any) -> Any:
+        """The VideoOptions a video is read with, from the run's (and the item's) options: unchanged by default;
+        a family whose tower takes fixed-size frames sets frame_size."""
+        return options
+
+    def image_size(self, spec: Any) -> tuple[int, int] | None:
+        """(height, width) every image is resized to (the pixel bounds unused), for a family whose tower takes
+        images of one size; None (default): smart_resize within the image pixel bounds."""
+        return None
+
+    def sample_tensors(self, clips: Sequence[Any], spec: Any) -> dict[str, torch.Tensor]:
+        """Tensors a sample carries besides the per-item ones, from all its videos (none by default)."""
+        return {}
+
+    def minimal_tower_input(self, tower: nn.Module) -> tuple[tuple, dict[str, Any]]:
+        """(args, kwargs) of the smallest tower call in which every tower parameter takes part (a blank image)."""
+        raise NotImplementedError
+
+    def blank_outputs(self, model: nn.Module, tower: nn.Module) -> list[torch.Tensor]:
+        """Everything the LLM gets from the smallest blank input (minimal_tower_input), so that every parameter
+        between pixels and LLM takes part in a step: by default the tower's outputs (vision_outputs); a family whose
+        projector sits outside the tower (InternVL) runs that too."""
+        args, kwargs = self.minimal_tower_input(tower)
+        return vision_outputs(tower(*args, **kwargs))
+
+    def video_grids(self, encoded: dict[str, Any], spec: Any) -> list[tuple[int, int, int]]:
+        """(t, h, w) of each video of an encoded sample as the tower sees it: temporal steps, patch rows and
+        columns of one step."""
+        raise NotImplementedError
+
+    def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
+        """Run the tower on the first video of an encoded sample as the model does (stave explain captures what
+        its STA layers see); returns (t, h, w): the temporal steps STA attends over and the patch rows and columns
+        of one step."""
+        raise NotImplementedError
+
+    def frame_positions(self, h: int, w: int, spec: Any) -> torch.Tensor:
+        """(h*w,) long: the image position (row * w + column) of each tower input row of one temporal step."""
+        return torch.arange(h * w)
+
+    def example_grids(self, vision_config: Any) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """(video grids, image grids) of a small mixed batch for random_inputs (`stave forward`): Qwen's packed
+        grids of different sizes by default."""
+        return [(4, 4, 4), (2, 6, 4)], [(1, 4, 4)]
+
+    def random_inputs(
+        self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
+        *, seed: int, text_tokens: int, pooled: bool,
+    ) -> dict[str, torch.Tensor]:
+        """Inputs of random pixels for a full model: one sequence holding every image, then every video, then
+        `text_tokens` random text tokens (stave.testing.model_inputs; grids (t, h, w) in the family's units)."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class VisionFamily:
     """What stave needs to know about one model family.
@@ -75,7 +181,7 @@ class VisionFamily:
     Attributes:
         name: human-readable family name.
         tower_class: the vision tower class (holds `blocks`, receives `(pixels, grid_thw)`).
-        model_classes: the full and base model classes that contain such a tower.
+        model_classes: the full and the base model class (in this order) that contain such a tower.
         block_class: the stock vision block class.
         temporal_block_class: `block_class` with stave.temporal.TemporalBlockMixin mixed in.
         llm_layer_class: the LLM's decoder layer class; None for a family without an LLM (video classifiers).
@@ -86,13 +192,15 @@ class VisionFamily:
             tower's input rows (the processor's patch order, stave.video.packing) of each row its blocks see;
             the same for every temporal patch of a video.
         model_type: config.model_type of the family's full model.
-        seconds_per_grid: the forward takes `second_per_grid_ts` (Qwen2.5-VL: temporal rotary positions follow
-            seconds of source time).
-        video_prompt: None: a video is one vision block of t*h*w/merge^2 pads (Qwen2-VL, Qwen2.5-VL); else how
-            its prompt is laid out (VideoPrompt), and the LLM places each vision block as a grid (1, h, w).
+        media: how its processor turns videos and images into tensors and prompt text (MediaFormat); None for
+            a video classifier, which has no prompt (stave.classification reads its clips).
+        vision_blocks: regular expression of the module path of a vision block (LoRA's vision linears are named
+            within it); llm_layers: likewise for an LLM decoder layer.
+        vision_qkv: names (within a block) of the attention input linears that LoRA gives its own rank.
         llm_linears: names (within an LLM decoder layer) of the linears LoRA adapts.
-        pixel_mean, pixel_std: per-channel normalisation of the family's processors (published
-            preprocessor_config.json): CLIP's for Qwen2-VL / Qwen2.5-VL, 0.5 for Qwen3-VL / Qwen3.5.
+        pooled_methods: (name, function) per base-model method that temporal pooling replaces on the instance
+            with functools.partial(function, base) (stave.modeling.set_temporal_pooling); () where the family
+            has no temporal pooling. check_pooling: base model -> None, a RuntimeError where it cannot pool.
         positions: how its LLM positions are replaced (stave.set_position_scheme); None: the family has only
             its stock positions.
         temporal_items: (tower, args, kwargs of the tower's forward) -> the items (t, n, temporal) of the
@@ -102,13 +210,17 @@ class VisionFamily:
             alone (a CLS token: 1).
         blocks: tower -> the ModuleList of its blocks (STA goes into these).
         spatial_heads: vision config -> the number of heads of the blocks' spatial attention.
-        temporal_tower_class: for a tower whose forward does not hand `temporal_layout` on to its blocks (VideoMAE's
-            encoder): a subclass of tower_class that does, switched in by add_temporal_attention; None: the tower's
-            own forward passes its keyword arguments on.
+        feature_blocks: model -> how many leading blocks produce what the LLM gets (LLaVA-OneVision: those up to
+            vision_feature_layer), None for all; STA goes only into those (later blocks' outputs are unused).
         video_options: how its videos are sampled and resized where the user gives no options (what its
             published processors do by default; VideoChatProcessor.for_model): qwen-vl-utils' rules for Qwen2-VL
             and Qwen2.5-VL, transformers' Qwen3VLVideoProcessor's as the checkpoints configure it for Qwen3-VL and
             Qwen3.5 (stave.models.qwen3_vl.VIDEO_OPTIONS).
+        prepare_model: None, or model -> None: called by add_temporal_attention, set_temporal_pooling, load_model
+            and the tiny presets, for a family whose model must carry more to its tower or blocks than its stock
+            forward does; it switches module classes in place, and the switched model computes what the stock one
+            does (InternVL: which rows are frames of which video; LLaVA-OneVision: each video's frame count;
+            VideoMAE: an encoder that hands `temporal_layout` on to its blocks).
     """
 
     name: str
@@ -122,21 +234,24 @@ class VisionFamily:
     vision_linears: tuple[str, ...]
     token_order: Callable[[nn.Module, int, int], torch.Tensor]
     model_type: str
-    seconds_per_grid: bool = False
-    video_prompt: VideoPrompt | None = None
+    media: MediaFormat | None = None
+    vision_blocks: str = r"visual\.blocks\.\d+"
+    llm_layers: str = r"language_model\.layers\.\d+"
+    vision_qkv: tuple[str, ...] = ("attn.qkv",)
     llm_linears: tuple[str, ...] = (
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
     )  # fmt: skip
-    pixel_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    pixel_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    pooled_methods: tuple[tuple[str, Callable[..., Any]], ...] = ()
+    check_pooling: Callable[[nn.Module], None] | None = None
     positions: PositionAdapter | None = None
     temporal_items: Callable[[nn.Module, tuple, dict], list[tuple[int, int, bool]]] = packed_grid_items
     row_prefix: int = 0
     blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
     spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
-    temporal_tower_class: type[nn.Module] | None = None
+    feature_blocks: Callable[[nn.Module], int | None] | None = None
     video_options: VideoOptions = VideoOptions()
+    prepare_model: Callable[[nn.Module], None] | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -155,12 +270,14 @@ def shard_units(model: nn.Module) -> list[str]:
 
 def families() -> tuple[VisionFamily, ...]:
     from .internvideo2 import INTERNVIDEO2
+    from .internvl import INTERNVL
+    from .llava_onevision import LLAVA_ONEVISION
     from .qwen2_5_vl import QWEN2_5_VL
     from .qwen2_vl import QWEN2_VL
     from .qwen3_vl import FAMILIES as QWEN3_FAMILIES
     from .videomae import VIDEOMAE
 
-    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, VIDEOMAE, INTERNVIDEO2)
+    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, LLAVA_ONEVISION, VIDEOMAE, INTERNVIDEO2, INTERNVL)
 
 
 def missing_family(model_type: str) -> str | None:
@@ -189,11 +306,17 @@ def family_for_model_type(model_type: str) -> VisionFamily:
 def vision_outputs(out: object) -> list[torch.Tensor]:
     """Every tensor a vision tower's forward hands on to the LLM: the merged tokens, and Qwen3-VL's deepstack
     features. Accepts what towers return on transformers 4.57 (a tensor; Qwen3-VL: (tokens, [deepstack])) and
-    5.x (an output object with pooler_output and, for Qwen3-VL, deepstack_features)."""
+    5.x (an output object with pooler_output and, for Qwen3-VL, deepstack_features); a tower without a pooled
+    output (SigLIP in LLaVA-OneVision, InternViT) hands on its last hidden state, and get_*_features' per-item
+    lists are flattened."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, (tuple, list)) and not hasattr(out, "pooler_output"):
         return [t for item in out for t in vision_outputs(item)]
+    if out.pooler_output is None:
+        return [out.last_hidden_state]
+    if isinstance(out.pooler_output, (tuple, list)):
+        return [*vision_outputs(out.pooler_output), *(getattr(out, "deepstack_features", None) or [])]
     tensors = [out.pooler_output]
     tensors += list(getattr(out, "deepstack_features", None) or [])
     return tensors

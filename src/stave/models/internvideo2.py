@@ -50,8 +50,6 @@ INTERNVIDEO2 = VisionFamily(
     model_type="internvideo2",
     llm_linears=(),
     # the authors' fine-tuning data pipeline normalises with ImageNet's mean and std (imagenet_default_mean_and_std)
-    pixel_mean=(0.485, 0.456, 0.406),
-    pixel_std=(0.229, 0.224, 0.225),
     temporal_items=temporal_items,
     row_prefix=1,
 )

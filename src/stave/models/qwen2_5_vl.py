@@ -12,6 +12,8 @@ from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as qwen2_5_vl
 from ..temporal.block import TemporalBlockMixin
 from . import VisionFamily
 from .mrope import MROPE
+from .qwen_media import QwenMedia
+from .qwen_pooling import POOLED_METHODS, check_pooling
 
 
 class Qwen2_5_VLTemporalBlock(TemporalBlockMixin, qwen2_5_vl.Qwen2_5_VLVisionBlock):
@@ -48,6 +50,8 @@ QWEN2_5_VL = VisionFamily(
     vision_linears=("attn.qkv", "attn.proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
     token_order=window_order,
     model_type="qwen2_5_vl",
-    seconds_per_grid=True,
+    pooled_methods=POOLED_METHODS,
+    check_pooling=check_pooling,
+    media=QwenMedia(seconds_per_grid=True),
     positions=MROPE,
 )

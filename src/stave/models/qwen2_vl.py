@@ -11,6 +11,8 @@ from transformers.models.qwen2_vl import modeling_qwen2_vl as qwen2_vl
 from ..temporal.block import TemporalBlockMixin
 from . import VisionFamily
 from .mrope import MROPE
+from .qwen_media import QwenMedia
+from .qwen_pooling import POOLED_METHODS, check_pooling
 
 
 class Qwen2VLTemporalBlock(TemporalBlockMixin, qwen2_vl.Qwen2VLVisionBlock):
@@ -29,5 +31,8 @@ QWEN2_VL = VisionFamily(
     vision_linears=("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
     token_order=lambda tower, h, w: torch.arange(h * w),
     model_type="qwen2_vl",
+    pooled_methods=POOLED_METHODS,
+    check_pooling=check_pooling,
+    media=QwenMedia(),
     positions=MROPE,
 )

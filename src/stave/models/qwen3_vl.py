@@ -29,6 +29,8 @@ from torch import nn
 from ..temporal.block import TemporalBlockMixin
 from ..video.options import VideoOptions
 from . import VideoPrompt, VisionFamily
+from .qwen_media import QwenMedia
+from .qwen_pooling import POOLED_METHODS, check_pooling
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -98,18 +100,22 @@ def _family(name: str, model_type: str, module_name: str, prefix: str, *, moe: b
         vision_linears=("attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"),
         token_order=lambda tower, h, w: torch.arange(h * w),
         model_type=model_type,
-        # 5.x's processor keeps the template's own vision tokens around the blocks; 4.57's replaces them
-        video_prompt=VideoPrompt(
-            patch_timestamps,
-            qwen3_video_prompt,
-            outer_vision_tokens=TRANSFORMERS_MAJOR >= 5,
-            # "<12.5 seconds>", for clips of up to two minutes
-            words=("<", ">", "seconds", ".", *(str(n) for n in range(121))),
+        pooled_methods=POOLED_METHODS,
+        check_pooling=check_pooling,
+        media=QwenMedia(
+            # 5.x's processor keeps the template's own vision tokens around the blocks; 4.57's replaces them
+            video_prompt=VideoPrompt(
+                patch_timestamps,
+                qwen3_video_prompt,
+                outer_vision_tokens=TRANSFORMERS_MAJOR >= 5,
+                # "<12.5 seconds>", for clips of up to two minutes
+                words=("<", ">", "seconds", ".", *(str(n) for n in range(121))),
+            ),
+            # Qwen3-VL-8B-Instruct / Qwen3.5 preprocessor_config.json: image_mean = image_std = [0.5, 0.5, 0.5]
+            pixel_mean=(0.5, 0.5, 0.5),
+            pixel_std=(0.5, 0.5, 0.5),
         ),
         llm_linears=_LLM_LINEARS_MOE if moe else _LLM_LINEARS,
-        # Qwen3-VL-8B-Instruct / Qwen3.5 preprocessor_config.json: image_mean = image_std = [0.5, 0.5, 0.5]
-        pixel_mean=(0.5, 0.5, 0.5),
-        pixel_std=(0.5, 0.5, 0.5),
         video_options=VIDEO_OPTIONS,
     )
 

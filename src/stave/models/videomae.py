@@ -64,6 +64,13 @@ class VideoMAETemporalEncoder(videomae.VideoMAEEncoder):
         return BaseModelOutput(last_hidden_state=hidden_states)
 
 
+def _switch_encoder(model: nn.Module) -> None:
+    """add_temporal_attention's extra step: the encoder becomes a VideoMAETemporalEncoder (see its docstring)."""
+    for module in model.modules():
+        if type(module) is videomae.VideoMAEEncoder:
+            module.__class__ = VideoMAETemporalEncoder
+
+
 VIDEOMAE = VisionFamily(
     name="VideoMAE",
     tower_class=videomae.VideoMAEEncoder,
@@ -85,10 +92,8 @@ VIDEOMAE = VisionFamily(
     model_type="videomae",
     llm_linears=(),
     # VideoMAEImageProcessor's defaults: ImageNet's
-    pixel_mean=(0.485, 0.456, 0.406),
-    pixel_std=(0.229, 0.224, 0.225),
     temporal_items=temporal_items,
     blocks=lambda tower: tower.layer,
     spatial_heads=lambda config: config.num_attention_heads,
-    temporal_tower_class=VideoMAETemporalEncoder,
+    prepare_model=_switch_encoder,
 )

@@ -24,7 +24,7 @@ import torch
 
 from ..conversations import DEFAULT_LAYOUT, ConversationError, RecordLayout, to_messages
 from ..errors import StaveError
-from ..processing import IGNORE_INDEX, NEEDS_MM_TOKEN_TYPES, VideoChatProcessor
+from ..processing import IGNORE_INDEX, VideoChatProcessor
 from ..ssv2 import ssv2_class, subset_classes, t10_split
 from ..video import VideoError, VideoOptions
 from .recipe import DatasetSpec, RecipeError
@@ -263,7 +263,7 @@ class Collator:
             # labels (all ignored) as every other batch has: the Trainer counts labelled tokens over the ranks
             # (a gather) only for batches with labels, and a rank without them would leave the others waiting
             batch["labels"] = torch.full_like(pad, IGNORE_INDEX)
-            if NEEDS_MM_TOKEN_TYPES:
+            if self.processor.media.token_types:
                 batch["mm_token_type_ids"] = torch.zeros_like(pad)
         else:
             batch = self.processor.collate(good, padding_side="right")

@@ -32,11 +32,11 @@ from .. import __version__
 from ..checkpoint import load_model
 from ..distributed import check_joined, owned_process_group, shard_on_cpus, training_settings
 from ..modeling import set_temporal_pooling
-from ..models import find_vision_tower, shard_units, vision_outputs
+from ..models import find_vision_tower, shard_units
 from ..positions import set_position_scheme
 from ..processing import VideoChatProcessor
 from ..tokenizer import save_tokenizer
-from ..video import PatchSpec, VideoCache
+from ..video import VideoCache
 from . import checkpoints
 from .data import (
     EMPTY_BATCH,
@@ -61,7 +61,7 @@ class StaveTrainer(Trainer):
     tower equally often — a batch without pixels, or with fewer kinds of them (images, videos) than another
     rank's, runs the tower on 2x2-patch blank images, weighted 0, and a batch whose samples all failed
     (on_error=skip) runs with zero loss — so DDP/FSDP/ZeRO ranks never wait for gradients or shards another
-    rank does not produce;
+    rank does not produce (the blank input is the family's, stave.models.MediaFormat.minimal_tower_input);
     every batch's counts of drawn and skipped samples go to `skip_budget` (summed over ranks), which stops
     the run on every rank at the same step when too many were skipped; an optional sequential sampler
     (data.shuffle=false); and FSDP: sharded by the model family's blocks (stave.models.shard_units), on the
@@ -243,18 +243,12 @@ def vision_participation(model: nn.Module, passes: int = 1) -> Iterator[None]:
 
 
 def _blank_image_zero(model: nn.Module) -> torch.Tensor:
-    """The vision tower of `model` run on one blank 2x2-patch image, all its outputs summed, times 0 (float32
-    scalar)."""
-    _, tower = find_vision_tower(model)
-    config = tower.config
-    spec = PatchSpec.from_vision_config(config)
-    parameter = next(tower.parameters())
-    merge = spec.merge_size
-    width = 3 * spec.temporal_patch_size * spec.patch_size**2
-    pixels = torch.zeros(merge * merge, width, dtype=parameter.dtype, device=parameter.device)
-    grid = torch.tensor([[1, merge, merge]], device=parameter.device)
-    # every output the LLM would get (Qwen3-VL: the deepstack features too, so their mergers join the graph)
-    return sum(out.float().sum() for out in vision_outputs(tower(pixels, grid_thw=grid))) * 0.0
+    """The vision tower of `model` run on its family's smallest blank input (MediaFormat.minimal_tower_input;
+    Qwen: one 2x2-patch image), all its outputs summed, times 0 (float32 scalar)."""
+    family, tower = find_vision_tower(model)
+    # every output the LLM would get (Qwen3-VL: the deepstack features too, so their mergers join the graph;
+    # InternVL: through its projector, MediaFormat.blank_outputs)
+    return sum(out.float().sum() for out in family.media.blank_outputs(model, tower)) * 0.0
 
 
 class SealCheckpoints(TrainerCallback):
@@ -533,12 +527,11 @@ def _save_stage(model, trainer, recipe, stage, counts, skipped, tokenizer, stage
 
 
 def _initial_model(recipe: Recipe, records) -> tuple[nn.Module, Any]:
-    from ..presets import TINY_PRESETS, tiny_model, tiny_vocabulary
-    from ..tokenizer import build_word_tokenizer
+    from ..presets import TINY_PRESETS, tiny_model, tiny_tokenizer
 
     path = recipe.model.path
     if path in TINY_PRESETS:
-        tokenizer = build_word_tokenizer([*tiny_vocabulary(path), *words_of(records)])
+        tokenizer = tiny_tokenizer(path, words_of(records))
         model = tiny_model(path, seed=recipe.model.seed, tokenizer=tokenizer, attn_implementation="sdpa")
         return model.train(), tokenizer
     from ..base import SHIPPED, resolve_model

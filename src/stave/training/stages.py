@@ -1,8 +1,9 @@
 """What a stage trains: STA (`temporal`), LoRA adapters (`lora`), the output head (`head`), any mix of them, or
 everything (`full`) — as parameter selection on one model, never as separate code paths.
 
-LoRA goes on the vision blocks' attention/MLP linears (named per family in stave.models, so Qwen2.5-VL's
-vision SwiGLU is told from the LLM's MLP by its `visual.blocks.N.` prefix; the mergers, Qwen3-VL's deepstack
+LoRA goes on the vision blocks' attention/MLP linears (named per family in stave.models, within the module path
+of a block the family names, so Qwen2.5-VL's vision SwiGLU is told from the LLM's MLP by its `visual.blocks.N.`
+prefix; the mergers, Qwen3-VL's deepstack
 mergers included, sit outside `visual.blocks` and are never adapted) and on the LLM's attention/MLP linears
 (per family too: an MoE layer adapts attention and, in Qwen3.5-MoE, the shared expert, not the routed experts
 or the router; see stave.models.qwen3_vl); never on the STA layers, which train in full through peft's
@@ -32,7 +33,6 @@ from .recipe import LoraSection, StageSpec
 
 TEMPORAL_MODULES = ["temp_attn", "norm3"]
 HEAD_MODULES = ["lm_head"]
-VISION_QKV = r"visual\.blocks\.\d+\.attn\.qkv"
 
 
 def lora_targets(model: nn.Module, lora: LoraSection) -> str:
@@ -41,10 +41,10 @@ def lora_targets(model: nn.Module, lora: LoraSection) -> str:
     parts = []
     if lora.vision:
         names = "|".join(re.escape(name) for name in family.vision_linears)
-        parts.append(rf"visual\.blocks\.\d+\.({names})")
+        parts.append(rf"{family.vision_blocks}\.({names})")
     if lora.llm:
         names = "|".join(re.escape(name) for name in family.llm_linears)
-        parts.append(rf"language_model\.layers\.\d+\.({names})")
+        parts.append(rf"{family.llm_layers}\.({names})")
     if not parts:
         raise ValueError("lora: neither vision nor llm is enabled; a lora stage would train nothing")
     return rf"(.*\.)?({'|'.join(parts)})"
@@ -54,13 +54,15 @@ def lora_config(model: nn.Module, lora: LoraSection, *, with_temporal: bool, wit
     from peft import LoraConfig
 
     saved = [*(TEMPORAL_MODULES if with_temporal else ()), *(HEAD_MODULES if with_head else ())]
+    family, _ = find_vision_tower(model)
+    qkv = rf"{family.vision_blocks}\.({'|'.join(re.escape(name) for name in family.vision_qkv)})"
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora_targets(model, lora),
-        rank_pattern={VISION_QKV: lora.vision_qkv_r} if lora.vision else {},
-        alpha_pattern={VISION_QKV: lora.vision_qkv_alpha} if lora.vision else {},
+        rank_pattern={qkv: lora.vision_qkv_r} if lora.vision else {},
+        alpha_pattern={qkv: lora.vision_qkv_alpha} if lora.vision else {},
         modules_to_save=saved or None,
         task_type="CAUSAL_LM",
     )

@@ -54,7 +54,8 @@ class VideoClip:
     """Frames taken from a video, resized for the model.
 
     Attributes:
-        frames: (T, 3, H, W) uint8, H and W multiples of the resize factor.
+        frames: (T, 3, H, W) uint8, H and W multiples of the resize factor (or
+            options.frame_size).
         timestamps: time in seconds of each taken frame in the source.
         indices: index of each taken frame among the source's frames.
         source_fps: the source's frame rate (frames per second).
@@ -121,6 +122,7 @@ def read_image(
     min_pixels: int = IMAGE_MIN_PIXELS,
     max_pixels: int = IMAGE_MAX_PIXELS,
     factor: int = IMAGE_FACTOR,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Read and resize one image for the model, as transformers' Qwen2-VL image processor does.
 
@@ -130,6 +132,7 @@ def read_image(
         min_pixels, max_pixels: smart_resize's bounds on the image's pixels (defaults: qwen-vl-utils' and
             the processor's, 4 * 28 * 28 and 16384 * 28 * 28).
         factor: the sides become multiples of this (patch_size * merge_size; 28 for Qwen2-VL).
+        size: (height, width): resized to exactly this instead (towers of one image size, e.g. InternVL's 448).
 
     Returns:
         (1, 3, H, W) uint8, resized by resize_frames; pack_frames turns it into what the tower takes.
@@ -153,6 +156,8 @@ def read_image(
     else:
         name = f"<{type(source).__name__} image>"
         frame = to_rgb_chw(source, name)
+    if size is not None:
+        return resize_frames(frame[None], *size)
     try:
         height, width = smart_resize(frame.shape[1], frame.shape[2], factor, min_pixels, max_pixels)
     except ValueError as error:
@@ -244,6 +249,8 @@ def _select(
 
 
 def _target_size(height: int, width: int, n: int, options: VideoOptions, factor: int, source: object):
+    if options.frame_size is not None:
+        return options.frame_size
     try:
         return video_frame_size(height, width, n, options, factor)
     except ValueError as error:

@@ -41,6 +41,8 @@ class VideoOptions:
         frame_factor: the frame count is a multiple of this: 2 (qwen-vl-utils: counts rounded down to even, nframes
             to the nearest even) or 1 (transformers' Qwen3VLVideoProcessor: any count, an odd one padded with the
             last frame when packed).
+        frame_size: (height, width): every frame resized to exactly this size, the pixel bounds unused (families
+            whose tower takes fixed-size frames, e.g. LLaVA-OneVision's processor sets the tower's image size).
         backend: the decoder of video files: "pyav" (always installed), "torchcodec" or "decord" (optional
             extras), or "auto" (torchcodec where it can be used, else pyav; see stave.video.backends).
             Frame folders, image lists and arrays need no decoder.
@@ -58,6 +60,7 @@ class VideoOptions:
     total_pixels: int = VIDEO_TOTAL_PIXELS
     budget: str = "frame"
     frame_factor: int = FRAME_FACTOR
+    frame_size: tuple[int, int] | None = None
     backend: str = "pyav"
     timeout: float = 60.0
 
@@ -86,8 +89,21 @@ class VideoOptions:
             raise ValueError(f"VideoOptions.budget must be one of {list(BUDGETS)}, got {self.budget!r}")
         if self.frame_factor not in (1, FRAME_FACTOR):
             raise ValueError(f"VideoOptions.frame_factor must be 1 or {FRAME_FACTOR}, got {self.frame_factor!r}")
+        if self.frame_size is not None:
+            size = self.frame_size
+            if not (
+                isinstance(size, (tuple, list)) and len(size) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+            ):  # fmt: skip
+                raise ValueError(f"VideoOptions.frame_size must be (height, width) positive ints, got {size!r}")
+            object.__setattr__(self, "frame_size", tuple(size))
         if self.backend not in ("pyav", "torchcodec", "decord", "auto"):
             raise ValueError(f"VideoOptions.backend must be pyav, torchcodec, decord or auto, got {self.backend!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field; frame_size only when set (so records, cache keys and resumable runs' settings written
+        before it existed stay the same)."""
+        values = dataclasses.asdict(self)
+        if values["frame_size"] is None:
+            del values["frame_size"]
+        return values

@@ -1,0 +1,423 @@
+"""InternVL (transformers' InternVLForConditionalGeneration, an InternViT tower of frames as rows with a CLS token
+and LayerScale): STA over the frames of each video that `pixel_items` names, on the tiny-internvl preset."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import enable_checkpointing, randomize_temporal
+from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+import stave
+from stave.models.internvl import InternVLTemporalLayer, MissingPixelItems
+from stave.presets import TINY_PRESETS, tiny_model
+from stave.temporal import TemporalLayout
+from stave.testing import model_inputs
+
+PRESET = "tiny-internvl"
+GRID = (4, 4)  # 32 x 32 frames in 8 x 8 patches
+VIDEOS = [(4, *GRID), (2, *GRID), (3, *GRID)]
+IMAGES = [(1, *GRID), (1, *GRID)]
+
+
+def tower_features(model, inputs) -> torch.Tensor:
+    """The tower's last hidden states (rows, 1 + patches, D) for the model inputs' pixel_values and pixel_items."""
+    tower = stave.vision_tower(model)
+    return tower(inputs["pixel_values"], pixel_items=inputs["pixel_items"]).last_hidden_state
+
+
+def tiny_variant(vision: dict | None = None, **top_level) -> torch.nn.Module:
+    """The tiny-internvl model with other vision config values or top-level config values."""
+    _, tiny_vision, text = TINY_PRESETS[PRESET]
+    config = InternVLConfig(vision_config={**tiny_vision, **(vision or {})}, text_config=dict(text), image_token_id=120,
+                            **top_level)  # fmt: skip
+    return InternVLForConditionalGeneration._from_config(config).eval()
+
+
+def rows_of(inputs) -> list[tuple[int, int, bool]]:
+    """(first row, rows, is_video) per item of model inputs."""
+    out, start = [], 0
+    for rows, video in inputs["pixel_items"].tolist():
+        out.append((start, rows, bool(video)))
+        start += rows
+    return out
+
+
+@pytest.mark.parametrize("order", ["spatial_first", "temporal_first"])
+@pytest.mark.parametrize(
+    "batch", [dict(videos=VIDEOS[:1]), dict(images=IMAGES), dict(videos=VIDEOS, images=IMAGES)],
+    ids=["video", "images", "mixed"],
+)  # fmt: skip
+def test_zero_init_is_exact_identity_of_tower_and_logits(order, batch):
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, **batch)
+    with torch.no_grad():
+        base_logits = model(**inputs).logits
+        base = tower_features(model, inputs)
+        stave.add_temporal_attention(model, order=order)
+        assert torch.equal(tower_features(model, inputs), base)
+        assert (model(**inputs).logits - base_logits).abs().max() <= 1e-6
+
+
+def test_random_sta_changes_videos_and_leaves_images_and_their_tiles_alone():
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES)
+    inputs["pixel_items"] = torch.tensor([[2, 0], [4, 1], [2, 1]])  # the two image rows: one image of 2 tiles
+    with torch.no_grad():
+        base = tower_features(model, inputs)
+        stave.add_temporal_attention(model, init="random")
+        out = tower_features(model, inputs)
+    for start, rows, video in rows_of(inputs):
+        change = (out[start : start + rows] - base[start : start + rows]).abs().max()
+        assert change > 1e-3 if video else change == 0
+
+
+def test_images_apply_runs_sta_on_each_tile_alone():
+    """images="apply": every image row is a single-frame item (its tiles are not time)."""
+    model = tiny_model(PRESET)
+    inputs = dict(model_inputs(model, images=IMAGES), pixel_items=torch.tensor([[2, 0]]))  # one image of 2 tiles
+    with torch.no_grad():
+        base = tower_features(model, inputs)
+        stave.add_temporal_attention(model, init="random", images="apply")
+        out = tower_features(model, inputs)
+        alone = [tower_features(model, {"pixel_values": inputs["pixel_values"][k : k + 1],
+                                        "pixel_items": torch.tensor([[1, 0]])}) for k in range(2)]  # fmt: skip
+    assert (out - base).abs().max() > 1e-3
+    torch.testing.assert_close(out, torch.cat(alone), atol=1e-5, rtol=1e-5)
+
+
+def test_reversing_the_frames_of_a_video_changes_its_features():
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    inputs = model_inputs(model, videos=VIDEOS[:1])
+    reversed_inputs = dict(inputs, pixel_values=inputs["pixel_values"].flip(0))
+    with torch.no_grad():
+        out = tower_features(model, inputs)
+        out_rev = tower_features(model, reversed_inputs).flip(0)
+        stock = stave.vision_tower(tiny_model(PRESET))
+        plain = stock(inputs["pixel_values"]).last_hidden_state
+        plain_rev = stock(reversed_inputs["pixel_values"]).last_hidden_state.flip(0)
+    assert torch.allclose(plain, plain_rev, atol=1e-5)  # without STA each frame is encoded alone
+    assert (out - out_rev).abs().max() > 1e-3
+
+
+def test_each_item_is_the_same_alone_and_batched():
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    inputs = model_inputs(model, videos=VIDEOS, images=IMAGES)
+    with torch.no_grad():
+        together = tower_features(model, inputs)
+        for start, rows, video in rows_of(inputs):
+            alone = {"pixel_values": inputs["pixel_values"][start : start + rows],
+                     "pixel_items": torch.tensor([[rows, int(video)]])}  # fmt: skip
+            alone = tower_features(model, alone)
+            torch.testing.assert_close(together[start : start + rows], alone, atol=1e-5, rtol=1e-5)
+    # the grouping matters: the same rows read as one video of 9 frames give other features
+    merged = dict(inputs, pixel_items=torch.tensor([[2, 0], [9, 1]]))
+    with torch.no_grad():
+        assert (tower_features(model, merged)[2:] - together[2:]).abs().max() > 1e-3
+
+
+def test_sta_leaves_the_cls_token_of_every_row_alone_and_follows_the_layerscale_residual():
+    """One block: STA's update is zero on each row's CLS token and lands after the attention's LayerScaled residual
+    (spatial_first), so with the MLP silenced the block is x + lambda_1 * attn + STA."""
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model, init="random")
+    randomize_temporal(model)
+    block = stave.vision_tower(model).encoder.layer[0]
+    assert isinstance(block, InternVLTemporalLayer) and type(block.norm3) is type(block.layernorm_before)
+    x = torch.randn(6, 17, 32)  # two videos of 3 frames: CLS + 16 patches per row
+    layout = TemporalLayout.from_items([(3, 16, True)] * 2, head_dim=8, rope_theta=10000.0, row_prefix=1)
+    with torch.no_grad():
+        updated = block.temporal_update(x, layout)
+        assert torch.equal(updated[:, 0], x[:, 0]) and (updated[:, 1:] - x[:, 1:]).abs().min() > 0
+        for param in block.mlp.parameters():
+            param.zero_()
+        attended = x + block.lambda_1 * block.attention(block.layernorm_before(x))[0]
+        torch.testing.assert_close(block(x, temporal_layout=layout), block.temporal_update(attended, layout))
+
+
+def test_without_pixel_items_a_model_with_sta_names_what_is_missing():
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, videos=VIDEOS[:1])
+    transformers_like = {k: v for k, v in inputs.items() if k != "pixel_items"}  # what InternVLProcessor makes
+    with torch.no_grad():
+        model(**transformers_like)  # the stock model needs no grouping
+        stave.add_temporal_attention(model)
+        with pytest.raises(MissingPixelItems, match="pixel_items.*InternVLProcessor does not record"):
+            model(**transformers_like)
+        with pytest.raises(MissingPixelItems, match="pixel_items"):
+            stave.vision_tower(model)(inputs["pixel_values"])
+        with pytest.raises(ValueError, match="describes 3 rows of pixel_values .* has 4"):
+            model(**dict(inputs, pixel_items=torch.tensor([[3, 1]])))
+
+
+def test_sta_goes_only_into_the_blocks_that_feed_the_selected_feature_layer():
+    """vision_feature_layer -2 takes the hidden states after block 1 of 3: block 2 changes nothing the LLM sees."""
+    model = tiny_variant(vision_feature_layer=-2)
+    stave.add_temporal_attention(model)
+    assert [hasattr(b, "temp_attn") for b in stave.vision_tower(model).encoder.layer] == [True, True, False]
+    bare = stave.add_temporal_attention(stave.vision_tower(tiny_model(PRESET)))  # a bare tower: every block
+    assert all(hasattr(b, "temp_attn") for b in bare.encoder.layer)
+
+
+def test_rms_norm_towers_get_an_rms_norm3_and_stay_the_identity_at_zero_init():
+    """InternViT-6B's blocks: RMSNorm and qk-norm."""
+    model = tiny_variant(vision=dict(norm_type="rms_norm", use_qk_norm=True))
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    with torch.no_grad():
+        base = model(**inputs).logits
+        stave.add_temporal_attention(model)
+        assert (model(**inputs).logits - base).abs().max() <= 1e-6
+    block = stave.vision_tower(model).encoder.layer[0]
+    assert type(block.norm3).__name__ == "InternVLVisionRMSNorm"
+
+
+def test_stage_one_gradients_reach_exactly_the_temporal_parameters():
+    model = tiny_model(PRESET).train()
+    stave.add_temporal_attention(model, init="random")
+    model.requires_grad_(False)
+    for _, param in stave.temporal_parameters(model):
+        param.requires_grad_(True)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    temporal = {n for n, _ in stave.temporal_parameters(model)}
+    assert set(grads) == temporal and len(temporal) == 3 * 6  # qkv, proj (weight, bias), norm3 (weight, bias)
+    assert all(g.abs().max() > 0 for g in grads.values())
+
+
+def test_save_and_load_round_trip_reproduces_outputs(tmp_path):
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model, gate="layerscale", gate_init=0.5)
+    randomize_temporal(model)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    model.save_pretrained(tmp_path)
+    loaded = stave.load_model(tmp_path)
+    assert stave.temporal_config(loaded) == stave.temporal_config(model)
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_pooled_video_reaches_the_llm_as_the_mean_of_its_frames_projected_tokens():
+    """Each video's projected tokens averaged over its frames; an image of 2 tiles keeps both tiles' tokens."""
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    items = torch.tensor([[2, 0], [4, 1], [2, 1]])  # an image of 2 tiles, videos of 4 and 2 frames
+    inputs = dict(model_inputs(model, videos=VIDEOS[:2], images=IMAGES), pixel_items=items)
+    base = stave.modeling._language_side(model)
+
+    def image_features(inputs):
+        out = base.get_image_features(inputs["pixel_values"], pixel_items=inputs["pixel_items"])
+        return out if isinstance(out, torch.Tensor) else stave.models.vision_outputs(out)[0]
+
+    with torch.no_grad():
+        features = image_features(inputs)
+        stave.set_temporal_pooling(model, "mean")
+        pooled_inputs = dict(model_inputs(model, videos=VIDEOS[:2], images=IMAGES), pixel_items=items)
+        pooled = image_features(pooled_inputs)
+        logits = model(**pooled_inputs).logits
+    assert pooled.shape[0] == 2 + 2  # the image's tiles, then one row per video
+    torch.testing.assert_close(pooled[:2], features[:2])
+    torch.testing.assert_close(pooled[2], features[2:6].mean(0))
+    torch.testing.assert_close(pooled[3], features[6:8].mean(0))
+    assert pooled_inputs["input_ids"].shape[1] == inputs["input_ids"].shape[1] - (3 + 1) * 4
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("pooling", [None, "mean"])
+def test_generate_equals_the_step_by_step_forward(pooling):
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    stave.set_temporal_pooling(model, pooling)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False, min_new_tokens=4)
+        ids = inputs["input_ids"]
+        for _ in range(4):
+            step = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids))
+            ids = torch.cat([ids, model(**step).logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(generated, ids)
+
+
+@pytest.mark.parametrize(
+    ("attn", "dtype"), [("eager", torch.float32), ("sdpa", torch.bfloat16), ("eager", torch.float16)]
+)  # fmt: skip
+def test_runs_in_every_dtype_and_attention_backend(attn, dtype):
+    """STA's contribution survives half precision within the shares the Qwen families are held to."""
+    model = tiny_model(PRESET, attn_implementation=attn)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+    tower = stave.vision_tower(model)
+    with torch.no_grad():
+        reference = tower_features(model, inputs)
+        without = copy.deepcopy(tower)
+        for block in without.encoder.layer:
+            block.temp_attn.proj.weight.zero_()
+            block.temp_attn.proj.bias.zero_()
+        contribution = (reference - without(inputs["pixel_values"], pixel_items=inputs["pixel_items"])[0]).abs().max()
+        out = tower.to(dtype)(inputs["pixel_values"].to(dtype), pixel_items=inputs["pixel_items"]).last_hidden_state
+    assert out.dtype == dtype and torch.isfinite(out).all() and contribution > 0.05
+    tolerance = {torch.float32: 1e-5, torch.bfloat16: 0.03 * contribution, torch.float16: 0.005 * contribution}
+    assert (out.float() - reference).abs().max() < tolerance[dtype]
+
+
+def test_vision_tower_compiles():
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    tower = stave.vision_tower(model)
+    inputs = model_inputs(model, videos=VIDEOS[:1], images=IMAGES[:1])
+    with torch.no_grad():
+        eager = tower_features(model, inputs)
+        compiled = torch.compile(tower, backend="eager")(inputs["pixel_values"], pixel_items=inputs["pixel_items"])
+    torch.testing.assert_close(compiled.last_hidden_state, eager)
+
+
+def test_blocks_dispatched_by_accelerate_still_run_temporal_attention():
+    """device_map="auto" wraps each block's forward on the instance; STA must not be bypassed."""
+    hooks = pytest.importorskip("accelerate.hooks")
+    model = tiny_model(PRESET)
+    for block in stave.vision_tower(model).encoder.layer:
+        hooks.add_hook_to_module(block, hooks.ModelHook())
+    inputs = model_inputs(model, videos=VIDEOS[:1])
+    with torch.no_grad():
+        base = tower_features(model, inputs)
+        stave.add_temporal_attention(model, init="random")
+        assert (tower_features(model, inputs) - base).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpointed_blocks_give_the_same_gradients_and_recompute_sta_in_its_own_backward(reentrant):
+    """The encoder hands each checkpointed block its layout as an argument: the recomputation gets the same layout
+    (same gradients), and STA runs three times per step without reentrant checkpointing (forward, the block's
+    recomputation, its own recomputation)."""
+    grads, calls = [], []
+    inputs = None
+    for checkpointing in (False, True):
+        model = tiny_model(PRESET).train()
+        stave.add_temporal_attention(model)
+        randomize_temporal(model)
+        if checkpointing:
+            enable_checkpointing(model, reentrant)
+            assert all(block.gradient_checkpointing for block in stave.vision_tower(model).encoder.layer)
+            block = stave.vision_tower(model).encoder.layer[0]
+            block.temp_attn.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+        inputs = inputs or model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
+        model(**inputs, labels=inputs["input_ids"]).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in stave.temporal_parameters(model)})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+    if not reentrant:
+        assert len(calls) == 3
+
+
+def test_explain_marks_the_one_patch_that_changes_at_its_image_position():
+    """STA in block 0 before spatial attention sees each patch's embedding alone (plus its position embedding), so
+    against the same video without the change only the changing patch's temporal weights differ: the map puts that
+    difference at the patch's row and column of the frame (CLS and the other patches unmarked)."""
+    import numpy as np
+
+    from stave.explain import temporal_attention_map
+    from stave.presets import tiny_tokenizer
+    from stave.processing import VideoChatProcessor
+    from stave.video import VideoOptions
+
+    tokenizer = tiny_tokenizer(PRESET, ["."])
+    model = tiny_model(PRESET, tokenizer=tokenizer)
+    stave.add_temporal_attention(model, init="random", layers=[0], order="temporal_first")
+    processor = VideoChatProcessor.for_model(tokenizer, model, VideoOptions(nframes=8))
+    row, column, p = 1, 2, 8  # 32 x 32 frames: 4 x 4 patches of 8 pixels
+    video = np.full((8, 32, 32, 3), 90, dtype=np.uint8)
+    for i in range(8):
+        video[i, p * row : p * row + p, p * column : p * column + p] = 30 * i
+    result = temporal_attention_map(model, processor, video)
+    assert result.grid == (8, 4, 4) and torch.allclose(result.matrix.sum(-1), torch.ones(8))
+    still = temporal_attention_map(model, processor, np.full_like(video, 90)).cross_time()
+    departure = (result.cross_time() - still).abs().amax(0)  # (4, 4)
+    assert (departure > 1e-3).nonzero().tolist() == [[row, column]]
+
+
+# --- processing -------------------------------------------------------------------------------------------------
+
+
+def _assert_same_inputs(name: str, ours: dict, theirs: dict) -> None:
+    assert set(theirs) == {"input_ids", "pixel_values"}, name
+    assert ours["input_ids"].tolist() == theirs["input_ids"].tolist(), name
+    assert ours["pixel_values"].shape == theirs["pixel_values"].shape, name
+    # transformers rescales and normalises in one fused step: one float32 rounding apart at most
+    assert (ours["pixel_values"] - theirs["pixel_values"].float()).abs().max() <= 1e-6, name
+
+
+def _expected_pixel_items(case: dict, indices: list[list[int]]) -> list[list[int]]:
+    taken = iter(indices)
+    return [[len(next(taken)), 1] if kind == "video" else [1, 0] for kind, _ in case["sources"]]
+
+
+def test_inputs_equal_the_stored_outputs_of_transformers_processor():
+    """Token ids ("Frame{i}: <img> <IMG_CONTEXT> x 4 </img>" per frame, "<img> <IMG_CONTEXT> x 4 </img>" per image)
+    and pixel_values (32 x 32, ImageNet-normalised, images and frames in prompt order) equal what transformers
+    5.24's InternVLProcessor made of the same frames (tests/fixtures/make_internvl_processor_fixture.py): a video,
+    an image before an enlarged video, and video-image-video; pixel_items records each item's rows."""
+    from fixtures.make_internvl_processor_fixture import FIXTURE, conversation_cases, stave_inputs
+    from fixtures.make_internvl_processor_fixture import tokenizer as fixture_tokenizer
+    from safetensors.torch import load_file
+
+    stored = load_file(FIXTURE)
+    tok = fixture_tokenizer()
+    for case in conversation_cases():
+        ours, indices = stave_inputs(case, tok)
+        theirs = {key.split(".", 1)[1]: value for key, value in stored.items() if key.split(".", 1)[0] == case["name"]}
+        _assert_same_inputs(case["name"], ours, theirs)
+        assert ours["pixel_items"].tolist() == _expected_pixel_items(case, indices), case["name"]
+
+
+def test_inputs_equal_transformers_processor_live():
+    """The same comparison against transformers' InternVLProcessor run here, where torchvision imports."""
+    from conftest import skip_optional
+    from fixtures.make_internvl_processor_fixture import conversation_cases, reference_inputs, stave_inputs
+    from fixtures.make_internvl_processor_fixture import tokenizer as fixture_tokenizer
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:  # torchvision fails to import in several ways beside a mismatched torch
+        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+    tok = fixture_tokenizer()
+    for case in conversation_cases():
+        ours, indices = stave_inputs(case, tok)
+        _assert_same_inputs(case["name"], ours, reference_inputs(case, indices, tok))
+
+
+def test_a_pooled_model_gets_one_frame_block_per_video_and_a_batch_keeps_each_samples_items():
+    from fixtures.make_internvl_processor_fixture import conversation_cases
+
+    from stave.presets import tiny_tokenizer
+    from stave.processing import VideoChatProcessor
+    from stave.video import VideoOptions
+
+    tokenizer = tiny_tokenizer(PRESET, ["what", "happens", "here", "?"])
+    model = tiny_model(PRESET, tokenizer=tokenizer)
+    case = conversation_cases()[2]  # video (2 frames), image, video (2 frames)
+    context = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    options = VideoOptions(nframes=2)
+    plain = VideoChatProcessor.for_model(tokenizer, model, options).encode(case["messages"], train=False)
+    stave.set_temporal_pooling(model, "mean")
+    processor = VideoChatProcessor.for_model(tokenizer, model, options)
+    pooled = processor.encode(case["messages"], train=False)
+    assert (plain["input_ids"] == context).sum() == (2 + 1 + 2) * 4
+    assert (pooled["input_ids"] == context).sum() == (1 + 1 + 1) * 4
+    assert torch.equal(plain["pixel_values"], pooled["pixel_values"])
+    batch = processor.collate([pooled, processor.encode(conversation_cases()[0]["messages"], train=False)])
+    assert batch["pixel_items"].tolist() == [[2, 1], [1, 0], [2, 1], [2, 1]]
+    assert batch["pixel_values"].shape[0] == 7 and "mm_token_type_ids" not in batch
+    stave.add_temporal_attention(model)
+    randomize_temporal(model)
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()

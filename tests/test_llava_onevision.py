@@ -1,0 +1,401 @@
+"""LLaVA-OneVision (issue #15, Part B): processing equal to transformers' LlavaOnevisionProcessor, temporal pooling
+of each video's projected tokens, and STA in the SigLIP tower over each video's frames (never over images or the
+tiles of one image), on the tiny random preset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_temporal
+
+import stave
+from stave.models import vision_outputs
+from stave.models.llava_onevision import siglip_layers, video_frames
+from stave.presets import tiny_model, tiny_tokenizer
+from stave.processing import TRANSFORMERS_MAJOR, ConversationError, VideoChatProcessor
+from stave.testing import model_inputs
+from stave.video import VideoOptions
+
+PRESET = "tiny-llava-onevision"
+WORDS = ["what", "happens", "?", "left", "right", "up"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer(PRESET, WORDS)
+
+
+def conversation(frames, answer=None, fps=3.0):
+    messages = [
+        {"role": "user", "content": [{"type": "video", "video": frames, "source_fps": fps},
+                                     {"type": "text", "text": "what happens ?"}]},
+    ]  # fmt: skip
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def clip(seed, frames=8, height=40, width=56):
+    return np.random.default_rng(seed).integers(0, 255, (frames, height, width, 3), dtype=np.uint8)
+
+
+# --- processing -------------------------------------------------------------------------------------------------
+
+
+def _assert_same_inputs(name: str, ours: dict, theirs: dict) -> None:
+    assert set(theirs) <= set(ours), (name, sorted(set(theirs) - set(ours)))
+    for key, expected in theirs.items():
+        expected = torch.as_tensor(expected)
+        if expected.is_floating_point():
+            assert ours[key].shape == expected.shape, (name, key)
+            # transformers rescales and normalises in one fused step: one float32 rounding apart at most
+            assert (ours[key] - expected.float()).abs().max() <= 1e-6, (name, key)
+        else:
+            assert ours[key].tolist() == expected.tolist(), (name, key)
+
+
+def test_inputs_equal_the_stored_outputs_of_transformers_processor():
+    """Token ids (each `<video>` as F * 2 * 2 + 1 `<video>` tokens: frames, pooled 2 x 2 per frame, the newline) and
+    pixel_values_videos (frames resized to 32 x 32, SigLIP-normalised) equal what transformers 5.24's
+    LlavaOnevisionProcessor made of the same frames (tests/fixtures/make_llava_onevision_processor_fixture.py):
+    a shrunk, an enlarged clip and two videos in one prompt."""
+    from fixtures.make_llava_onevision_processor_fixture import FIXTURE, conversation_cases, stave_inputs
+    from fixtures.make_llava_onevision_processor_fixture import tokenizer as fixture_tokenizer
+    from safetensors.torch import load_file
+
+    stored = load_file(FIXTURE)
+    tok = fixture_tokenizer()
+    for case in conversation_cases():
+        ours, _ = stave_inputs(case, tok)
+        theirs = {key.split(".", 1)[1]: value for key, value in stored.items() if key.split(".", 1)[0] == case["name"]}
+        assert set(theirs) == {"input_ids", "pixel_values_videos"}, case["name"]
+        _assert_same_inputs(case["name"], ours, theirs)
+
+
+def test_inputs_equal_transformers_processor_live():
+    """The same comparison against transformers' LlavaOnevisionProcessor run here, where torchvision imports."""
+    from conftest import skip_optional
+    from fixtures.make_llava_onevision_processor_fixture import (
+        conversation_cases,
+        reference_inputs,
+        stave_inputs,
+    )
+    from fixtures.make_llava_onevision_processor_fixture import tokenizer as fixture_tokenizer
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:  # torchvision fails to import in several ways beside a mismatched torch
+        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+    tok = fixture_tokenizer()
+    for case in conversation_cases():
+        ours, indices = stave_inputs(case, tok)
+        _assert_same_inputs(case["name"], ours, reference_inputs(case, indices, tok))
+
+
+def test_a_pooled_model_gets_one_frames_tokens_and_the_newline_per_video(tokenizer):
+    model = tiny_model(PRESET, tokenizer=tokenizer)
+    video = tokenizer.convert_tokens_to_ids("<video>")
+    options = VideoOptions(nframes=6)
+    plain = VideoChatProcessor.for_model(tokenizer, model, options).encode(conversation(clip(0)), train=False)
+    stave.set_temporal_pooling(model, "mean")
+    pooled = VideoChatProcessor.for_model(tokenizer, model, options).encode(conversation(clip(0)), train=False)
+    assert (plain["input_ids"] == video).sum() == 6 * 4 + 1
+    assert (pooled["input_ids"] == video).sum() == 4 + 1
+    assert torch.equal(plain["pixel_values_videos"], pooled["pixel_values_videos"])
+    assert "mm_token_type_ids" not in VideoChatProcessor.for_model(tokenizer, model).collate([pooled])
+
+
+def test_images_are_refused_naming_the_sample(tokenizer):
+    model = tiny_model(PRESET, tokenizer=tokenizer)
+    processor = VideoChatProcessor.for_model(tokenizer, model)
+    content = [{"type": "image", "image": clip(0, frames=1)[0]}, {"type": "text", "text": "?"}]
+    image = {"role": "user", "content": content}
+    with pytest.raises(ConversationError, match="^record 3: LLaVA-OneVision: stave's processor takes videos only"):
+        processor.encode([image], train=False, name="record 3")
+
+
+# --- STA in the SigLIP tower ------------------------------------------------------------------------------------
+
+SIDE = 4  # the tiny tower's 32 x 32 frames in 8 x 8 patches: 4 x 4 patches per frame
+
+
+def frames(count, seed=0):
+    """(count, 3, 32, 32) random pixels (already normalised)."""
+    return torch.randn(count, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def tower_tokens(tower, pixels, frames_per_video=None):
+    """The tower's last hidden states (rows, 16, D): videos of `frames_per_video` frames, or images without."""
+    if frames_per_video is None:
+        return tower(pixels).last_hidden_state
+    with video_frames(frames_per_video):
+        return tower(pixels).last_hidden_state
+
+
+def features(model, kind, *args):
+    """get_image_features / get_video_features of the base model with the config's feature layer and strategy
+    (transformers 4.57 requires them), every tensor it hands the LLM (vision_outputs)."""
+    config = model.config
+    selection = dict(
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+    )
+    return vision_outputs(getattr(model.model, f"get_{kind}_features")(*args, **selection))
+
+
+def sta_model(**overrides):
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model, **overrides)
+    randomize_temporal(model)
+    return model
+
+
+@pytest.mark.parametrize("order", ["spatial_first", "temporal_first"])
+def test_zero_init_is_exact_identity_on_videos_and_images(order):
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, videos=[(3, SIDE, SIDE), (3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
+    with torch.no_grad():
+        before = model(**inputs).logits
+        stave.add_temporal_attention(model, order=order)
+        after = model(**inputs).logits
+    assert type(model.model).__name__ == "StaveLlavaOnevisionModel"  # its videos tell the tower their frames
+    assert (after - before).abs().max() <= 1e-6
+
+
+def test_videos_change_and_images_and_tiles_stay_identical_through_the_model():
+    """With random STA, a video's features change and an image's (a base image and its tile, rows of one tower
+    call) are those of the stock model, bit for bit — even with images="apply": images and tiles are not time."""
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, videos=[(4, SIDE, SIDE)], images=[(1, SIDE, SIDE), (1, SIDE, SIDE)])
+    with torch.no_grad():
+        images = features(model, "image", inputs["pixel_values"], inputs["image_sizes"])
+        videos = features(model, "video", inputs["pixel_values_videos"])
+        stave.add_temporal_attention(model, images="apply")
+        randomize_temporal(model)
+        images_sta = features(model, "image", inputs["pixel_values"], inputs["image_sizes"])
+        videos_sta = features(model, "video", inputs["pixel_values_videos"])
+    for before, after in zip(images, images_sta, strict=True):
+        assert torch.equal(before, after)
+    assert (videos_sta[0] - videos[0]).abs().max() > 1e-3
+
+
+def test_update_lands_on_its_own_patch_in_every_frame_of_its_own_video():
+    """With spatial attention and MLP silenced, a layer is x + STA(norm3(x)): perturbing one patch of one frame
+    changes exactly that patch position in every frame of that video, nothing in the other video."""
+    model = sta_model()
+    tower = stave.vision_tower(model)
+    with torch.no_grad():
+        for layer in siglip_layers(tower):
+            for module in (layer.self_attn, layer.mlp):
+                for param in module.parameters():
+                    param.zero_()
+    pixels = frames(6)  # two videos of 3 frames
+    changed = pixels.clone()
+    changed[4, :, 8:16, 16:24] += 3.0  # video 1, its frame 1, patch (row 1, column 2) = position 6
+    with torch.no_grad():
+        diff = (tower_tokens(tower, changed, 3) - tower_tokens(tower, pixels, 3)).abs().sum(-1)  # (6, 16)
+    assert set(map(tuple, torch.nonzero(diff > 1e-6).tolist())) == {(3, 6), (4, 6), (5, 6)}
+
+
+def test_reversing_the_frames_changes_the_output():
+    model = sta_model()
+    tower = stave.vision_tower(model)
+    pixels = frames(4)
+    with torch.no_grad():
+        out = tower_tokens(tower, pixels, 4)
+        out_reversed = tower_tokens(tower, pixels.flip(0), 4).flip(0)
+    assert (out - out_reversed).abs().max() > 1e-3
+
+
+def test_a_video_is_the_same_alone_and_batched_with_others():
+    model = sta_model()
+    tower = stave.vision_tower(model)
+    pixels = frames(9)
+    with torch.no_grad():
+        together = tower_tokens(tower, pixels, 3)
+        for k in range(3):
+            alone = tower_tokens(tower, pixels[3 * k : 3 * k + 3], 3)
+            torch.testing.assert_close(together[3 * k : 3 * k + 3], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_blocks_after_the_feature_layer_get_no_sta_and_naming_one_is_refused():
+    """vision_feature_layer -2 takes the hidden states before the last layer: STA goes into layers 0 and 1 only."""
+    model = tiny_model(PRESET)
+    model.config.vision_feature_layer = -2
+    stave.add_temporal_attention(model)
+    layers = siglip_layers(stave.vision_tower(model))
+    assert [hasattr(layer, "temp_attn") for layer in layers] == [True, True, False]
+    other = tiny_model(PRESET)
+    other.config.vision_feature_layer = -2
+    with pytest.raises(ValueError, match=r"blocks \[2\] come after the vision feature layer"):
+        stave.add_temporal_attention(other, layers=[0, 2])
+
+
+def test_stage_one_gradients_are_exactly_stas_and_all_of_them_learn():
+    model = tiny_model(PRESET).train()
+    stave.add_temporal_attention(model)
+    temporal = dict(stave.temporal_parameters(model))
+    assert len(temporal) == 3 * 6  # temp_attn.qkv, temp_attn.proj, norm3 (weight and bias each) in 3 layers
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in temporal)
+    optimizer = torch.optim.AdamW(list(temporal.values()), lr=1e-2)
+    inputs = model_inputs(model, videos=[(3, SIDE, SIDE), (3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
+    labels = inputs["input_ids"].clone()
+    model(**inputs, labels=labels).loss.backward()
+    assert {name for name, param in model.named_parameters() if param.grad is not None} == set(temporal)
+    for name, param in temporal.items():  # zero init: only proj gets signal at step 0
+        assert (param.grad.abs().max() > 0) == (".temp_attn.proj." in name), name
+    optimizer.step()
+    optimizer.zero_grad()
+    model(**inputs, labels=labels).loss.backward()
+    for name, param in temporal.items():
+        assert param.grad.abs().max() > 0, name
+
+
+def test_save_and_load_model_reproduce_the_outputs_exactly(tmp_path):
+    model = sta_model()
+    stave.set_temporal_pooling(model, "mean")
+    inputs = model_inputs(model, videos=[(3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
+    model.save_pretrained(tmp_path)
+    loaded = stave.load_model(tmp_path)
+    assert type(loaded.model).__name__ == "StaveLlavaOnevisionModel" and stave.temporal_pooling(loaded) == "mean"
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
+
+
+@pytest.mark.parametrize("pooling", [None, "mean"])
+def test_generate_equals_the_step_by_step_greedy_forward(pooling):
+    model = stave.set_temporal_pooling(sta_model(), pooling)
+    inputs = model_inputs(model, videos=[(4, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
+    assert (inputs["input_ids"] == model.config.video_token_index).sum() == (1 if pooling else 4) * 4 + 1
+    placeholders = [model.config.video_token_index, model.config.image_token_index]  # a text answer holds none
+    with torch.no_grad():
+        out = model.generate(
+            **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=2, output_logits=True,
+            return_dict_in_generate=True, suppress_tokens=placeholders,
+        )  # fmt: skip
+        prompt, tokens = inputs["input_ids"].shape[1], out.sequences
+        for k in range(3):
+            ids = tokens[:, : prompt + k]
+            grown = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            full = model(**grown).logits[0, -1]
+            torch.testing.assert_close(out.logits[k][0], full, atol=1e-5, rtol=1e-4)
+            full[placeholders] = -torch.inf
+            assert tokens[0, prompt + k] == full.argmax(), k
+
+
+def test_pooled_llm_inputs_of_a_clip_and_its_reverse_are_equal_without_sta_and_differ_with_it():
+    model = stave.set_temporal_pooling(tiny_model(PRESET), "mean")
+    clip_frames = frames(4)[None]
+    with torch.no_grad():
+        forward = features(model, "video", clip_frames)[0]
+        backward = features(model, "video", clip_frames.flip(1))[0]
+        torch.testing.assert_close(forward, backward, atol=1e-7, rtol=1e-6)
+        assert forward.shape[-2] == 4 + (1 if TRANSFORMERS_MAJOR >= 5 else 0)  # 2 x 2 tokens (5.x: and the newline)
+        stave.add_temporal_attention(model)
+        randomize_temporal(model)
+        forward = features(model, "video", clip_frames)[0]
+        backward = features(model, "video", clip_frames.flip(1))[0]
+    # the tiny projector's outputs are small (largest about 0.03): STA's change is a few % of them, 1000x the
+    # rounding differences of the reversed clip without STA
+    tokens = slice(0, 4)  # the 2 x 2 pooled tokens, not the newline (5.x)
+    assert (forward[:, tokens] - backward[:, tokens]).abs().max() > 0.01 * forward[:, tokens].abs().max()
+
+
+def test_lora_targets_the_siglip_and_llm_linears_never_sta_and_a_blank_image_reaches_every_tower_parameter():
+    from peft import get_peft_model
+
+    from stave.training.recipe import LoraSection
+    from stave.training.run import vision_participation
+    from stave.training.stages import lora_config
+
+    model = stave.add_temporal_attention(tiny_model(PRESET).train())
+    peft_model = get_peft_model(model, lora_config(model, LoraSection(), with_temporal=True))
+    adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in peft_model.named_parameters() if ".lora_A." in name}
+    tower_layers = {name for name in adapted if ".encoder.layers." in name}
+    llm_layers = {name for name in adapted if ".language_model." in name}
+    assert len(tower_layers) == 3 * 6 and len(llm_layers) == 2 * 7 and len(adapted) == 3 * 6 + 2 * 7
+    assert not any("temp_attn" in name or "norm3" in name or "projector" in name for name in adapted)
+    # a text-only batch: the blank image (no temporal update) still reaches every tower parameter, STA's included
+    inputs = model_inputs(model, text_tokens=5)
+    with vision_participation(peft_model):
+        peft_model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    tower = stave.vision_tower(model)
+    trainable = [(name, p) for name, p in tower.named_parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for _, p in trainable), [n for n, p in trainable if p.grad is None]
+
+
+# --- commands ---------------------------------------------------------------------------------------------------
+
+
+def test_forward_train_eval_ask_and_explain_from_the_command_line(tmp_path, capsys):
+    """The tiny preset goes through every command: forward, a 2-step two-stage train (STA, then STA + LoRA) from
+    configs/tiny.yaml, eval of the trained model on an MVBench layout, ask and explain (a t x t map over its 4
+    frames of 4 x 4 patches)."""
+    import json
+
+    from benchmark_fixtures import write_mvbench
+    from conftest import ROOT
+    from training_data import moving_square, write_dataset
+
+    from stave.cli import main
+    from stave.video.encode import write_video
+
+    assert main(["forward", "--preset", PRESET]) == 0
+    assert "max |diff| to base = 0\n" in capsys.readouterr().out
+
+    data = write_dataset(tmp_path / "data", 4)
+    output = tmp_path / "run"
+    overrides = [f"model.path={PRESET}", f"data.datasets.0.path={data}", f"output_dir={output}",
+                 "training.max_steps=2", "training.save_steps=2", "data.video.nframes=4"]  # fmt: skip
+    assert main(["train", str(ROOT / "configs" / "tiny.yaml"), *overrides]) == 0
+    model = output / "stage2" / "model"
+    loaded = stave.load_model(model)
+    assert stave.temporal_config(loaded) is not None and type(loaded.model).__name__ == "StaveLlavaOnevisionModel"
+    capsys.readouterr()
+
+    def clip(path):
+        write_video(path, moving_square("left" if "a" in path.stem else "right", frames=8), fps=4)
+
+    tasks = {"action_antonym": [
+        {"video": "a.mp4", "question": f"which way {k} ?", "candidates": ["left", "right"], "answer": "left"}
+        for k in range(2)
+    ]}  # fmt: skip
+    bench = write_mvbench(tmp_path / "mvbench", tasks, video_writer=clip)
+    assert main(["eval", "--model", str(model), "--benchmark", "mvbench", "--data", str(bench), "--frames", "4",
+                 "--output", str(tmp_path / "eval"), "--scoring", "loglik"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["overall"]["n"] == 2
+
+    clip_path = write_video(tmp_path / "clip.mp4", moving_square("left", frames=8), fps=4)
+    flags = ["--model", str(model), "--video", str(clip_path), "--frames", "4"]
+    capsys.readouterr()
+    assert main(["ask", *flags, "which way ?", "--max-new-tokens", "2"]) == 0
+    answer = stave.evaluation.ask(str(model), clip_path, "which way ?", video_options=VideoOptions(nframes=4),
+                                  max_new_tokens=2)  # fmt: skip
+    assert capsys.readouterr().out == (answer or "(the model produced no text)") + "\n"
+    assert main(["explain", *flags, "--out", str(tmp_path / "map.png")]) == 0
+    assert "grid t,h,w = (4, 4, 4)" in capsys.readouterr().out and (tmp_path / "map.png").stat().st_size > 2000
+
+
+def test_llava_next_video_is_refused_with_a_type_error_naming_the_supported_classes():
+    """LLaVA-NeXT-Video (CLIP with CLS) is not supported yet (README: its processing is not written)."""
+    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+
+    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=32, patch_size=8)  # fmt: skip
+    text = dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=128)  # fmt: skip
+    config = LlavaNextVideoConfig(vision_config=vision, text_config=text, image_token_index=120, video_token_index=121)
+    model = LlavaNextVideoForConditionalGeneration(config)
+    with pytest.raises(TypeError, match=r"LLaVA-OneVision: .*; got LlavaNextVideoForConditionalGeneration"):
+        stave.add_temporal_attention(model)
+
+
+def test_info_counts_sta_on_the_published_tower(capsys):
+    """26 SigLIP layers of width 1152 (16 heads of 72): the same STA per block as Qwen3-VL-8B's blocks."""
+    from stave.cli import main
+
+    assert main(["info", "--preset", "llava-onevision-7b"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("llava-onevision-7b"))
+    assert row.split()[1:6] == ["26", "26", "4x72", "397,747,744", "1,331,424"]
