@@ -72,6 +72,17 @@ def packed_grid_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple
     return grid_items(grid_thw, pixels.shape[0])
 
 
+def raster_order(tower: nn.Module, h: int, w: int) -> torch.Tensor:
+    """The token order of a tower whose blocks see a frame's patches in the order of its input rows: (h*w,)."""
+    return torch.arange(h * w)
+
+
+def spatial_heads(vision_config: Any) -> int:
+    """The heads of a vision config's blocks: `num_heads` (Qwen) or `num_attention_heads` (SigLIP, InternViT, ...)."""
+    heads = getattr(vision_config, "num_heads", None)
+    return heads if heads is not None else vision_config.num_attention_heads
+
+
 class UnsupportedMedia(StaveError, ValueError):
     """A kind of media a family's processing does not take (LLaVA-OneVision: images); the processor names the
     sample (stave.conversations.ConversationError), so training skips it under on_error=skip."""
@@ -190,7 +201,7 @@ class VisionFamily:
         vision_linears: names (within a block) of the attention and MLP linears that LoRA adapts.
         token_order: (tower, h, w) -> (h*w,) long: for one temporal patch of h x w patches, the index into the
             tower's input rows (the processor's patch order, stave.video.packing) of each row its blocks see;
-            the same for every temporal patch of a video.
+            the same for every temporal patch of a video. Default: the input order (raster_order).
         model_type: config.model_type of the family's full model.
         media: how its processor turns videos and images into tensors and prompt text (MediaFormat); None for
             a video classifier, which has no prompt (stave.classification reads its clips).
@@ -209,7 +220,8 @@ class VisionFamily:
         row_prefix: for towers whose blocks see (R, S, D) rows: tokens at the start of every row that STA leaves
             alone (a CLS token: 1).
         blocks: tower -> the ModuleList of its blocks (STA goes into these).
-        spatial_heads: vision config -> the number of heads of the blocks' spatial attention.
+        spatial_heads: vision config -> the number of heads of the blocks' spatial attention (default: its
+            num_heads, else num_attention_heads).
         feature_blocks: model -> how many leading blocks produce what the LLM gets (LLaVA-OneVision: those up to
             vision_feature_layer), None for all; STA goes only into those (later blocks' outputs are unused).
         video_options: how its videos are sampled and resized where the user gives no options (what its
@@ -232,8 +244,8 @@ class VisionFamily:
     width: Callable[[object], int]
     make_norm: Callable[[nn.Module, int], nn.Module]
     vision_linears: tuple[str, ...]
-    token_order: Callable[[nn.Module, int, int], torch.Tensor]
     model_type: str
+    token_order: Callable[[nn.Module, int, int], torch.Tensor] = raster_order
     media: MediaFormat | None = None
     vision_blocks: str = r"visual\.blocks\.\d+"
     llm_layers: str = r"language_model\.layers\.\d+"
@@ -248,7 +260,7 @@ class VisionFamily:
     temporal_items: Callable[[nn.Module, tuple, dict], list[tuple[int, int, bool]]] = packed_grid_items
     row_prefix: int = 0
     blocks: Callable[[nn.Module], nn.ModuleList] = lambda tower: tower.blocks
-    spatial_heads: Callable[[Any], int] = lambda config: config.num_heads
+    spatial_heads: Callable[[Any], int] = spatial_heads
     feature_blocks: Callable[[nn.Module], int | None] | None = None
     video_options: VideoOptions = VideoOptions()
     prepare_model: Callable[[nn.Module], None] | None = None

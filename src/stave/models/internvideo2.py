@@ -46,7 +46,6 @@ INTERNVIDEO2 = VisionFamily(
     width=lambda config: config.hidden_size,
     make_norm=lambda block, dim: nn.RMSNorm(dim, eps=block.norm1.eps),
     vision_linears=("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
-    token_order=lambda tower, h, w: torch.arange(h * w),
     model_type="internvideo2",
     llm_linears=(),
     # the authors' fine-tuning data pipeline normalises with ImageNet's mean and std (imagenet_default_mean_and_std)

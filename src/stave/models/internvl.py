@@ -45,7 +45,7 @@ from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
 from ..video.options import VideoOptions
 from . import MediaFormat, VisionFamily
-from .llava_onevision import FrameSpec, feature_blocks, normalise  # fixed-size frames; vision_feature_layer
+from .frame_towers import FrameSpec, feature_blocks, normalise
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 IMAGE_CONTEXT, IMAGE_START, IMAGE_END, VIDEO = "<IMG_CONTEXT>", "<img>", "</img>", "<video>"
@@ -422,7 +422,6 @@ INTERNVL = VisionFamily(
     vision_linears=(
         "attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.projection_layer", "mlp.fc1", "mlp.fc2"
     ),  # fmt: skip
-    token_order=lambda tower, h, w: torch.arange(h * w),
     model_type="internvl",
     media=InternVLMedia(),
     vision_blocks=r"vision_tower\.encoder\.layer\.\d+",
@@ -431,7 +430,6 @@ INTERNVL = VisionFamily(
     temporal_items=temporal_items,
     row_prefix=1,
     blocks=lambda tower: tower.encoder.layer,
-    spatial_heads=lambda config: config.num_attention_heads,
     feature_blocks=feature_blocks,
     prepare_model=prepare_model,
     video_options=VIDEO_OPTIONS,

@@ -39,6 +39,7 @@ from ..config import POOLING_KEY
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
 from . import MediaFormat, UnsupportedMedia, VisionFamily
+from .frame_towers import FrameSpec, feature_blocks, normalise
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
@@ -61,15 +62,6 @@ def video_frames(frames: int) -> Iterator[None]:
         yield
     finally:
         _FRAMES.reset(token)
-
-
-def feature_layers(config: Any) -> int:
-    """How many encoder layers feed the selected feature layer(s) (hidden_states[i] is the output of layer i - 1;
-    hidden_states[0] the embeddings): STA in a later layer would change nothing the LLM sees."""
-    layers = config.vision_config.num_hidden_layers
-    selected = config.vision_feature_layer
-    selected = [selected] if isinstance(selected, int) else list(selected)
-    return max(index % (layers + 1) for index in selected)
 
 
 def temporal_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple[int, int, bool]]:
@@ -129,15 +121,6 @@ def tell_frames(model: nn.Module) -> None:
             module.__class__ = StaveLlavaOnevisionModel
 
 
-def feature_blocks(model: nn.Module) -> int | None:
-    """How many of the tower's blocks feed the LLM (feature_layers), from the config of a full or base model;
-    None for a bare tower (its config does not say)."""
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "vision_feature_layer"):
-        return None
-    return feature_layers(config)
-
-
 def siglip_layers(tower: nn.Module) -> nn.ModuleList:
     """The encoder layers of a SiglipVisionModel (transformers 4.57: under `vision_model`; 5.x: on the model)."""
     inner = getattr(tower, "vision_model", tower)
@@ -170,21 +153,6 @@ def pooled_video_features(base: nn.Module, *args: Any, **kwargs: Any):
 
 
 POOLED_METHODS = (("get_video_features", pooled_video_features),)
-
-
-@dataclasses.dataclass(frozen=True)
-class FrameSpec:
-    """How LLaVA-OneVision's tower takes a frame: resized to image_size x image_size, cut into patch_size patches,
-    normalised with mean and std; `factor` (what stave.video rounds frame sides to) is the image size."""
-
-    image_size: int
-    patch_size: int
-    mean: tuple[float, float, float] = SIGLIP_MEAN
-    std: tuple[float, float, float] = SIGLIP_STD
-
-    @property
-    def factor(self) -> int:
-        return self.image_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,16 +247,6 @@ class LlavaOnevisionMedia(MediaFormat):
         return inputs
 
 
-def normalise(frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
-    """(T, 3, S, S) uint8 -> float32 (x / 255 - mean) / std, as transformers' image and video processors (rescale,
-    then normalise)."""
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (frames.to(torch.float32) * (1 / 255) - mean) / std
-
-
-
-
 LLAVA_ONEVISION = VisionFamily(
     name="LLaVA-OneVision",
     tower_class=siglip.SiglipVisionModel,
@@ -301,7 +259,6 @@ LLAVA_ONEVISION = VisionFamily(
     vision_linears=(
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"
     ),  # fmt: skip
-    token_order=lambda tower, h, w: torch.arange(h * w),
     model_type="llava_onevision",
     media=LlavaOnevisionMedia(),
     vision_blocks=r"vision_tower\.(vision_model\.)?encoder\.layers\.\d+",
@@ -309,7 +266,6 @@ LLAVA_ONEVISION = VisionFamily(
     pooled_methods=POOLED_METHODS,
     temporal_items=temporal_items,
     blocks=siglip_layers,
-    spatial_heads=lambda config: config.num_attention_heads,
     feature_blocks=feature_blocks,
     prepare_model=tell_frames,
 )

@@ -4,7 +4,6 @@ its blocks see them in the processor's order."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from transformers.models.qwen2_vl import modeling_qwen2_vl as qwen2_vl
 
@@ -29,7 +28,6 @@ QWEN2_VL = VisionFamily(
     width=lambda config: config.embed_dim,
     make_norm=lambda block, dim: nn.LayerNorm(dim, eps=block.norm1.eps),
     vision_linears=("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
-    token_order=lambda tower, h, w: torch.arange(h * w),
     model_type="qwen2_vl",
     pooled_methods=POOLED_METHODS,
     check_pooling=check_pooling,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
-import torch
 import transformers
 from torch import nn
 
@@ -98,7 +97,6 @@ def _family(name: str, model_type: str, module_name: str, prefix: str, *, moe: b
         width=lambda config: config.hidden_size,
         make_norm=lambda block, dim: nn.LayerNorm(dim, eps=block.norm1.eps),
         vision_linears=("attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"),
-        token_order=lambda tower, h, w: torch.arange(h * w),
         model_type=model_type,
         pooled_methods=POOLED_METHODS,
         check_pooling=check_pooling,

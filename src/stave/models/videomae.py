@@ -88,12 +88,10 @@ VIDEOMAE = VisionFamily(
         "intermediate.dense",
         "output.dense",
     ),  # fmt: skip
-    token_order=lambda tower, h, w: torch.arange(h * w),
     model_type="videomae",
     llm_linears=(),
     # VideoMAEImageProcessor's defaults: ImageNet's
     temporal_items=temporal_items,
     blocks=lambda tower: tower.layer,
-    spatial_heads=lambda config: config.num_attention_heads,
     prepare_model=_switch_encoder,
 )
