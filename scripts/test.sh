@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh --extras), lint, and run the test suite on transformers 5.x and, less the tests marked
+# Set up (scripts/setup.sh; .venv/extras in the background), lint, and run the test suite (in parallel processes,
+# pytest-xdist) on transformers 5.x and, less the tests marked
 # version_independent (their outcome cannot depend on the version: tests/version_independence.py), on 4.57, where
 # the DeepSpeed ZeRO-2/ZeRO-3 tests must run (STAVE_EXPECT_DEEPSPEED=1: a skip is a failure); then,
 # in .venv/extras (torch 2.14.1 with torchvision, torchcodec and decord2), the optional backends' tests and the
@@ -9,7 +10,7 @@
 # Arguments go to the main runs only; with arguments the extras run is left out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/setup.sh --extras
+bash scripts/setup.sh
 # stave app's browser test (tests/test_app_browser.py) drives Debian's Chromium with Selenium: installed with apt-get
 # where missing (as root). Where it cannot be, that test skips, and this says so loudly (here and at the end).
 browser_note=""
@@ -28,12 +29,26 @@ if [ -z "$browser_note" ]; then
 else
   echo "!!!!! $browser_note: the browser test of stave app (tests/test_app_browser.py) will SKIP !!!!!" >&2
 fi
+# .venv/extras (a few minutes of downloads on a fresh clone) is set up in the background while the main runs test,
+# unless arguments leave the extras run out; its output is printed before that run.
+extras_setup_pid=""
+if [ "$#" -eq 0 ]; then
+  bash scripts/setup.sh --extras >.venv/extras-setup.out 2>&1 &
+  extras_setup_pid=$!
+fi
 .venv/bin/python -m ruff check src tests benchmarks
+# The tests run in parallel processes (pytest-xdist), one per CPU core unless STAVE_TEST_WORKERS says otherwise
+# (tests/conftest.py gives each its share of torch threads).
+workers=(-n "${STAVE_TEST_WORKERS:-auto}")
 echo "== tests, transformers $(.venv/bin/python -c 'import transformers; print(transformers.__version__)')"
-STAVE_EXPECT_DEEPSPEED=1 STAVE_EXPECT_TRANSFORMERS=5. .venv/bin/python -m pytest -q "$@"
+STAVE_EXPECT_DEEPSPEED=1 STAVE_EXPECT_TRANSFORMERS=5. .venv/bin/python -m pytest -q "${workers[@]}" "$@"
 echo "== tests, transformers 4.57 (not the version_independent ones)"
 STAVE_EXPECT_DEEPSPEED=1 STAVE_EXPECT_TRANSFORMERS=4.57. PYTHONPATH=.venv/compat/transformers-4.57 \
-  .venv/bin/python -m pytest -q -m "not version_independent" "$@"
+  .venv/bin/python -m pytest -q "${workers[@]}" -m "not version_independent" "$@"
+if [ -n "$extras_setup_pid" ]; then
+  wait "$extras_setup_pid" || { cat .venv/extras-setup.out; exit 1; }
+  cat .venv/extras-setup.out
+fi
 if [ "$#" -gt 0 ]; then
   echo "== optional backends and live processor parity: left out (arguments given)"
 elif [ -f .venv/extras/.stave-setup ]; then

@@ -41,6 +41,13 @@ def require_deepspeed() -> None:
         skip_optional("deepspeed is not installed (scripts/setup.sh installs it)", expected="STAVE_EXPECT_DEEPSPEED")
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (scripts/test.sh), each worker process gets its share of the cores for torch's threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
 @pytest.fixture(params=FAMILIES)
 def preset(request) -> str:
     return request.param
