@@ -16,9 +16,6 @@ ORDERS = ("spatial_first", "temporal_first")
 INITS = ("zero", "random")
 IMAGE_POLICIES = ("skip", "apply")
 GATES = ("none", "layerscale")
-#: The forms of a temporal pooling mode (how a pooled model reduces each video's tokens over time before the LLM):
-#: "mean" averages over all of a video's temporal patches, "mean:K" over each run of K consecutive ones.
-TEMPORAL_POOLING_FORMS = ("mean", "mean:K")
 #: Name of the entry in the model config (config.json, top level) that records temporal pooling.
 POOLING_KEY = "temporal_pooling"
 #: How the LLM's rotary embedding places tokens: "mrope" (the model's stock M-RoPE) or "videorope" (VideoRoPE).
@@ -28,7 +25,8 @@ VIDEOROPE_TEMPORAL_SPACING = 2.0
 
 
 class PoolingModeError(StaveError, ValueError):
-    """A temporal pooling mode that is not one of TEMPORAL_POOLING_FORMS; the message names the value."""
+    """A temporal pooling mode other than "mean" and "mean:K" (K >= 2, pooling_window); the message names the value
+    and the accepted forms."""
 
 
 def pooling_window(mode: str | None) -> int | None:

@@ -167,8 +167,9 @@ def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
     """Pool each video's visual tokens over time before the LLM (mode "mean" or "mean:K"), or stop pooling (None);
     in place.
 
-    With "mean", a video of grid (t, h, w) reaches the LLM as the mean over its t temporal patches of the
-    tower's merged tokens: h*w/merge² tokens instead of t*h*w/merge², placed by M-RoPE as a grid (1, h, w).
+    With "mean", a video of grid (t, h, w) reaches the LLM as the mean over its t temporal patches (LLaVA-OneVision,
+    InternVL: frames) of the tower's merged tokens: h*w/merge² tokens instead of t*h*w/merge², placed by M-RoPE as a
+    grid (1, h, w).
     The LLM therefore costs t times fewer tokens per video, and cannot see the order of frames: a clip and its
     time reverse give it the same inputs, so order can only reach it through the encoder (e.g. STA). With
     "mean:K" (K >= 2) each run of K consecutive temporal patches is averaged (the last run may be shorter): the

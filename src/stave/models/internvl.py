@@ -381,9 +381,8 @@ class InternVLMedia(MediaFormat):
     ) -> dict[str, torch.Tensor]:
         """Each image as one tile, then each video of t frames, as `<IMG_CONTEXT>` x (P/2)^2 per tile / frame
         (ceil(t/window) frames' worth for a pooled video; P = image_size / patch_size), with pixel_items; no
-        <img>/</img> or text
-        between them (the model sees only the context tokens). InternVL frames have one size: a grid's h and w are
-        not used (every frame is P x P patches); its t is the frame count (1 for an image)."""
+        <img>/</img> or text between them (the model sees only the context tokens). InternVL frames have one size:
+        a grid's h and w are not used (every frame is P x P patches); its t is the frame count (1 for an image)."""
         config = model.config
         spec = self.patch_spec(config.vision_config)
         for grid in images:
