@@ -204,12 +204,14 @@ def test_save_and_load_round_trip_reproduces_outputs(tmp_path):
 
 
 def test_pooled_video_reaches_the_llm_as_the_mean_of_its_frames_projected_tokens():
-    """Each video's projected tokens averaged over its frames; an image of 2 tiles keeps both tiles' tokens."""
+    """Each video's projected tokens averaged over its frames ("mean") or over runs of 2 frames ("mean:2": 4 frames
+    in runs of 2 and 2, 3 frames in runs of 2 and 1); an image of 2 tiles keeps both tiles' tokens."""
     model = tiny_model(PRESET)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
-    items = torch.tensor([[2, 0], [4, 1], [2, 1]])  # an image of 2 tiles, videos of 4 and 2 frames
-    inputs = dict(model_inputs(model, videos=VIDEOS[:2], images=IMAGES), pixel_items=items)
+    items = torch.tensor([[2, 0], [4, 1], [3, 1]])  # an image of 2 tiles, videos of 4 and 3 frames
+    videos = [VIDEOS[0], VIDEOS[2]]
+    inputs = dict(model_inputs(model, videos=videos, images=IMAGES), pixel_items=items)
     base = stave.modeling._language_side(model)
 
     def image_features(inputs):
@@ -218,16 +220,16 @@ def test_pooled_video_reaches_the_llm_as_the_mean_of_its_frames_projected_tokens
 
     with torch.no_grad():
         features = image_features(inputs)
-        stave.set_temporal_pooling(model, "mean")
-        pooled_inputs = dict(model_inputs(model, videos=VIDEOS[:2], images=IMAGES), pixel_items=items)
-        pooled = image_features(pooled_inputs)
-        logits = model(**pooled_inputs).logits
-    assert pooled.shape[0] == 2 + 2  # the image's tiles, then one row per video
-    torch.testing.assert_close(pooled[:2], features[:2])
-    torch.testing.assert_close(pooled[2], features[2:6].mean(0))
-    torch.testing.assert_close(pooled[3], features[6:8].mean(0))
-    assert pooled_inputs["input_ids"].shape[1] == inputs["input_ids"].shape[1] - (3 + 1) * 4
-    assert torch.isfinite(logits).all()
+        for mode, runs in (("mean", [(2, 6), (6, 9)]), ("mean:2", [(2, 4), (4, 6), (6, 8), (8, 9)])):
+            stave.set_temporal_pooling(model, mode)
+            pooled_inputs = dict(model_inputs(model, videos=videos, images=IMAGES), pixel_items=items)
+            pooled = image_features(pooled_inputs)
+            assert pooled.shape[0] == 2 + len(runs)  # the image's tiles, then one row per run of frames
+            torch.testing.assert_close(pooled[:2], features[:2])
+            for row, (start, end) in enumerate(runs, start=2):
+                torch.testing.assert_close(pooled[row], features[start:end].mean(0))
+            assert pooled_inputs["input_ids"].shape[1] == inputs["input_ids"].shape[1] - (7 - len(runs)) * 4
+            assert torch.isfinite(model(**pooled_inputs).logits).all()
 
 
 @pytest.mark.parametrize("pooling", [None, "mean"])
@@ -421,3 +423,13 @@ def test_a_pooled_model_gets_one_frame_block_per_video_and_a_batch_keeps_each_sa
     randomize_temporal(model)
     with torch.no_grad():
         assert torch.isfinite(model(**batch).logits).all()
+
+    stave.set_temporal_pooling(model, "mean:2")  # 3 frames per video: runs of 2 and 1, two frame blocks
+    processor = VideoChatProcessor.for_model(tokenizer, model, VideoOptions(nframes=3, frame_factor=1))
+    runs = processor.encode(case["messages"], train=False)
+    assert (runs["input_ids"] == context).sum() == (2 + 1 + 2) * 4
+    assert runs["pixel_items"].tolist() == [[3, 1], [1, 0], [3, 1]]
+    text = tokenizer.decode(runs["input_ids"])
+    assert text.count("frame1") == text.count("frame2") == 2 and "frame3" not in text, text
+    with torch.no_grad():  # the model's features fill the prompt's context tokens exactly
+        assert torch.isfinite(model(**processor.collate([runs])).logits).all()

@@ -93,17 +93,21 @@ def test_inputs_equal_transformers_processor_live():
         _assert_same_inputs(case["name"], ours, reference_inputs(case, indices, tok))
 
 
-def test_a_pooled_model_gets_one_frames_tokens_and_the_newline_per_video(tokenizer):
+def test_a_pooled_model_gets_one_frames_tokens_per_run_of_frames_and_the_newline_per_video(tokenizer):
     model = tiny_model(PRESET, tokenizer=tokenizer)
     video = tokenizer.convert_tokens_to_ids("<video>")
-    options = VideoOptions(nframes=6)
+    options = VideoOptions(nframes=5, frame_factor=1)
     plain = VideoChatProcessor.for_model(tokenizer, model, options).encode(conversation(clip(0)), train=False)
-    stave.set_temporal_pooling(model, "mean")
-    pooled = VideoChatProcessor.for_model(tokenizer, model, options).encode(conversation(clip(0)), train=False)
-    assert (plain["input_ids"] == video).sum() == 6 * 4 + 1
-    assert (pooled["input_ids"] == video).sum() == 4 + 1
-    assert torch.equal(plain["pixel_values_videos"], pooled["pixel_values_videos"])
-    assert "mm_token_type_ids" not in VideoChatProcessor.for_model(tokenizer, model).collate([pooled])
+    assert (plain["input_ids"] == video).sum() == 5 * 4 + 1
+    for mode, runs in (("mean", 1), ("mean:2", 3)):  # runs of 2, 2 and 1 frames
+        stave.set_temporal_pooling(model, mode)
+        pooled = VideoChatProcessor.for_model(tokenizer, model, options).encode(conversation(clip(0)), train=False)
+        assert (pooled["input_ids"] == video).sum() == runs * 4 + 1
+        assert torch.equal(plain["pixel_values_videos"], pooled["pixel_values_videos"])
+        batch = VideoChatProcessor.for_model(tokenizer, model).collate([pooled])
+        assert "mm_token_type_ids" not in batch
+        with torch.no_grad():  # the model's features fill the prompt's video tokens exactly
+            assert torch.isfinite(model(**batch).logits).all()
 
 
 def test_images_are_refused_naming_the_sample(tokenizer):
@@ -286,7 +290,20 @@ def test_generate_equals_the_step_by_step_greedy_forward(pooling):
 
 
 def test_pooled_llm_inputs_of_a_clip_and_its_reverse_are_equal_without_sta_and_differ_with_it():
-    model = stave.set_temporal_pooling(tiny_model(PRESET), "mean")
+    model = tiny_model(PRESET)
+    five = frames(5)[None]
+    with torch.no_grad():  # "mean:2" on 5 frames: the means of frames (0, 1), (2, 3), (4), order visible between runs
+        per_frame = features(model, "video", five)[0][:, : 5 * 4].reshape(1, 5, 4, -1)
+        stave.set_temporal_pooling(model, "mean:2")
+        runs = features(model, "video", five)[0]
+        assert runs.shape[-2] == 3 * 4 + (1 if TRANSFORMERS_MAJOR >= 5 else 0)
+        expected = torch.stack([per_frame[:, 0:2].mean(1), per_frame[:, 2:4].mean(1), per_frame[:, 4]], 1)
+        torch.testing.assert_close(runs[:, : 3 * 4], expected.flatten(1, 2), rtol=0, atol=1e-7)
+        within = features(model, "video", five[:, [1, 0, 3, 2, 4]])[0]
+        torch.testing.assert_close(within, runs, atol=1e-7, rtol=1e-6)
+        swapped = features(model, "video", five[:, [2, 3, 0, 1, 4]])[0]
+        assert (swapped - runs)[:, : 2 * 4].abs().max() > 0.1 * runs[:, : 2 * 4].abs().max()  # the first two runs
+    stave.set_temporal_pooling(model, "mean")
     clip_frames = frames(4)[None]
     with torch.no_grad():
         forward = features(model, "video", clip_frames)[0]

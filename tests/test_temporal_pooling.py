@@ -1,14 +1,18 @@
-"""Temporal pooling: each video reaches the LLM as the mean of its merged tokens over its temporal patches,
-placed as one temporal patch; images untouched; kept by save/load; used by the processor, evaluation and
-training."""
+"""Temporal pooling: each video reaches the LLM as the mean of its merged tokens over its temporal patches ("mean"),
+or over each run of K consecutive ones ("mean:K"), each placed as one temporal patch; images untouched; kept by
+save/load; used by the processor, evaluation and training."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
-from conftest import generated_text, merged_tokens, packed_towers_only, randomize_temporal
+import yaml
+from conftest import generated_text, merged_tokens, packed_towers_only, randomize_temporal, tower_outputs
 from training_data import tiny_recipe, write_dataset
 
 import stave
@@ -27,11 +31,12 @@ def _logits(model, inputs) -> torch.Tensor:
 
 
 def _llm_inputs(model, inputs) -> dict[str, torch.Tensor]:
-    """The inputs_embeds and position_ids the LLM receives in a forward pass."""
+    """The inputs_embeds, position_ids and (Qwen3-VL) deepstack_visual_embeds the LLM receives in a forward pass."""
     seen = {}
 
     def capture(module, args, kwargs):
         seen.update(inputs_embeds=kwargs["inputs_embeds"], position_ids=kwargs["position_ids"])
+        seen["deepstack"] = kwargs.get("deepstack_visual_embeds")
 
     handle = model.model.language_model.register_forward_pre_hook(capture, with_kwargs=True)
     try:
@@ -45,26 +50,67 @@ def _count(inputs, token_id: int) -> int:
     return int((inputs["input_ids"] == token_id).sum())
 
 
-def test_pooled_video_reaches_the_llm_as_the_mean_over_temporal_patches_placed_as_one(preset):
+def _run_means(tokens: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(t, n, D) -> (ceil(t/window), n, D): the means of runs of `window` rows (the last one shorter), written out."""
+    t = tokens.shape[0]
+    size = t if window is None else window
+    return torch.stack([tokens[start : start + size].mean(0) for start in range(0, t, size)])
+
+
+def test_pooled_video_reaches_the_llm_as_the_means_over_runs_of_temporal_patches_placed_as_one_each(preset):
+    """"mean": one run of all t temporal patches; "mean:2" on t = 5: runs of 2, 2 and 1, i.e. 3 temporal steps."""
     packed_towers_only(preset)
-    grids = [(4, 4, 4), (2, 4, 6)]
-    model = stave.set_temporal_pooling(tiny_model(preset), "mean")
-    assert stave.temporal_pooling(model) == "mean"
-    inputs = model_inputs(model, videos=grids, images=[(1, 4, 4)])
-    video = inputs["input_ids"][0] == model.config.video_token_id
-    assert video.sum() == 4 * 4 // 4 + 4 * 6 // 4  # h*w/merge² per video (unpooled: 16 + 12)
+    grids = [(5, 4, 4), (2, 4, 6)]
+    model = tiny_model(preset)
+    outputs = None
+    for mode, window, steps in (("mean", None, [1, 1]), ("mean:2", 2, [3, 1])):
+        stave.set_temporal_pooling(model, mode)
+        assert stave.temporal_pooling(model) == mode
+        inputs = model_inputs(model, videos=grids, images=[(1, 4, 4)])
+        video = inputs["input_ids"][0] == model.config.video_token_id
+        assert video.sum() == steps[0] * 4 * 4 // 4 + steps[1] * 4 * 6 // 4  # unpooled: 5 * 4 + 2 * 6
 
-    seen = _llm_inputs(model, inputs)
-    tokens = merged_tokens(stave.vision_tower(model), inputs["pixel_values_videos"], inputs["video_grid_thw"])
-    per_video = tokens.split([t * h * w // 4 for t, h, w in grids])
-    expected = torch.cat([x.reshape(t, h * w // 4, -1).mean(0) for x, (t, h, w) in zip(per_video, grids, strict=True)])
-    torch.testing.assert_close(seen["inputs_embeds"][0, video], expected, rtol=0, atol=1e-6)
+        seen = _llm_inputs(model, inputs)
+        if outputs is None:  # merged tokens, then Qwen3-VL's deepstack features, of every video
+            outputs = tower_outputs(stave.vision_tower(model), inputs["pixel_values_videos"], inputs["video_grid_thw"])
+        pooled = []
+        for level in outputs:
+            per_video = level.split([t * h * w // 4 for t, h, w in grids])
+            pooled.append(torch.cat([
+                _run_means(x.reshape(t, h * w // 4, -1), window).flatten(0, 1)
+                for x, (t, h, w) in zip(per_video, grids, strict=True)
+            ]))  # fmt: skip
+        torch.testing.assert_close(seen["inputs_embeds"][0, video], pooled[0], rtol=0, atol=1e-6)
+        for level, expected in zip(seen["deepstack"] or [], pooled[1:], strict=True):  # after the image's rows
+            torch.testing.assert_close(level[-len(expected) :], expected, rtol=0, atol=1e-6)
+        assert len(seen["deepstack"] or []) == len(outputs) - 1
 
-    # M-RoPE places each pooled video as the stock model places a video of one temporal patch
+        # M-RoPE places each pooled video as the stock model places a video of one temporal patch per run
+        stock = tiny_model(preset)
+        runs = [(n, h, w) for n, (_, h, w) in zip(steps, grids, strict=True)]
+        as_runs = model_inputs(stock, videos=runs, images=[(1, 4, 4)])
+        assert torch.equal(as_runs["input_ids"], inputs["input_ids"])
+        assert torch.equal(_llm_inputs(stock, as_runs)["position_ids"], seen["position_ids"])
+
+
+def test_qwen2_5_vl_places_each_run_at_the_time_of_its_first_temporal_patch():
+    """second_per_grid_ts is scaled by the window: the runs of patches (0, 1), (2, 3), (4) of a 5-patch video sit at
+    the temporal positions the stock model gives patches 0, 2 and 4 (a shorter last run starts where its patch
+    does); height and width positions and the text after the video as stock places a video of 3 patches."""
+    preset = "tiny-qwen2.5-vl"
+    pooled = stave.set_temporal_pooling(tiny_model(preset), "mean:2")
     stock = tiny_model(preset)
-    one_patch = model_inputs(stock, videos=[(1, h, w) for _, h, w in grids], images=[(1, 4, 4)])
-    assert torch.equal(one_patch["input_ids"], inputs["input_ids"])
-    assert torch.equal(_llm_inputs(stock, one_patch)["position_ids"], seen["position_ids"])
+    seconds = {"second_per_grid_ts": torch.tensor([1.0])}  # whole seconds: transformers 4.57 truncates others
+    inputs = {**model_inputs(pooled, videos=[(5, 4, 4)]), **seconds}
+    unpooled = {**model_inputs(stock, videos=[(5, 4, 4)]), **seconds}
+    video = inputs["input_ids"][0] == pooled.config.video_token_id
+    positions = _llm_inputs(pooled, inputs)["position_ids"][:, 0]
+    stock_time = _llm_inputs(stock, unpooled)["position_ids"][0, 0]
+    stock_time = stock_time[unpooled["input_ids"][0] == stock.config.video_token_id].reshape(5, 4)
+    assert positions[0, video].reshape(3, 4).tolist() == stock_time[[0, 2, 4]].tolist()
+    assert len(set(stock_time[:, 0].tolist())) == 5  # the stock time axis tells the patches apart (tps * 1 s apart)
+    three = {**model_inputs(stock, videos=[(3, 4, 4)]), "second_per_grid_ts": torch.tensor([2.0])}
+    assert torch.equal(_llm_inputs(stock, three)["position_ids"][:, 0], positions)
 
 
 def test_images_in_a_batch_with_videos_are_not_pooled(preset):
@@ -98,7 +144,7 @@ def test_pooled_llm_cannot_see_frame_order_and_only_sta_can_carry_it(preset):
     packed_towers_only(preset)
     factor = PatchSpec.from_vision_config(tiny_model(preset).config.vision_config).factor
     video = _held_video(size=2 * factor)
-    reverse = video.flip(0)
+    reverse = video.flip(0)  # 4 temporal patches
 
     plain = tiny_model(preset)  # unpooled: M-RoPE shows the LLM which temporal patch came first
     assert (_video_logits(plain, video) - _video_logits(plain, reverse)).abs().max() > 1e-3
@@ -106,20 +152,31 @@ def test_pooled_llm_cannot_see_frame_order_and_only_sta_can_carry_it(preset):
     pooled = stave.set_temporal_pooling(tiny_model(preset), "mean")
     torch.testing.assert_close(_video_logits(pooled, video), _video_logits(pooled, reverse), rtol=0, atol=1e-5)
 
+    # "mean:2" on 5 temporal patches (runs (0, 1), (2, 3), (4)): order within a run is invisible, that of runs is not
+    stave.set_temporal_pooling(pooled, "mean:2")
+    five = _held_video(distinct=5, size=2 * factor)
+
+    def patches(order):
+        return torch.cat([five[2 * p : 2 * p + 2] for p in order])
+
+    logits = _video_logits(pooled, five)
+    torch.testing.assert_close(_video_logits(pooled, patches([1, 0, 3, 2, 4])), logits, rtol=0, atol=1e-5)
+    assert (_video_logits(pooled, patches([2, 3, 0, 1, 4])) - logits).abs().max() > 1e-3
+
     with_sta = stave.add_temporal_attention(tiny_model(preset), stave.TemporalConfig(init="random"))
     stave.set_temporal_pooling(with_sta, "mean")
     assert (_video_logits(with_sta, video) - _video_logits(with_sta, reverse)).abs().max() > 1e-3
 
 
 def test_save_pretrained_and_load_model_keep_pooling(preset, tmp_path):
-    model = stave.set_temporal_pooling(stave.add_temporal_attention(tiny_model(preset)), "mean")
+    model = stave.set_temporal_pooling(stave.add_temporal_attention(tiny_model(preset)), "mean:2")
     randomize_temporal(model)
     model.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["temporal_pooling"] == "mean"
-    inputs = model_inputs(model, videos=[(4, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
+    assert json.loads((tmp_path / "config.json").read_text())["temporal_pooling"] == "mean:2"
+    inputs = model_inputs(model, videos=[(3, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
 
     loaded = stave.load_model(tmp_path)
-    assert stave.temporal_pooling(loaded) == "mean" and stave.temporal_config(loaded) is not None
+    assert stave.temporal_pooling(loaded) == "mean:2" and stave.temporal_config(loaded) is not None
     assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))
 
     # stock from_pretrained keeps the config entry but not the pooling: said by name, never silently wrong
@@ -140,18 +197,24 @@ def test_pooling_off_restores_the_stock_model_and_its_config():
 
 
 def test_bad_mode_and_bare_tower_are_refused():
-    with pytest.raises(ValueError, match=r"one of \['mean'\], got 'max'"):
-        stave.set_temporal_pooling(tiny_model(), "max")
+    forms = r"the modes are 'mean' \(the average over all of a video's temporal patches\) and 'mean:K' with K"
+    for mode in ("max", "mean:0", "mean:x", "mean:02", "mean: 2", 2):
+        with pytest.raises(ValueError, match=rf"^temporal pooling {re.escape(repr(mode))}: {forms}"):
+            stave.set_temporal_pooling(tiny_model(), mode)
+    with pytest.raises(ValueError, match=r"^temporal pooling 'mean:1': averages nothing .* no pooling is None"):
+        stave.set_temporal_pooling(tiny_model(), "mean:1")
     with pytest.raises(TypeError, match="not the bare tower"):
         stave.set_temporal_pooling(stave.vision_tower(tiny_model()), "mean")
+    with pytest.raises(ValueError, match=r"^temporal pooling 'mean:1'"):
+        VideoChatProcessor(build_word_tokenizer(WORDS), temporal_pooling="mean:1")
 
 
-@pytest.mark.parametrize("pooling", [None, "mean"])
+@pytest.mark.parametrize("pooling", [None, "mean:2"])  # "mean": one run; generation places runs as any pooled grid
 def test_generate_agrees_with_the_step_by_step_forward_pass_pooled_or_not(preset, pooling):
     packed_towers_only(preset)
     model = stave.set_temporal_pooling(tiny_model(preset), pooling)
-    inputs = model_inputs(model, videos=[(4, 4, 4)], images=[(1, 4, 4)])
-    assert _count(inputs, model.config.video_token_id) == (4 if pooling else 16)
+    inputs = model_inputs(model, videos=[(5, 4, 4)], images=[(1, 4, 4)])
+    assert _count(inputs, model.config.video_token_id) == (3 * 4 if pooling else 5 * 4)
     with torch.no_grad():
         out = model.generate(
             **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=2, output_logits=True,
@@ -197,7 +260,7 @@ def test_training_step_through_peft_lora_gives_gradients(preset):
 
 
 WORDS = ["what", "happens", "?", "left", "right"]
-SMALL_VIDEO = VideoOptions(nframes=8, min_pixels=56 * 56, max_pixels=56 * 56)
+SMALL_VIDEO = VideoOptions(nframes=6, min_pixels=56 * 56, max_pixels=56 * 56)  # 3 temporal patches
 
 
 def _video_question():
@@ -207,22 +270,22 @@ def _video_question():
 
 def test_processor_and_evaluation_read_pooling_from_the_model(tmp_path):
     tokenizer = build_word_tokenizer(WORDS)
-    model = stave.set_temporal_pooling(tiny_model(tokenizer=tokenizer, seed=4), "mean")  # answers in words (4.57, 5.x)
+    model = stave.set_temporal_pooling(tiny_model(tokenizer=tokenizer, seed=4), "mean:2")  # answers in words
     pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
 
     processor = VideoChatProcessor.for_model(tokenizer, model, SMALL_VIDEO)
     encoded = processor.encode(_video_question(), train=False)
-    assert encoded["video_grid_thw"].tolist() == [[4, 4, 4]]  # the tower still gets every frame
-    assert (encoded["input_ids"] == pad).sum() == 4 == (encoded["mm_token_type_ids"] == 2).sum()
-    assert VideoChatProcessor.for_model(tokenizer, model.config).temporal_pooling == "mean"
+    assert encoded["video_grid_thw"].tolist() == [[3, 4, 4]]  # the tower still gets every frame
+    assert (encoded["input_ids"] == pad).sum() == 2 * 4 == (encoded["mm_token_type_ids"] == 2).sum()  # runs 2, 1
+    assert VideoChatProcessor.for_model(tokenizer, model.config).temporal_pooling == "mean:2"
     assert VideoChatProcessor.for_model(tokenizer, tiny_model(tokenizer=tokenizer)).temporal_pooling is None
 
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     answerer = load_answerer(tmp_path, video_options=SMALL_VIDEO, max_new_tokens=2)
-    assert answerer.processor.temporal_pooling == "mean"
+    assert answerer.processor.temporal_pooling == "mean:2"
     encoded = answerer.processor.encode(_video_question(), train=False)
-    assert (encoded["input_ids"] == pad).sum() == 4
+    assert (encoded["input_ids"] == pad).sum() == 2 * 4
     expected = generated_text(model, tokenizer, _video_question(), SMALL_VIDEO, max_new_tokens=2)
     assert answerer.generate_encoded([encoded, encoded]) == [expected, expected]
 
@@ -234,17 +297,22 @@ def data(tmp_path_factory):
 
 def test_recipe_pools_the_trained_and_saved_model(data, tmp_path):
     recipe = tiny_recipe(data, tmp_path / "out", max_steps=2)
-    recipe["model"]["temporal_pooling"] = "mean"
+    recipe["model"]["temporal_pooling"] = "mean:2"
     model_dir = train(load_recipe(recipe))
-    assert json.loads((model_dir / "config.json").read_text())["temporal_pooling"] == "mean"
-    assert stave.temporal_pooling(stave.load_model(model_dir)) == "mean"
+    assert json.loads((model_dir / "config.json").read_text())["temporal_pooling"] == "mean:2"
+    assert stave.temporal_pooling(stave.load_model(model_dir)) == "mean:2"
     run = json.loads((model_dir / "stave-run.json").read_text())
-    assert run["recipe"]["model"]["temporal_pooling"] == "mean"
+    assert run["recipe"]["model"]["temporal_pooling"] == "mean:2"
 
 
-def test_recipe_rejects_an_unknown_pooling_naming_the_key(data, tmp_path):
-    with pytest.raises(RecipeError, match=r"model\.temporal_pooling: must be null or one of \['mean'\], got 'max'"):
-        train(tiny_recipe(data, tmp_path / "out"), ["model.temporal_pooling=max"])
+@pytest.mark.version_independent
+@pytest.mark.parametrize("mode", ["max", "mean:1", "mean:two"])
+def test_recipe_rejects_an_unknown_pooling_naming_the_file_and_key(data, tmp_path, mode):
+    recipe_file = tmp_path / "pooled.yaml"
+    recipe_file.write_text(yaml.safe_dump(tiny_recipe(data, tmp_path / "out")))
+    with pytest.raises(RecipeError, match=rf"^{re.escape(str(recipe_file))}: model\.temporal_pooling: temporal pooling "
+                       rf"'{mode}': .*'mean:K' with K .*; or null"):  # fmt: skip
+        train(load_recipe(recipe_file, [f"model.temporal_pooling={mode}"]))
     assert not (tmp_path / "out").exists()
 
 
@@ -252,10 +320,12 @@ QWEN3 = ["tiny-qwen3-vl", "tiny-qwen3-vl-moe", "tiny-qwen3.5", "tiny-qwen3.5-moe
 
 
 @pytest.mark.parametrize("family_preset", QWEN3)
-def test_qwen3_pooled_prompt_is_one_block_with_the_mean_frame_time_and_reverse_invariant(family_preset):
-    """Qwen3-VL / Qwen3.5 prompts give each temporal patch a timestamp and a vision block; pooled, a video is one
-    block whose timestamp is the mean time of its sampled frames, so a clip and its exact reverse (the same
-    frame times) give the LLM identical inputs, and without STA identical logits; unpooled they differ."""
+def test_qwen3_pooled_prompt_is_one_block_per_run_with_its_mean_time_and_reverse_invariant_within_runs(family_preset):
+    """Qwen3-VL / Qwen3.5 prompts give each temporal patch a timestamp and a vision block; pooled with "mean", a
+    video is one block whose timestamp is the mean time of its temporal patches, so a clip and its exact reverse (the
+    same frame times) give the LLM identical inputs, and without STA identical logits; unpooled they differ. With
+    "mean:2", one block per run of 2 patches after the run's mean time: reversing the patches within each run
+    changes nothing, swapping two runs does."""
     from conftest import FAMILIES
 
     from stave.presets import tiny_vocabulary
@@ -290,3 +360,19 @@ def test_qwen3_pooled_prompt_is_one_block_with_the_mean_frame_time_and_reverse_i
     unpooled = VideoChatProcessor.for_model(tokenizer, plain, options)
     batches = [unpooled.collate([unpooled.encode(question(v), train=False)]) for v in (frames, frames[::-1].copy())]
     assert (_logits(plain, batches[0]) - _logits(plain, batches[1])).abs().max() > 1e-3
+
+    # "mean:2" on 5 patches (10 frames at 0, 0.5, ..., 4.5 s; patches at 0.25, 1.25, ... 4.25 s): runs (0, 1), (2, 3),
+    # (4) at 0.75, 2.75 and 4.25 s
+    stave.set_temporal_pooling(pooled, "mean:2")
+    processor = VideoChatProcessor.for_model(tokenizer, pooled, dataclasses.replace(options, nframes=10))
+    five = _held_video(distinct=5, size=64).permute(0, 2, 3, 1).numpy()
+    orders = ([0, 1, 2, 3, 4], [1, 0, 3, 2, 4], [2, 3, 0, 1, 4])  # as recorded, reversed within runs, runs swapped
+    videos = [np.concatenate([five[2 * p : 2 * p + 2] for p in order]) for order in orders]
+    encoded = [processor.encode(question(video), train=False) for video in videos]
+    assert all(torch.equal(item["input_ids"], encoded[0]["input_ids"]) for item in encoded)
+    text = tokenizer.decode(encoded[0]["input_ids"])
+    assert text.count("seconds") == 3 and all(f"< {t} . {d} seconds >" in text for t, d in ((0, 8), (2, 8), (4, 2)))
+    assert (encoded[0]["input_ids"] == tokenizer.convert_tokens_to_ids("<|video_pad|>")).sum() == 3 * 4
+    logits = [_logits(pooled, processor.collate([item])) for item in encoded]
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=1e-5)
+    assert (logits[2] - logits[0]).abs().max() > 1e-3

@@ -1,11 +1,12 @@
 """TemporalConfig: everything that describes the stacked temporal attention added to a vision tower; the
-names of the temporal pooling modes (stave.modeling.set_temporal_pooling); PositionScheme, how the LLM places
+temporal pooling modes and their parser (stave.modeling.set_temporal_pooling); PositionScheme, how the LLM places
 visual tokens (stave.positions)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,14 +16,58 @@ ORDERS = ("spatial_first", "temporal_first")
 INITS = ("zero", "random")
 IMAGE_POLICIES = ("skip", "apply")
 GATES = ("none", "layerscale")
-#: How a pooled model reduces each video's merged tokens over its temporal patches before the LLM.
-TEMPORAL_POOLING_MODES = ("mean",)
 #: Name of the entry in the model config (config.json, top level) that records temporal pooling.
 POOLING_KEY = "temporal_pooling"
 #: How the LLM's rotary embedding places tokens: "mrope" (the model's stock M-RoPE) or "videorope" (VideoRoPE).
 POSITION_SCHEMES = ("mrope", "videorope")
 #: VideoRoPE's temporal spacing (delta) in the authors' release.
 VIDEOROPE_TEMPORAL_SPACING = 2.0
+
+
+class PoolingModeError(StaveError, ValueError):
+    """A temporal pooling mode other than "mean" and "mean:K" (K >= 2, pooling_window); the message names the value
+    and the accepted forms."""
+
+
+def pooling_window(mode: str | None) -> int | None:
+    """How many consecutive temporal steps of a video one LLM step averages under temporal pooling `mode`.
+
+    Args:
+        mode: None (no pooling), "mean" (all of a video's temporal steps) or "mean:K" (runs of K consecutive
+            steps, K an integer >= 2, written without sign or leading zeros; the last run of a video may be
+            shorter). "mean:1" is refused: it averages nothing, the same as no pooling under another name.
+
+    Returns:
+        1 for None, None for "mean" (one run of all steps), K for "mean:K".
+
+    Raises:
+        PoolingModeError naming the value and the accepted forms.
+    """
+    if mode is None:
+        return 1
+    if mode == "mean":
+        return None
+    match = re.fullmatch(r"mean:([1-9][0-9]*)", mode) if isinstance(mode, str) else None
+    if match is None:
+        raise PoolingModeError(
+            f"temporal pooling {mode!r}: the modes are 'mean' (the average over all of a video's temporal patches) "
+            "and 'mean:K' with K an integer >= 2 (over each run of K consecutive temporal patches)"
+        )
+    window = int(match.group(1))
+    if window == 1:
+        raise PoolingModeError(
+            "temporal pooling 'mean:1': averages nothing (every temporal patch is its own run); the modes are 'mean' "
+            "(all of a video's temporal patches) and 'mean:K' with K an integer >= 2; no pooling is None (null)"
+        )
+    return window
+
+
+def pooling_runs(steps: int, window: int | None) -> list[int]:
+    """The lengths of the runs of consecutive temporal steps that one video of `steps` steps is averaged in, in
+    order: `window` each and the remainder last; one run of all for window None (pooling_window). The LLM sees
+    len(pooling_runs(...)) = ceil(steps / window) temporal steps of the video."""
+    size = max(steps, 1) if window is None else window
+    return [min(size, steps - start) for start in range(0, steps, size)]
 
 
 @dataclass

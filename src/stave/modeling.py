@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .config import POOLING_KEY, TEMPORAL_POOLING_MODES, TemporalConfig
+from .config import POOLING_KEY, TemporalConfig, pooling_window
 from .models import find_vision_tower
 from .temporal import TemporalAttention, TemporalBlockMixin, TemporalLayout
 
@@ -160,18 +160,26 @@ def vision_tower(model: nn.Module) -> nn.Module:
 # The family's adapter names the base-model methods that turn videos into LLM inputs and their pooling
 # replacements (VisionFamily.pooled_methods; Qwen: get_video_features and get_rope_index, stave.models.qwen_pooling);
 # set_temporal_pooling installs them on the instance, so the tower still sees every frame while the LLM sees each
-# video as one temporal step; the replacements follow the config entry on every call.
+# video as one temporal step per pooling run; the replacements follow the config entry on every call.
 
 
 def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
-    """Pool each video's visual tokens over time before the LLM (mode "mean"), or stop pooling (None); in place.
+    """Pool each video's visual tokens over time before the LLM (mode "mean" or "mean:K"), or stop pooling (None);
+    in place.
 
-    With "mean", a video of grid (t, h, w) reaches the LLM as the mean over its t temporal patches of the
-    tower's merged tokens: h*w/merge² tokens instead of t*h*w/merge², placed by M-RoPE as a grid (1, h, w).
+    With "mean", a video of grid (t, h, w) reaches the LLM as the mean over its t temporal patches (LLaVA-OneVision,
+    InternVL: frames) of the tower's merged tokens: h*w/merge² tokens instead of t*h*w/merge², placed by M-RoPE as a
+    grid (1, h, w).
     The LLM therefore costs t times fewer tokens per video, and cannot see the order of frames: a clip and its
-    time reverse give it the same inputs, so order can only reach it through the encoder (e.g. STA). Images
-    are never pooled. The tower, STA and pixel inputs are unchanged (video_grid_thw stays the real grid); only
-    the number of video pad tokens changes — VideoChatProcessor.for_model reads it from the model.
+    time reverse give it the same inputs, so order can only reach it through the encoder (e.g. STA). With
+    "mean:K" (K >= 2) each run of K consecutive temporal patches is averaged (the last run may be shorter): the
+    video reaches the LLM as ceil(t/K) temporal steps of h*w/merge² tokens, placed as a grid (ceil(t/K), h, w);
+    the LLM sees the order of the runs but not of the patches within one (Qwen2.5-VL: `second_per_grid_ts` is
+    scaled by K, so each run sits at the temporal position of its first patch; Qwen3-VL / Qwen3.5: each run is
+    its own vision block after the mean of its patches' timestamps). "mean:1" is refused (it pools nothing;
+    stave.config.pooling_window). Images are never pooled. The tower, STA and pixel inputs are unchanged
+    (video_grid_thw stays the real grid); only the number of video pad tokens changes —
+    VideoChatProcessor.for_model reads it from the model.
 
     The mode is recorded in the model config under "temporal_pooling", so save_pretrained keeps it and
     stave.load_model restores it (stock from_pretrained keeps the entry but not the pooling: use load_model).
@@ -179,15 +187,19 @@ def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
     (VisionFamily.pooled_methods; Qwen: get_video_features and get_rope_index), re-installed by load_model.
 
     Args:
-        model: a Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration or their base models,
-            also inside peft / DDP wrappers (not a bare vision tower: pooling acts between tower and LLM).
-        mode: "mean" or None.
+        model: a full or base model of a family with temporal pooling (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5,
+            LLaVA-OneVision, InternVL), also inside peft / DDP wrappers (not a bare vision tower: pooling acts
+            between tower and LLM).
+        mode: "mean", "mean:K" or None.
 
     Returns:
         The same model.
+
+    Raises:
+        stave.config.PoolingModeError (a ValueError) for any other mode, naming it and the accepted forms.
     """
-    if mode is not None and mode not in TEMPORAL_POOLING_MODES:
-        raise ValueError(f"temporal pooling must be None or one of {list(TEMPORAL_POOLING_MODES)}, got {mode!r}")
+    if mode is not None:
+        pooling_window(mode)
     from .positions import is_scheme_wrapper, restore_rope_index
 
     family, base = _pooling_side(model)
@@ -218,7 +230,7 @@ def set_temporal_pooling(model: ModelT, mode: str | None) -> ModelT:
 
 
 def temporal_pooling(model: nn.Module) -> str | None:
-    """The temporal pooling mode of a model ("mean"), or None if it does not pool.
+    """The temporal pooling mode of a model as stored in its config ("mean", "mean:2"), or None if it does not pool.
 
     Raises RuntimeError for a model whose config records pooling that is not installed (loaded with stock
     from_pretrained): its video pads would not match its video tokens.

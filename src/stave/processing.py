@@ -7,8 +7,9 @@ min/max_frames, min/max/total_pixels, video_start/video_end (seconds), and sourc
 frame lists; an image item its own min/max_pixels.
 How a video or an image becomes tensors and the text that replaces its placeholder in the prompt is the model
 family's (its adapter's MediaFormat, stave.models): in the Qwen families each video placeholder becomes
-<|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>, or x (h*w / merge^2) for a model that pools
-video tokens over time (stave.modeling.set_temporal_pooling); in Qwen3-VL and Qwen3.5 each temporal patch is its
+<|vision_start|> <|video_pad|> x (t*h*w / merge^2) <|vision_end|>, or x (ceil(t/K)*h*w / merge^2) for a model that
+pools video tokens over runs of K temporal patches, x (h*w / merge^2) over all of them
+(stave.modeling.set_temporal_pooling); in Qwen3-VL and Qwen3.5 each temporal patch is its
 own vision block after its `<t.t seconds>` text, as transformers' Qwen3VLProcessor writes it
 (stave.models.qwen_media). This module reads the media, renders the chat template, places the media texts,
 labels and batches.
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 import transformers
 
-from .config import TEMPORAL_POOLING_MODES
+from .config import pooling_window
 from .conversations import ConversationError, item_video_options, to_messages
 from .modeling import POOLING_KEY, temporal_pooling
 from .models import UnsupportedMedia, VisionFamily, family_for_model_type
@@ -56,9 +57,9 @@ class VideoChatProcessor:
             timestamped vision blocks).
         cache: a VideoCache that keeps decoded videos, so a video read again with the same options (next
             epoch, next evaluation) is not decoded again.
-        temporal_pooling: the model's temporal pooling (None or "mean", stave.modeling.temporal_pooling):
-            with "mean" each video gets the placeholder tokens of one temporal step (the pixels are unchanged).
-            `for_model` reads it from the model.
+        temporal_pooling: the model's temporal pooling (None, "mean" or "mean:K", stave.modeling.temporal_pooling):
+            with "mean" each video gets the placeholder tokens of one temporal step, with "mean:K" those of
+            ceil(steps/K) (the pixels are unchanged). `for_model` reads it from the model.
     """
 
     tokenizer: Any
@@ -93,10 +94,7 @@ class VideoChatProcessor:
         self.family: VisionFamily = _chat_family(self.model_type)
         if self.video_options is None:
             self.video_options = self.family.video_options
-        if self.temporal_pooling is not None and self.temporal_pooling not in TEMPORAL_POOLING_MODES:
-            raise ValueError(
-                f"temporal_pooling must be None or one of {list(TEMPORAL_POOLING_MODES)}, got {self.temporal_pooling!r}"
-            )
+        pooling_window(self.temporal_pooling)  # a PoolingModeError naming a bad mode
         self.media = self.family.media
         ids = {}
         for token in (self.media.video_token, self.media.image_token, *self.media.wrap):
@@ -118,13 +116,13 @@ class VideoChatProcessor:
         if train and messages[-1]["role"] != "assistant":
             raise ConversationError(f"{name}: a training conversation must end with an assistant answer")
         videos, images, clips, ordered = [], [], [], []  # ordered: the tensors of every item in prompt order
-        pooled = self.temporal_pooling is not None
+        window = pooling_window(self.temporal_pooling)  # temporal steps averaged per LLM step (1: not pooled)
         for message in messages:
             for item in message["content"]:
                 if item["type"] == "video":
                     clip = self._read_video(item)
                     clips.append(clip)
-                    videos.append(self.media.video(clip, self.spec, pooled))
+                    videos.append(self.media.video(clip, self.spec, window))
                     ordered.append(videos[-1][0])
                 elif item["type"] == "image":
                     try:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .config import pooling_window
 from .modeling import temporal_pooling
 from .models import find_vision_tower
 
@@ -42,9 +43,10 @@ def model_inputs(
 ) -> dict[str, torch.Tensor]:
     """Inputs of random pixels for a supported ForConditionalGeneration: one sequence holding every image, then
     every video, followed by `text_tokens` text tokens, in the family's prompt format (its adapter's
-    MediaFormat.random_inputs; Qwen: each as <vision_start> pad*(t*h*w/merge^2) <vision_end>, h*w/merge^2 pads for
-    a video when the model pools video tokens over time, stave.modeling.set_temporal_pooling; mm_token_type_ids
-    (0 text, 1 image, 2 video) when the model's forward takes it)."""
+    MediaFormat.random_inputs; Qwen: each as <vision_start> pad*(t*h*w/merge^2) <vision_end>, ceil(t/K)*h*w/merge^2
+    pads for a video when the model pools video tokens over runs of K temporal patches (h*w/merge^2 for "mean"),
+    stave.modeling.set_temporal_pooling; mm_token_type_ids (0 text, 1 image, 2 video) when the model's forward
+    takes it)."""
     family = find_vision_tower(model)[0]
-    pooled = temporal_pooling(model) is not None
-    return family.media.random_inputs(model, videos, images, seed=seed, text_tokens=text_tokens, pooled=pooled)
+    window = pooling_window(temporal_pooling(model))
+    return family.media.random_inputs(model, videos, images, seed=seed, text_tokens=text_tokens, window=window)

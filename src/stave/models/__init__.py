@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import pooling_runs
 from ..errors import StaveError
 from ..temporal.layout import grid_items
 from ..video.options import VideoOptions
@@ -122,9 +123,11 @@ class MediaFormat:
         """The stave.video.PatchSpec (frame size factor, patch geometry, normalisation) of a vision config."""
         raise NotImplementedError
 
-    def video(self, clip: Any, spec: Any, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
-        """One decoded video (stave.video.VideoClip) -> its tensors and the text standing for it in the prompt
-        (`pooled`: the model pools video tokens over time)."""
+    def video(self, clip: Any, spec: Any, window: int | None) -> tuple[dict[str, torch.Tensor], str]:
+        """One decoded video (stave.video.VideoClip) -> its tensors and the text standing for it in the prompt,
+        for a model that averages each run of `window` consecutive temporal steps of a video into one before the
+        LLM (temporal pooling, stave.config.pooling_window: 1 not pooled, None one run of all): the text stands
+        for ceil(steps / window) temporal steps."""
         raise NotImplementedError
 
     def image(self, frames: torch.Tensor, spec: Any) -> tuple[dict[str, torch.Tensor], str]:
@@ -178,10 +181,11 @@ class MediaFormat:
 
     def random_inputs(
         self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
-        *, seed: int, text_tokens: int, pooled: bool,
+        *, seed: int, text_tokens: int, window: int | None,
     ) -> dict[str, torch.Tensor]:
         """Inputs of random pixels for a full model: one sequence holding every image, then every video, then
-        `text_tokens` random text tokens (stave.testing.model_inputs; grids (t, h, w) in the family's units)."""
+        `text_tokens` random text tokens (stave.testing.model_inputs; grids (t, h, w) in the family's units;
+        `window`: the model's temporal pooling window, as in `video`)."""
         raise NotImplementedError
 
 
@@ -332,6 +336,14 @@ def vision_outputs(out: object) -> list[torch.Tensor]:
     tensors = [out.pooler_output]
     tensors += list(getattr(out, "deepstack_features", None) or [])
     return tensors
+
+
+def window_means(tokens: torch.Tensor, window: int | None, dim: int = 0) -> torch.Tensor:
+    """Temporal pooling of one video's tokens: the means of runs of `window` consecutive entries along `dim`
+    (the temporal steps; the last run may be shorter; window None: one run of all, stave.config.pooling_runs).
+    Shape: that of `tokens` with dim of size ceil(steps / window)."""
+    runs = pooling_runs(tokens.shape[dim], window)
+    return torch.cat([run.mean(dim, keepdim=True) for run in tokens.split(runs, dim)], dim)
 
 
 def supported_classes() -> dict[str, tuple[VisionFamily, type[nn.Module]]]:

@@ -39,12 +39,12 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.internvl import modeling_internvl as internvl
 from transformers.models.qwen2 import modeling_qwen2 as qwen2
 
-from ..config import POOLING_KEY
+from ..config import POOLING_KEY, pooling_runs, pooling_window
 from ..errors import StaveError
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
 from ..video.options import VideoOptions
-from . import MediaFormat, VisionFamily
+from . import MediaFormat, VisionFamily, window_means
 from .frame_towers import FrameSpec, feature_blocks, normalise
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -242,17 +242,20 @@ def make_norm(block: nn.Module, dim: int) -> nn.Module:
 
 def pooled_image_features(base: nn.Module, pixel_values: torch.Tensor, *args: Any, pixel_items: Any = None,
                           **kwargs: Any):  # fmt: skip
-    """get_image_features with each video's projected tokens averaged over its frames: a video of F rows becomes one
-    row of (S/2p)^2 tokens; images (and their tiles) are unchanged. `pixel_items` is named in the signature:
-    transformers 5's generate passes get_image_features the inputs its signature names."""
+    """get_image_features with each video's projected tokens averaged over runs of K consecutive frames
+    (stave.config.pooling_window; all F for "mean"): a video of F rows becomes ceil(F/K) rows of (S/2p)^2 tokens;
+    images (and their tiles) are unchanged. `pixel_items` is named in the signature: transformers 5's generate passes
+    get_image_features the inputs its signature names."""
     features = functools.partial(type(base).get_image_features, pixel_items=pixel_items)
-    if getattr(base.config, POOLING_KEY, None) is None:
+    mode = getattr(base.config, POOLING_KEY, None)
+    if mode is None:
         return features(base, pixel_values, *args, **kwargs)
+    window = pooling_window(mode)
     items = pixel_item_list(pixel_items if pixel_items is not None else _PIXEL_ITEMS.get(), pixel_values.shape[0])
 
     def pool(tokens: torch.Tensor) -> torch.Tensor:
         parts = tokens.split([rows for rows, _ in items])
-        pooled = [part.mean(0, keepdim=True) if video else part for part, (_, video) in zip(parts, items, strict=True)]
+        pooled = [window_means(part, window) if video else part for part, (_, video) in zip(parts, items, strict=True)]
         return torch.cat(pooled)
 
     if TRANSFORMERS_MAJOR < 5:
@@ -291,7 +294,8 @@ class InternVLMedia(MediaFormat):
     """InternVL's media format, as transformers' InternVLProcessor: each frame of a video and each image is resized to
     the tower's image size (bicubic, antialiased), rescaled, normalised with ImageNet's mean and std, and becomes
     one row of `pixel_values`, in prompt order; a video's `<video>` placeholder becomes "Frame{i}: <img>
-    <IMG_CONTEXT> x (S/2p)^2 </img>" per frame, joined by newlines (one "Frame1:" block when the model pools), an
+    <IMG_CONTEXT> x (S/2p)^2 </img>" per frame, joined by newlines (when the model pools runs of K frames, one such
+    block per run: "Frame1:" ... "Frame{ceil(F/K)}:", one "Frame1:" block for "mean"), an
     image's `<IMG_CONTEXT>` placeholder "<img> <IMG_CONTEXT> x (S/2p)^2 </img>". Images: one tile each (the
     processor's crop_to_patches=False, i.e. max_patches 1): dynamic tiling is not implemented. `pixel_items`
     records each item's rows and whether it is a video."""
@@ -319,11 +323,11 @@ class InternVLMedia(MediaFormat):
     def image_size(self, spec: FrameSpec) -> tuple[int, int]:
         return (spec.image_size, spec.image_size)
 
-    def video(self, clip: Any, spec: FrameSpec, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
+    def video(self, clip: Any, spec: FrameSpec, window: int | None) -> tuple[dict[str, torch.Tensor], str]:
         pixels = frame_pixels(clip.frames, spec)
         frames = pixels.shape[0]
         tensors = {"pixel_values": pixels, "pixel_items": torch.tensor([[frames, 1]])}
-        return tensors, video_text(1 if pooled else frames, tokens_per_frame(spec))
+        return tensors, video_text(len(pooling_runs(frames, window)), tokens_per_frame(spec))
 
     def image(self, frames: torch.Tensor, spec: FrameSpec) -> tuple[dict[str, torch.Tensor], str]:
         pixels = frame_pixels(frames[:1], spec)
@@ -373,12 +377,12 @@ class InternVLMedia(MediaFormat):
 
     def random_inputs(
         self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
-        *, seed: int, text_tokens: int, pooled: bool,
+        *, seed: int, text_tokens: int, window: int | None,
     ) -> dict[str, torch.Tensor]:
-        """Each image as one tile, then each video of t frames, as `<IMG_CONTEXT>` x (P/2)^2 per tile / frame (one
-        frame's worth for a pooled video; P = image_size / patch_size), with pixel_items; no <img>/</img> or text
-        between them (the model sees only the context tokens). InternVL frames have one size: a grid's h and w are
-        not used (every frame is P x P patches); its t is the frame count (1 for an image)."""
+        """Each image as one tile, then each video of t frames, as `<IMG_CONTEXT>` x (P/2)^2 per tile / frame
+        (ceil(t/window) frames' worth for a pooled video; P = image_size / patch_size), with pixel_items; no
+        <img>/</img> or text between them (the model sees only the context tokens). InternVL frames have one size:
+        a grid's h and w are not used (every frame is P x P patches); its t is the frame count (1 for an image)."""
         config = model.config
         spec = self.patch_spec(config.vision_config)
         for grid in images:
@@ -387,7 +391,7 @@ class InternVLMedia(MediaFormat):
         tokens = tokens_per_frame(spec)
         ids = [config.image_token_id] * (tokens * len(images))
         for t, _, _ in videos:
-            ids += [config.image_token_id] * (tokens * (1 if pooled else t))
+            ids += [config.image_token_id] * (tokens * len(pooling_runs(t, window)))
         generator = torch.Generator().manual_seed(seed + 1)
         ids += torch.randint(3, 100, (text_tokens,), generator=generator).tolist()
         inputs: dict[str, torch.Tensor] = {

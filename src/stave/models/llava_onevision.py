@@ -35,10 +35,10 @@ from transformers.models.llava_onevision import modeling_llava_onevision as llav
 from transformers.models.qwen2 import modeling_qwen2 as qwen2
 from transformers.models.siglip import modeling_siglip as siglip
 
-from ..config import POOLING_KEY
+from ..config import POOLING_KEY, pooling_runs, pooling_window
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
-from . import MediaFormat, UnsupportedMedia, VisionFamily
+from . import MediaFormat, UnsupportedMedia, VisionFamily, window_means
 from .frame_towers import FrameSpec, feature_blocks, normalise
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -129,19 +129,22 @@ def siglip_layers(tower: nn.Module) -> nn.ModuleList:
 
 @functools.wraps(llava_ov.LlavaOnevisionModel.get_video_features)  # its signature, which generation reads
 def pooled_video_features(base: nn.Module, *args: Any, **kwargs: Any):
-    """get_video_features with each video's projected, per-frame pooled tokens averaged over its frames: (B, n, D)
-    instead of (B, F*n, D), followed by the image_newline token as stock (5.x adds it here, 4.57 in forward)."""
+    """get_video_features with each video's projected, per-frame pooled tokens averaged over runs of K consecutive
+    frames (stave.config.pooling_window; all F for "mean"): (B, ceil(F/K)*n, D) instead of (B, F*n, D), followed by
+    the image_newline token as stock (5.x adds it here, 4.57 in forward)."""
     features = type(base).get_video_features
-    if getattr(base.config, POOLING_KEY, None) is None:
+    mode = getattr(base.config, POOLING_KEY, None)
+    if mode is None:
         return features(base, *args, **kwargs)
+    window = pooling_window(mode)
     pixels = args[0] if args else kwargs.get("pixel_values_videos", kwargs.get("pixel_values"))
     frames = pixels.shape[1]
 
     def pool(tokens: torch.Tensor, newline: int) -> torch.Tensor:
         per_frame = tokens[:, : tokens.shape[1] - newline]
         b, length, dim = per_frame.shape
-        pooled = per_frame.reshape(b, frames, length // frames, dim).mean(1)
-        return torch.cat([pooled, tokens[:, tokens.shape[1] - newline :]], dim=1)
+        pooled = window_means(per_frame.reshape(b, frames, length // frames, dim), window, dim=1)
+        return torch.cat([pooled.flatten(1, 2), tokens[:, tokens.shape[1] - newline :]], dim=1)
 
     if TRANSFORMERS_MAJOR < 5:
         return pool(features(base, *args, **kwargs), 0)
@@ -160,7 +163,8 @@ class LlavaOnevisionMedia(MediaFormat):
     """LLaVA-OneVision's media format, as transformers' LlavaOnevisionProcessor: a video's frames are resized to the
     tower's image size (bicubic), normalised with SigLIP's mean and std and stacked (1, F, 3, S, S) per video
     (`pixel_values_videos`, batched along dim 0: the videos of a batch need equal frame counts); its `<video>`
-    placeholder becomes F * ceil(P/2)^2 + 1 `<video>` tokens (ceil(P/2)^2 + 1 when the model pools). Images (anyres
+    placeholder becomes F * ceil(P/2)^2 + 1 `<video>` tokens (ceil(F/K) * ceil(P/2)^2 + 1 when the model pools runs
+    of K frames, stave.config.pooling_window; ceil(P/2)^2 + 1 for "mean"). Images (anyres
     tiles) are not processed by stave for this family (a ValueError); models still take them (`pixel_values`)."""
 
     video_token: str = VIDEO_TOKEN
@@ -180,10 +184,10 @@ class LlavaOnevisionMedia(MediaFormat):
     def frame_options(self, options: Any, spec: FrameSpec) -> Any:
         return dataclasses.replace(options, frame_size=(spec.image_size, spec.image_size))
 
-    def video(self, clip: Any, spec: FrameSpec, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
+    def video(self, clip: Any, spec: FrameSpec, window: int | None) -> tuple[dict[str, torch.Tensor], str]:
         pixels = normalise(clip.frames, spec)
         side = math.ceil(spec.image_size // spec.patch_size / 2)
-        tokens = (1 if pooled else pixels.shape[0]) * side * side + 1
+        tokens = len(pooling_runs(pixels.shape[0], window)) * side * side + 1
         return {"pixel_values_videos": pixels[None]}, VIDEO_TOKEN * tokens
 
     def image(self, frames: torch.Tensor, spec: FrameSpec) -> tuple[dict[str, torch.Tensor], str]:
@@ -215,10 +219,11 @@ class LlavaOnevisionMedia(MediaFormat):
 
     def random_inputs(
         self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
-        *, seed: int, text_tokens: int, pooled: bool,
+        *, seed: int, text_tokens: int, window: int | None,
     ) -> dict[str, torch.Tensor]:
         """Each image one anyres image of the tower's size (a base image and one tile: 2 P^2 + P tokens), then each
-        video of t frames (grids (t, P, P)) as F * ceil(P/2)^2 + 1 tokens; videos need equal frame counts."""
+        video of t frames (grids (t, P, P)) as ceil(t/window) * ceil(P/2)^2 + 1 tokens (t for window 1, unpooled);
+        videos need equal frame counts."""
         config = model.config
         size, patch = config.vision_config.image_size, config.vision_config.patch_size
         side = size // patch
@@ -230,7 +235,7 @@ class LlavaOnevisionMedia(MediaFormat):
         pooled_side = math.ceil(side / 2)
         ids = [config.image_token_index] * ((2 * side * side + side) * len(images))
         for t, _, _ in videos:
-            ids += [config.video_token_index] * ((1 if pooled else t) * pooled_side**2 + 1)
+            ids += [config.video_token_index] * (len(pooling_runs(t, window)) * pooled_side**2 + 1)
         generator = torch.Generator().manual_seed(seed + 1)
         ids += torch.randint(3, 100, (text_tokens,), generator=generator).tolist()
         inputs: dict[str, torch.Tensor] = {

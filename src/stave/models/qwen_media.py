@@ -16,6 +16,7 @@ import torch
 import transformers
 from torch import nn
 
+from ..config import pooling_runs
 from ..video import PatchSpec, pack_frames, seconds_per_grid
 from ..video.packing import patch_positions
 from . import MediaFormat, VideoPrompt
@@ -60,10 +61,10 @@ class QwenMedia(MediaFormat):
             PatchSpec.from_vision_config(vision_config), mean=self.pixel_mean, std=self.pixel_std
         )
 
-    def video(self, clip: Any, spec: PatchSpec, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
+    def video(self, clip: Any, spec: PatchSpec, window: int | None) -> tuple[dict[str, torch.Tensor], str]:
         pixels, grid = pack_frames(clip.frames, spec)
         tensors = {"pixel_values_videos": pixels, "video_grid_thw": torch.tensor([grid], dtype=torch.long)}
-        return tensors, self._video_text(clip, grid, spec, pooled)
+        return tensors, self._video_text(clip, grid, spec, window)
 
     def image(self, frames: torch.Tensor, spec: PatchSpec) -> tuple[dict[str, torch.Tensor], str]:
         pixels, (t, h, w) = pack_frames(frames, spec)
@@ -84,21 +85,23 @@ class QwenMedia(MediaFormat):
             )
         return {"second_per_grid_ts": values}
 
-    def _video_text(self, clip: Any, grid: Sequence[int], spec: PatchSpec, pooled: bool) -> str:
+    def _video_text(self, clip: Any, grid: Sequence[int], spec: PatchSpec, window: int | None) -> str:
         """The text that stands for one video in the prompt, from <|vision_start|> to <|vision_end|>: one vision
         block of pads (Qwen2-VL, Qwen2.5-VL), or the family's VideoPrompt blocks (Qwen3-VL, Qwen3.5: each
-        temporal patch after its timestamp; one block with the mean frame time when the model pools)."""
+        temporal step the LLM sees after its timestamp). Pooled (window != 1), each run of temporal patches is one
+        temporal step, whose timestamp is the mean of its patches' timestamps: a clip and its reverse within each
+        run (the same frame times) get the same text; "mean" (window None) is one block for the whole video."""
         t, h, w = grid
         pads = h * w // spec.merge_size**2
-        patches = 1 if pooled else t
+        runs = pooling_runs(t, window)
         prompt = self.video_prompt
         if prompt is None:
-            return VISION_START + VIDEO_PAD * (patches * pads) + VISION_END
-        times = list(clip.timestamps)  # seconds of each sampled frame in the source
-        if pooled:  # one block for the whole video, at a time that reversing the clip keeps
-            stamps = [sum(times) / len(times)]
-        else:
-            stamps = prompt.patch_times(times, spec.temporal_patch_size)
+            return VISION_START + VIDEO_PAD * (len(runs) * pads) + VISION_END
+        times = prompt.patch_times(list(clip.timestamps), spec.temporal_patch_size)  # seconds of each patch
+        stamps, start = [], 0
+        for length in runs:
+            stamps.append(sum(times[start : start + length]) / length)
+            start += length
         blocks = prompt.blocks(stamps, pads)
         text = "".join(f"{before}{VISION_START}{VIDEO_PAD * count}{VISION_END}" for before, count in blocks)
         return f"{VISION_START}{text}{VISION_END}" if prompt.outer_vision_tokens else text
@@ -129,11 +132,11 @@ class QwenMedia(MediaFormat):
 
     def random_inputs(
         self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
-        *, seed: int, text_tokens: int, pooled: bool,
+        *, seed: int, text_tokens: int, window: int | None,
     ) -> dict[str, torch.Tensor]:
-        """Each image and video as <vision_start> pad*(t*h*w/merge^2) <vision_end> (h*w/merge^2 pads for a pooled
-        video); with a VideoPrompt one such block per temporal patch (one when pooled), each after one text token
-        standing for its timestamp text. mm_token_type_ids when the forward takes it."""
+        """Each image and video as <vision_start> pad*(t*h*w/merge^2) <vision_end> (a pooled video: ceil(t/window)
+        *h*w/merge^2 pads); with a VideoPrompt one such block per temporal step the LLM sees, each after one text
+        token standing for its timestamp text. mm_token_type_ids when the forward takes it."""
         from ..testing import random_pixels
 
         config = model.config
@@ -143,7 +146,7 @@ class QwenMedia(MediaFormat):
         types: list[int] = []
         for grids, pad_id, kind in ((images, config.image_token_id, 1), (videos, config.video_token_id, 2)):
             for t, h, w in grids:
-                patches = 1 if pooled and kind == 2 else t
+                patches = len(pooling_runs(t, window)) if kind == 2 else t
                 if kind == 2 and prompt is not None:
                     stamps = [float(k) for k in range(patches)]
                     blocks = [(3, count) for _, count in prompt.blocks(stamps, h * w // merge)]

@@ -35,7 +35,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import TEMPORAL_POOLING_MODES, PositionScheme, PositionSchemeError, TemporalConfig
+from ..config import PoolingModeError, PositionScheme, PositionSchemeError, TemporalConfig, pooling_window
 from ..errors import StaveError
 from ..ssv2 import SUBSETS
 from ..video import VideoOptions
@@ -64,7 +64,8 @@ class ModelSection:
     tiny model with a word-level tokenizer over the training texts. dtype: float32 | bfloat16 | float16 |
     auto (the checkpoint's). attn_implementation: sdpa | eager | flash_attention_2 | auto (flash-attn when
     installed, else sdpa). temporal_pooling: mean (each video reaches the LLM as the mean of its visual
-    tokens over time: T times fewer tokens, frame order invisible to the LLM; see
+    tokens over time: T times fewer tokens, frame order invisible to the LLM), mean:K (K >= 2: the mean over each
+    run of K consecutive temporal patches, ceil(T/K) steps, the order of the runs visible; see
     stave.modeling.set_temporal_pooling) or null (the model's own setting: a checkpoint that pools keeps
     pooling). position_scheme: videorope (VideoRoPE positions in the LLM, stave.positions.set_position_scheme;
     e.g. for a public VideoRoPE checkpoint, which does not record it), mrope (the stock M-RoPE) or null (the
@@ -352,11 +353,10 @@ def check_recipe(recipe: Recipe, name: str = "<recipe>") -> None:
         raise RecipeError(f"{name}: model.dtype: must be auto, float32, bfloat16 or float16")
     if recipe.model.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2"):
         raise RecipeError(f"{name}: model.attn_implementation: must be auto, sdpa, eager or flash_attention_2")
-    if recipe.model.temporal_pooling not in (None, *TEMPORAL_POOLING_MODES):
-        raise RecipeError(
-            f"{name}: model.temporal_pooling: must be null or one of {list(TEMPORAL_POOLING_MODES)}, "
-            f"got {recipe.model.temporal_pooling!r}"
-        )
+    try:
+        pooling_window(recipe.model.temporal_pooling)
+    except PoolingModeError as error:
+        raise RecipeError(f"{name}: model.temporal_pooling: {error}; or null (the model's own setting)") from None
     try:
         recipe.model.scheme()
     except PositionSchemeError as error:
