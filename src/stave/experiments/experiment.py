@@ -404,7 +404,7 @@ def accuracy_tokens_plot(summary: dict[str, Any], path: Path) -> Path | None:
     axis.set(
         xlabel="LLM tokens per video (regime)",
         ylabel="pair accuracy (%)",
-        title=f"Pair accuracy against LLM tokens per video ({seeds} seeds, 95% intervals)",
+        title=f"Pair accuracy against LLM tokens per video ({seeds} seed{'s' * (seeds != 1)}, 95% intervals)",
     )
     axis.legend()
     figure.tight_layout()
