@@ -237,6 +237,7 @@ def test_an_experiment_file_selects_its_arms_and_the_two_stage_split(tmp_path):
         ("seeds: [0]\nregimes: {a: {}}\nplot: [b]\n", r"plot: a list of the file's regimes"),
     ],
 )
+@pytest.mark.version_independent
 def test_bad_experiment_files_are_refused_naming_the_key(tmp_path, text, message):
     spec = tmp_path / "bad.yaml"
     spec.write_text(text)
@@ -256,6 +257,7 @@ def test_a_derived_regime_keeps_its_sources_other_overrides(tmp_path):
     assert derived.overrides == ["model.temporal_pooling=mean", "temporal.head_scale=1.0"]
 
 
+@pytest.mark.version_independent
 def test_shipped_experiment_files_are_valid():
     experiment = load_experiment(REPO / "configs" / "experiments" / "synthetic-temporal.yaml")
     assert len(experiment.seeds) >= 5
