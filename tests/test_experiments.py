@@ -1,16 +1,36 @@
-"""stave.experiments: the statistics, the metrics of a comparison, the experiment table, and `stave demo` end to
-end on the shipped tiny base (a few steps: the pipeline, not the result)."""
+"""stave.experiments: the statistics, the metrics of a comparison, the experiment table and its accuracy-vs-tokens
+figure, the arms (the two-stage arm end to end at a few steps), and `stave demo` end to end on the shipped tiny base
+(a few steps: the pipeline, not the result)."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from stave.cli import main
-from stave.experiments import Estimate, arm_metrics, item_difference, paired_difference, proportion, verdict
-from stave.experiments.experiment import ExperimentError, load_experiment, summarise, summary_table
+from stave.experiments import (
+    ARMS,
+    Estimate,
+    arm_metrics,
+    item_difference,
+    mean_interval,
+    paired_difference,
+    proportion,
+    verdict,
+)
+from stave.experiments.experiment import (
+    ExperimentError,
+    load_experiment,
+    summarise,
+    summary_table,
+    token_curves,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,8 +87,9 @@ def test_arm_metrics_count_pairs_reversal_consistency_and_statics():
     assert difference.n == 6 and difference.value == pytest.approx(2 / 6)
 
 
-def _fake_run(root: Path, regime: str, seed: int, arm: str, correct: list[bool]) -> None:
-    """An evaluation folder and its data set, as run_experiment leaves them, with chosen answers."""
+def _fake_run(root: Path, regime: str, seed: int, arm: str, correct: list[bool], tokens: float | None = None) -> None:
+    """An evaluation folder and its data set, as run_experiment leaves them, with chosen answers (and, given
+    `tokens`, the LLM tokens per video counted for it)."""
     data = root / regime / f"seed-{seed}" / "data"
     data.mkdir(parents=True, exist_ok=True)
     questions = [
@@ -85,37 +106,117 @@ def _fake_run(root: Path, regime: str, seed: int, arm: str, correct: list[bool])
     (evaluation / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (evaluation / "results.json").write_text("{}")
     (evaluation / "seconds.json").write_text(json.dumps({"train_and_eval": 10.0}))
+    if tokens is not None:
+        (evaluation / "tokens.json").write_text(json.dumps({"videos": 4, "mean": tokens, "min": tokens, "max": tokens}))
 
 
+@pytest.mark.version_independent
 def test_experiment_summary_pairs_seeds_and_reuses_a_baseline(tmp_path):
     spec = tmp_path / "e.yaml"
     spec.write_text(
-        f"out: {tmp_path / 'runs'}\nseeds: [0, 1, 2]\nsteps: 1\n"
+        f"out: {tmp_path / 'runs'}\nseeds: [0, 1, 2]\nsteps: 2\narms: [baseline, staveq2, staveq2-two-stage]\n"
         "regimes:\n  stock: {}\n  heads: {overrides: [temporal.head_scale=1.0], baseline_from: stock}\n"
     )
     experiment = load_experiment(spec)
     runs = tmp_path / "runs"
-    for seed, (base, sta, heads) in enumerate([(2, 4, 1), (1, 3, 2), (2, 4, 2)]):  # right answers out of 4
-        _fake_run(runs, "stock", seed, "baseline", [i < base for i in range(4)])
+    for seed, (base, sta, two, heads, heads_two) in enumerate([(2, 4, 3, 1, 4), (1, 3, 3, 2, 3), (2, 4, 2, 2, 3)]):
+        _fake_run(runs, "stock", seed, "baseline", [i < base for i in range(4)])  # right answers out of 4
         _fake_run(runs, "stock", seed, "staveq2", [i < sta for i in range(4)])
+        _fake_run(runs, "stock", seed, "staveq2-two-stage", [i < two for i in range(4)])
         _fake_run(runs, "heads", seed, "staveq2", [i < heads for i in range(4)])
+        _fake_run(runs, "heads", seed, "staveq2-two-stage", [i < heads_two for i in range(4)])
     summary = summarise(experiment)
-    stock = summary["regimes"]["stock"]["pair_accuracy"]
-    assert stock["baseline"] == [0.5, 0.25, 0.5] and stock["staveq2"] == [1.0, 0.75, 1.0]
-    difference = Estimate(**stock["difference"])
+    stock = summary["regimes"]["stock"]
+    assert stock["arms"]["baseline"]["pair_accuracy"] == [0.5, 0.25, 0.5]
+    assert stock["arms"]["staveq2"]["pair_accuracy"] == [1.0, 0.75, 1.0]
+    assert stock["arms"]["staveq2-two-stage"]["pair_accuracy"] == [0.75, 0.75, 0.5]
+    assert Estimate(**stock["arms"]["staveq2"]["pair_accuracy_mean"]) == mean_interval([1.0, 0.75, 1.0])
+    # every pair of arms, later minus earlier in the file's order
+    compared = {(c["arm"], c["against"]): c for c in stock["differences"]}
+    assert list(compared) == [
+        ("staveq2", "baseline"), ("staveq2-two-stage", "baseline"), ("staveq2-two-stage", "staveq2")
+    ]  # fmt: skip
+    difference = Estimate(**compared["staveq2", "baseline"]["pair_accuracy"]["difference"])
     assert difference.value == pytest.approx(0.5) and difference.low == difference.high == pytest.approx(0.5)
-    heads = summary["regimes"]["heads"]["pair_accuracy"]
-    assert heads["baseline"] == stock["baseline"]  # the stock baseline, reused
-    assert Estimate(**heads["difference"]).value == pytest.approx((-0.25 + 0.25 + 0.0) / 3)
-    assert "no significant difference" in heads["verdict"]
-    # the variant's STA against stock's STA: 1/4 - 4/4, 2/4 - 3/4, 2/4 - 4/4
-    against = summary["regimes"]["heads"]["against_source"]
-    assert against["source"] == "stock" and against["seeds"] == [0, 1, 2]
-    assert Estimate(**against["difference"]).value == pytest.approx((-0.75 - 0.25 - 0.5) / 3)
-    assert "against_source" not in summary["regimes"]["stock"]
+    two_vs_one = Estimate(**compared["staveq2-two-stage", "staveq2"]["pair_accuracy"]["difference"])
+    assert two_vs_one == paired_difference([1.0, 0.75, 1.0], [0.75, 0.75, 0.5])
+    heads = summary["regimes"]["heads"]
+    assert heads["arms"]["baseline"]["pair_accuracy"] == [0.5, 0.25, 0.5]  # the stock baseline, reused
+    heads_difference = heads["differences"][0]
+    assert Estimate(**heads_difference["pair_accuracy"]["difference"]).value == pytest.approx((-0.25 + 0.25 + 0.0) / 3)
+    assert "no significant difference" in heads_difference["pair_accuracy"]["verdict"]
+    # each STA arm of the variant against the same arm of stock: 1/4 - 4/4, 2/4 - 3/4, 2/4 - 4/4
+    against = heads["against_source"]
+    assert set(against) == {"staveq2", "staveq2-two-stage"}
+    assert against["staveq2"]["source"] == "stock" and against["staveq2"]["seeds"] == [0, 1, 2]
+    assert Estimate(**against["staveq2"]["difference"]).value == pytest.approx((-0.75 - 0.25 - 0.5) / 3)
+    assert Estimate(**against["staveq2-two-stage"]["difference"]).value == pytest.approx((0.25 + 0.0 + 0.25) / 3)
+    assert "against_source" not in stock
     table = summary_table(summary)
-    assert "| heads | stock | 3 | -50.0 [" in table
-    assert "| stock | 3 | 41.7 | 91.7 |" in table and "staveq2 better" in table
+    assert "| heads | staveq2 | stock | 3 | -50.0 [" in table
+    assert "| stock | baseline | 3 | - | 41.7 [" in table  # no tokens.json: no token count
+    assert "| stock | staveq2 | baseline | 3 | +50.0 [+50.0, +50.0] (n=3) | staveq2 better |" in table
+    assert "| stock | left_right | 50 25 50 | 100 75 100 | 75 75 50 |" in table
+
+
+@pytest.mark.version_independent
+def test_the_report_plots_pair_accuracy_against_tokens_per_video(tmp_path):
+    """Three poolings x three arms: the table gives each arm's mean pair accuracy with its t-interval and the LLM
+    tokens per video; the figure's points are those numbers, by increasing tokens, and it is written next to the
+    table; a regime without token counts is left out of the figure, an experiment without `plot` has none."""
+    spec = tmp_path / "e.yaml"
+    runs = tmp_path / "runs"
+    spec.write_text(
+        f"out: {runs}\nseeds: [0, 1]\nsteps: 4\narms: [baseline, staveq2, staveq2-two-stage]\n"
+        "regimes: {none: {hold: true}, mean-2: {hold: true}, mean-all: {hold: true}, other: {}}\n"
+        "plot: [none, mean-2, mean-all, other]\n"
+    )
+    right = {  # regime -> arm -> right answers out of 4, per seed
+        "none": {"baseline": (4, 3), "staveq2": (4, 4), "staveq2-two-stage": (3, 4)},
+        "mean-2": {"baseline": (2, 3), "staveq2": (4, 3), "staveq2-two-stage": (3, 3)},
+        "mean-all": {"baseline": (2, 2), "staveq2": (3, 2), "staveq2-two-stage": (4, 3)},
+        "other": {"baseline": (2, 2), "staveq2": (2, 2), "staveq2-two-stage": (2, 2)},
+    }
+    tokens = {"none": 36, "mean-2": 18, "mean-all": 9, "other": None}
+    for regime, arms in right.items():
+        for arm, counts in arms.items():
+            for seed, count in enumerate(counts):
+                _fake_run(runs, regime, seed, arm, [i < count for i in range(4)], tokens[regime])
+    summary = summarise(load_experiment(spec))
+    write_report(summary, runs)
+    curves = token_curves(summary)
+    assert list(curves) == ["baseline", "staveq2", "staveq2-two-stage"]
+    assert [(x, name) for x, _, name in curves["staveq2"]] == [(9, "mean-all"), (18, "mean-2"), (36, "none")]
+    assert [e for _, e, _ in curves["staveq2"]] == [
+        mean_interval([0.75, 0.5]), mean_interval([1.0, 0.75]), mean_interval([1.0, 1.0])
+    ]  # fmt: skip
+    table = (runs / "results.md").read_text()
+    assert "| mean-2 | staveq2-two-stage | 2 | 18 | 75.0 [75.0, 75.0] (n=2) |" in table
+    assert f"| none | baseline | 2 | 36 | {mean_interval([1.0, 0.75]).percent()} |" in table
+    assert "| other | baseline | 2 | - |" in table
+    assert "(pair_accuracy_vs_tokens.png)" in table
+    figure = runs / "pair_accuracy_vs_tokens.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+    figure.unlink()
+    write_report({**summary, "plot": []}, runs)
+    assert not figure.exists() and "png" not in (runs / "results.md").read_text()
+
+
+@pytest.mark.version_independent
+def test_an_experiment_file_selects_its_arms_and_the_two_stage_split(tmp_path):
+    spec = tmp_path / "e.yaml"
+    spec.write_text("seeds: [0]\nregimes: {a: {}}\n")
+    assert load_experiment(spec).arms == ["baseline", "staveq2"]  # the default: as before arms could be chosen
+    two = ARMS["staveq2-two-stage"]
+    assert two.temporal and ARMS["staveq2"].temporal and not ARMS["baseline"].temporal
+    assert two.stage_steps(300) == [150, 150] and two.stage_steps(300, 0.25) == [75, 225]
+    assert ARMS["staveq2"].stage_steps(300) == [300]
+    assert two.overrides(10, 0.3) == [
+        "stages=[{name: stage1, trains: [temporal, head], training: {max_steps: 3}}, "
+        "{name: stage2, trains: [temporal, lora, head], training: {max_steps: 7}}]"
+    ]
+    with pytest.raises(ValueError, match="leave a stage without steps"):
+        two.stage_steps(1)
 
 
 @pytest.mark.parametrize(
@@ -128,13 +229,21 @@ def test_experiment_summary_pairs_seeds_and_reuses_a_baseline(tmp_path):
         ("seeds: [0]\nregimes: {a: {}, b: {hold: true, baseline_from: a}}\n", r"reads other data"),
         ("seeds: []\nregimes: {a: {}}\n", r"seeds"),
         ("seed: [0]\nregimes: {a: {}}\n", r"unknown key"),
+        ("seeds: [0]\narms: [baseline, staveq3]\nregimes: {a: {}}\n", r"arms: unknown arm\(s\) \['staveq3'\]; known"),
+        ("seeds: [0]\narms: baseline\nregimes: {a: {}}\n", r"arms: a list of arm names"),
+        ("seeds: [0]\narms: [staveq2, staveq2]\nregimes: {a: {}}\n", r"arms: an arm is listed twice"),
+        ("seeds: [0]\nstage1_fraction: 1.5\nregimes: {a: {}}\n", r"stage1_fraction: a number between 0 and 1"),
+        ("seeds: [0]\nsteps: 1\narms: [staveq2-two-stage]\nregimes: {a: {}}\n", r"steps / stage1_fraction: arm"),
+        ("seeds: [0]\nregimes: {a: {}}\nplot: [b]\n", r"plot: a list of the file's regimes"),
     ],
 )
+@pytest.mark.version_independent
 def test_bad_experiment_files_are_refused_naming_the_key(tmp_path, text, message):
     spec = tmp_path / "bad.yaml"
     spec.write_text(text)
-    with pytest.raises(ExperimentError, match=message):
+    with pytest.raises(ExperimentError, match=message) as error:
         load_experiment(spec)
+    assert str(error.value).startswith(f"{spec}: ")
 
 
 def test_a_derived_regime_keeps_its_sources_other_overrides(tmp_path):
@@ -148,10 +257,20 @@ def test_a_derived_regime_keeps_its_sources_other_overrides(tmp_path):
     assert derived.overrides == ["model.temporal_pooling=mean", "temporal.head_scale=1.0"]
 
 
-def test_shipped_experiment_file_is_valid():
+@pytest.mark.version_independent
+def test_shipped_experiment_files_are_valid():
     experiment = load_experiment(REPO / "configs" / "experiments" / "synthetic-temporal.yaml")
     assert len(experiment.seeds) >= 5
     assert {"stock", "hold", "pooled", "frozen-llm"} <= set(experiment.regimes)
+    compression = load_experiment(REPO / "configs" / "experiments" / "token-compression.yaml")
+    assert compression.arms == ["baseline", "staveq2", "staveq2-two-stage"] and len(compression.seeds) == 5
+    assert (compression.steps, compression.data) == (experiment.steps, experiment.data)  # synthetic-temporal's budget
+    assert all(regime.hold for regime in compression.regimes.values())
+    pooling = {name: regime.overrides for name, regime in compression.regimes.items()}
+    assert pooling == {
+        "none": [], "mean-2": ["model.temporal_pooling=mean:2"], "mean-all": ["model.temporal_pooling=mean"]
+    }  # fmt: skip
+    assert compression.plot == list(compression.regimes)
 
 
 def test_demo_runs_end_to_end_on_the_shipped_base(tmp_path, capsys):
@@ -173,6 +292,60 @@ def test_demo_runs_end_to_end_on_the_shipped_base(tmp_path, capsys):
     assert report["conclusion"] == verdict(difference, "staveq2", "baseline")
     assert report["conclusion"] in printed
     assert "Sample questions" in printed and report["peak_memory_mib"] > 0
+
+
+def _weights(model: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {name: tensor.float() for name, tensor in load_file(model / "model.safetensors").items()}
+
+
+def test_two_stage_arm_trains_sta_and_head_then_lora_in_the_one_stage_budget(tmp_path):
+    """The two-stage arm at 2 steps (1 + 1, no warm-up so that each step moves the weights): stage 1 changed STA
+    and the head only (every other weight equals the shipped base's), stage 2 also LoRA (merged into the vision and
+    LLM linears) and nothing outside STA, LoRA and the head; the steps add up to the one-stage arm's; the same seed
+    gives the same weights; its processor's LLM tokens per video follow the saved model's pooling."""
+    from stave.base import TINY_BASE
+    from stave.experiments import RECIPE, train_arm, video_tokens
+    from stave.synthetic import generate
+    from stave.training import load_recipe
+
+    data = tmp_path / "data"
+    generate(data, n=8, seed=0, tasks=["left_right"], val_fraction=0.5)
+    overrides = ["training.max_steps=2", "training.per_device_train_batch_size=2", "training.warmup_ratio=0.0"]
+    runs = [train_arm("staveq2-two-stage", data, tmp_path / run, seed=3, overrides=overrides) for run in "ab"]
+    stages = runs[0].parent.parent
+    assert runs[0] == stages / "stage2" / "model"
+    record = {s: json.loads((stages / s / "model" / "stave-run.json").read_text()) for s in ("stage1", "stage2")}
+    assert [record[s]["trains"] for s in record] == [["temporal", "head"], ["temporal", "lora", "head"]]
+    dataset = f"data.datasets=[{{path: {data / 'train.jsonl'}}}]"
+    one_stage = load_recipe(RECIPE, [dataset, *ARMS["staveq2"].overrides(2), *overrides])
+    assert record["stage1"]["steps"] + record["stage2"]["steps"] == one_stage.training["max_steps"] == 2
+    assert record["stage1"]["steps"] == record["stage2"]["steps"] == 1
+
+    base, first, second = _weights(TINY_BASE), _weights(stages / "stage1" / "model"), _weights(runs[0])
+    sta = {name for name in first if ".temp_attn." in name or ".norm3." in name}
+    assert sta and set(first) == set(base) | sta == set(second)
+    changed = {name for name in base if not torch.equal(base[name], first[name])}
+    assert changed == {"lm_head.weight"}
+    assert any(not torch.equal(first[name], torch.zeros_like(first[name])) for name in sta if "proj.weight" in name)
+    changed = {name for name in first if not torch.equal(first[name], second[name])}
+    lora_targets = {name for name in changed if name not in sta and name != "lm_head.weight"}
+    assert "lm_head.weight" in changed and changed & sta
+    vision = {name for name in lora_targets if re.search(r"(^|\.)blocks\.\d+\.", name)}  # the tower's blocks
+    llm = {name for name in lora_targets if re.search(r"(^|\.)layers\.\d+\.", name)}  # the LLM's layers
+    assert any(".attn.qkv." in name for name in vision) and any(".self_attn.q_proj." in name for name in llm)
+    assert vision | llm == lora_targets and all(name.endswith(".weight") for name in lora_targets)
+    assert not any("norm" in name or "embed" in name or "merger" in name for name in lora_targets)
+    again = _weights(runs[1])
+    assert all(torch.equal(second[name], again[name]) for name in second)  # same seed, same result
+
+    assert set(video_tokens(runs[0], data)) == {4 * 9}  # 8 frames of 84 x 84: 4 temporal patches of 3 x 3 tokens
+    pooled = tmp_path / "pooled"
+    shutil.copytree(runs[0], pooled)
+    config = json.loads((pooled / "config.json").read_text())
+    (pooled / "config.json").write_text(json.dumps({**config, "temporal_pooling": "mean"}))
+    assert set(video_tokens(pooled, data)) == {9}
 
 
 def test_classifier_experiment_pairs_top1_by_seed(tmp_path):

@@ -372,7 +372,7 @@ def cmd_check_base(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    """Both arms over seeds and regimes; prints the table of paired differences."""
+    """The file's arms over seeds and regimes; prints the table of accuracies and paired differences."""
     import yaml
 
     from .experiments.experiment import load_experiment, run_experiment, summary_table
@@ -604,9 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiment = sub.add_parser(
         "experiment",
-        help="both demo arms over several seeds and regimes, with paired differences and 95% intervals",
+        help="the file's arms over several seeds and regimes, with paired differences and 95% intervals",
         description="Run an experiment file (configs/experiments/synthetic-temporal.yaml): for each regime and "
-        "seed, generate the data, train and evaluate both arms; finished runs are reused. Prints the table.",
+        "seed, generate the data, train and evaluate each of the file's arms (default: baseline, staveq2); finished "
+        "runs are reused. Prints the table.",
     )
     experiment.add_argument("file")
     experiment.add_argument("--regimes", help="comma-separated regimes to run (default: all)")

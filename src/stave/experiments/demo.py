@@ -3,7 +3,8 @@ base with and without STA on synthetic clips whose classes only temporal order t
 
 Steps (all under --out, default runs/demo):
     data/                      `stave synth` clips of the pair tasks and still controls (held-out validation split)
-    train/<arm>/               `stave train` of each arm (stave.experiments.arms: same recipe, data stream, steps)
+    train/<arm>/               `stave train` of each arm (stave.experiments.arms.DEFAULT_ARMS, baseline and staveq2:
+                               same recipe, data stream, steps; they differ in nothing but STA)
     eval/<arm>/                `stave eval` of each arm on the validation split (option log-likelihood)
     comparison.png, loss_curves.png, attention.png    `stave compare`'s bar chart, both arms' losses, and the
                                STA arm's temporal-attention map on one held-out clip (`stave explain`)
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.items import LETTERS
-from .arms import ARMS, ArmResult, arm_metrics, evaluate_arm, item_difference, scored_rows, train_arm
+from .arms import DEFAULT_ARMS, ArmResult, arm_metrics, evaluate_arm, item_difference, scored_rows, train_arm
 from .stats import Estimate, verdict
 
 logger = logging.getLogger("stave.demo")
@@ -72,8 +73,8 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
 
     arms: dict[str, ArmResult] = {}
     overrides = [f"training.max_steps={settings.steps}", *settings.overrides]
-    for k, name in enumerate(ARMS):
-        _say(f"[2/4] fine-tuning arm {k + 1}/{len(ARMS)}: {name} ({settings.steps} steps)")
+    for k, name in enumerate(DEFAULT_ARMS):
+        _say(f"[2/4] fine-tuning arm {k + 1}/{len(DEFAULT_ARMS)}: {name} ({settings.steps} steps)")
         train_dir = out / "train"
         if (train_dir / name).exists():
             shutil.rmtree(train_dir / name)

@@ -1,16 +1,23 @@
-"""`stave experiment FILE`: both arms over several seeds in several regimes, with paired differences.
+"""`stave experiment FILE`: the arms over several seeds in several regimes, with paired differences.
 
-A regime is a data option (`hold`) plus recipe overrides for both arms (e.g. model.temporal_pooling=mean,
-lora.llm=false, temporal.head_scale=1.0). For each (regime, seed): a data set drawn with that seed, both arms
-trained (stave.experiments.arms.train_arm: same recipe, data stream and budget) and evaluated on its held-out
-split. Results per seed go to <out>/<regime>/seed-<s>/{data,train,eval}; finished evaluations are reused on
-rerun, so an interrupted experiment continues where it stopped. `baseline_from: REGIME` makes a regime that
-regime plus temporal.* overrides (same data, same other overrides) and reuses its baseline runs, which have no STA.
+The arms (stave.experiments.arms.ARMS) are the file's `arms` list, default baseline and staveq2; the two-stage arm
+splits the same number of steps between its stages (`stage1_fraction` of them to stage 1, default
+arms.STAGE1_FRACTION). A regime is a data option (`hold`) plus recipe overrides for every arm (e.g.
+model.temporal_pooling=mean, lora.llm=false, temporal.head_scale=1.0). For each (regime, seed): a data set drawn
+with that seed, every arm trained (stave.experiments.arms.train_arm: same recipe, data and number of steps) and
+evaluated on its held-out split, and the LLM tokens per video counted from its processor
+(stave.experiments.arms.video_tokens). Results per seed go to <out>/<regime>/seed-<s>/{data,train,eval}; finished
+evaluations are reused on rerun, so an interrupted experiment continues where it stopped. `baseline_from: REGIME`
+makes a regime that regime plus temporal.* overrides (same data, same other overrides) and reuses its runs of the
+arms without STA.
 
-The table (<out>/results.md, results.json): per regime, each arm's mean pair accuracy over seeds, the mean paired
-difference (staveq2 - baseline, per seed) with its 95% Student-t interval, the verdict computed from it, the same
-for reversal consistency and static accuracy, and the wall time; for a regime with `baseline_from`, also its STA
-arm against the source regime's STA arm, paired by seed (what the ablation itself changed).
+The report (<out>/results.md, results.json): per regime and arm, the mean pair accuracy over seeds with its 95%
+Student-t interval and the LLM tokens per video; per regime, each pair of arms' mean paired difference (the later arm
+in the file's list minus the earlier, per seed) with its 95% Student-t interval and the verdict computed from it, the
+same for reversal consistency and static accuracy; for a regime with `baseline_from`, also each STA arm against the
+source regime's same arm, paired by seed (what the ablation itself changed). With `plot: [REGIME, ...]`, a figure of
+pair accuracy (with the intervals) against LLM tokens per video for those regimes, one line per arm
+(<out>/pair_accuracy_vs_tokens.png).
 """
 
 from __future__ import annotations
@@ -19,16 +26,19 @@ import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import StaveError
-from .arms import ARMS, arm_metrics, evaluate_arm, scored_rows, train_arm
-from .stats import Estimate, paired_difference, verdict
+from .arms import ARMS, DEFAULT_ARMS, STAGE1_FRACTION, arm_metrics, evaluate_arm, scored_rows, train_arm, video_tokens
+from .stats import Estimate, mean_interval, paired_difference, verdict
 
-BASELINE, STA = list(ARMS)
+KEYS = ("out", "seeds", "data", "steps", "regimes", "arms", "stage1_fraction", "plot")
+METRICS = ("pair_accuracy", "reversal_consistency", "static_accuracy")
+PLOT = "pair_accuracy_vs_tokens.png"
 
 
 class ExperimentError(StaveError, ValueError):
@@ -50,6 +60,17 @@ class Experiment:
     data: dict[str, Any]
     steps: int
     regimes: dict[str, Regime]
+    arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
+    stage1_fraction: float = STAGE1_FRACTION
+    plot: list[str] = field(default_factory=list)  # regimes drawn in the accuracy-vs-tokens figure
+
+    def check_steps(self, where: str = "steps") -> None:
+        """ExperimentError when `steps` leaves a stage of an arm without steps."""
+        for name in self.arms:
+            try:
+                ARMS[name].stage_steps(self.steps, self.stage1_fraction)
+            except ValueError as error:
+                raise ExperimentError(f"{where}: {error}") from None
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -57,10 +78,9 @@ def load_experiment(path: str | Path) -> Experiment:
     if not path.is_file():
         raise ExperimentError(f"{path}: experiment file not found")
     raw = yaml.safe_load(path.read_text()) or {}
-    known = {"out", "seeds", "data", "steps", "regimes"}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(set(raw) - set(KEYS))
     if unknown:
-        raise ExperimentError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+        raise ExperimentError(f"{path}: unknown key(s) {unknown}; known: {sorted(KEYS)}")
     regimes = {}
     for name, values in (raw.get("regimes") or {}).items():
         values = values or {}
@@ -93,9 +113,26 @@ def load_experiment(path: str | Path) -> Experiment:
     seeds = raw.get("seeds") or []
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise ExperimentError(f"{path}: seeds: a list of integers is needed")
-    return Experiment(
-        str(raw.get("out", "runs/experiment")), seeds, dict(raw.get("data") or {}), int(raw.get("steps", 300)), regimes
-    )
+    arms = raw.get("arms", list(DEFAULT_ARMS))
+    if not isinstance(arms, list) or not arms or not all(isinstance(a, str) for a in arms):
+        raise ExperimentError(f"{path}: arms: a list of arm names is needed; known: {sorted(ARMS)}")
+    unknown_arms = [a for a in arms if a not in ARMS]
+    if unknown_arms:
+        raise ExperimentError(f"{path}: arms: unknown arm(s) {unknown_arms}; known: {sorted(ARMS)}")
+    if len(set(arms)) != len(arms):
+        raise ExperimentError(f"{path}: arms: an arm is listed twice: {arms}")
+    fraction = raw.get("stage1_fraction", STAGE1_FRACTION)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ExperimentError(f"{path}: stage1_fraction: a number between 0 and 1 is needed, got {fraction!r}")
+    plot = raw.get("plot") or []
+    if not isinstance(plot, list) or any(r not in regimes for r in plot):
+        raise ExperimentError(f"{path}: plot: a list of the file's regimes is needed ({sorted(regimes)}), got {plot!r}")
+    experiment = Experiment(
+        str(raw.get("out", "runs/experiment")), seeds, dict(raw.get("data") or {}), int(raw.get("steps", 300)),
+        regimes, arms=list(arms), stage1_fraction=float(fraction), plot=list(plot),
+    )  # fmt: skip
+    experiment.check_steps(f"{path}: steps / stage1_fraction")
+    return experiment
 
 
 def run_experiment(
@@ -108,6 +145,7 @@ def run_experiment(
     for name in chosen:
         if name not in experiment.regimes:
             raise ExperimentError(f"unknown regime {name!r}; known: {sorted(experiment.regimes)}")
+    experiment.check_steps()
     out = Path(experiment.out)
     for name in chosen:
         regime = experiment.regimes[name]
@@ -118,9 +156,9 @@ def run_experiment(
             if not (data / "synth.json").is_file():
                 print(f"[{name} seed {seed}] generating data", flush=True)
                 generate(data, overwrite=True, seed=seed, hold=regime.hold, **experiment.data)
-            for arm in ARMS:
-                if arm == BASELINE and regime.baseline_from:
-                    continue
+            for arm in experiment.arms:
+                if regime.baseline_from and not ARMS[arm].temporal:
+                    continue  # the source regime's run of this arm is the same run
                 evaluation = folder / "eval" / arm
                 if (evaluation / "results.json").is_file():
                     continue
@@ -129,25 +167,48 @@ def run_experiment(
                 if (folder / "train" / arm).exists():
                     shutil.rmtree(folder / "train" / arm)
                 overrides = [f"training.max_steps={experiment.steps}", *regime.overrides]
-                model = train_arm(arm, data, folder / "train", seed=seed, overrides=overrides)
+                model = train_arm(
+                    arm, data, folder / "train", seed=seed, overrides=overrides,
+                    stage1_fraction=experiment.stage1_fraction,
+                )  # fmt: skip
+                tokens = video_tokens(model, data)
                 if evaluation.exists():
                     shutil.rmtree(evaluation)
                 evaluate_arm(arm, model, data, folder / "eval", progress=progress)
+                (evaluation / "tokens.json").write_text(json.dumps(_token_summary(tokens)))
                 (evaluation / "seconds.json").write_text(json.dumps({"train_and_eval": time.perf_counter() - tick}))
-                shutil.rmtree(model.parent.parent)  # the trained weights: not needed for the table (a few MB each)
+                shutil.rmtree(folder / "train" / arm)  # the trained weights: not needed for the table (a few MB each)
     summary = summarise(experiment)
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "results.md").write_text(summary_table(summary) + "\n")
+    write_report(summary, out)
     return summary
 
 
+def _token_summary(counts: list[int]) -> dict[str, Any]:
+    return {"videos": len(counts), "mean": sum(counts) / len(counts), "min": min(counts), "max": max(counts)}
+
+
+def write_report(summary: dict[str, Any], out: Path) -> None:
+    """results.json, results.md and, for the regimes in summary["plot"], the accuracy-vs-tokens figure."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = summary_table(summary)
+    if accuracy_tokens_plot(summary, out / PLOT):
+        table += f"\n\n![pair accuracy against LLM tokens per video]({PLOT})"
+    (out / "results.md").write_text(table + "\n")
+
+
 def summarise(experiment: Experiment) -> dict[str, Any]:
-    """Every finished (regime, seed): each arm's metrics, and per regime the paired differences over seeds."""
+    """Every finished (regime, seed): each arm's metrics and tokens, and per regime the paired differences over
+    seeds."""
     out = Path(experiment.out)
+    arms = experiment.arms
     summary: dict[str, Any] = {
         "seeds": experiment.seeds,
         "steps": experiment.steps,
         "data": experiment.data,
+        "arms": arms,
+        "stage1_fraction": experiment.stage1_fraction,
+        "plot": experiment.plot,
         "regimes": {},
     }
     for name, regime in experiment.regimes.items():
@@ -156,108 +217,203 @@ def summarise(experiment: Experiment) -> dict[str, Any]:
             data_regime = regime.baseline_from or name
             data = out / data_regime / f"seed-{seed}" / "data"
             places = {
-                BASELINE: out / data_regime / f"seed-{seed}" / "eval" / BASELINE,
-                STA: out / name / f"seed-{seed}" / "eval" / STA,
+                arm: out / (name if ARMS[arm].temporal else data_regime) / f"seed-{seed}" / "eval" / arm for arm in arms
             }
             if not all((p / "results.json").is_file() for p in places.values()):
                 continue
             metrics = {arm: arm_metrics(scored_rows(place, data)) for arm, place in places.items()}
+            tokens = {
+                arm: json.loads((p / "tokens.json").read_text())["mean"] if (p / "tokens.json").is_file() else None
+                for arm, p in places.items()
+            }
             seconds = sum(
                 json.loads((p / "seconds.json").read_text())["train_and_eval"]
                 for p in places.values()
                 if (p / "seconds.json").is_file()
             )
-            per_seed[seed] = {"metrics": metrics, "seconds": seconds}
+            per_seed[seed] = {"metrics": metrics, "tokens": tokens, "seconds": seconds}
         if not per_seed:
             continue
-        entry: dict[str, Any] = {"hold": regime.hold, "overrides": regime.overrides, "seeds": sorted(per_seed)}
-        for metric in ("pair_accuracy", "reversal_consistency", "static_accuracy"):
-            base = [per_seed[s]["metrics"][BASELINE][metric].value for s in sorted(per_seed)]
-            sta = [per_seed[s]["metrics"][STA][metric].value for s in sorted(per_seed)]
-            difference = paired_difference(base, sta)
-            entry[metric] = {
-                BASELINE: base,
-                STA: sta,
-                "difference": asdict(difference),
-                "verdict": verdict(difference, STA, BASELINE, metric.replace("_", " ")),
+        order = sorted(per_seed)
+        entry: dict[str, Any] = {"hold": regime.hold, "overrides": regime.overrides, "seeds": order, "arms": {}}
+        for arm in arms:
+            values = {metric: [per_seed[s]["metrics"][arm][metric].value for s in order] for metric in METRICS}
+            counted = [per_seed[s]["tokens"][arm] for s in order if per_seed[s]["tokens"][arm] is not None]
+            entry["arms"][arm] = {
+                **values,
+                "pair_accuracy_mean": asdict(mean_interval(values["pair_accuracy"])),
+                "tokens_per_video": sum(counted) / len(counted) if counted else None,
             }
+        entry["differences"] = []
+        for earlier, later in combinations(arms, 2):
+            comparison: dict[str, Any] = {"arm": later, "against": earlier}
+            for metric in METRICS:
+                difference = paired_difference(entry["arms"][earlier][metric], entry["arms"][later][metric])
+                comparison[metric] = {
+                    "difference": asdict(difference),
+                    "verdict": verdict(difference, later, earlier, metric.replace("_", " ")),
+                }
+            entry["differences"].append(comparison)
         entry["pairs"] = {
-            task: {arm: [per_seed[s]["metrics"][arm]["pairs"][task].value for s in sorted(per_seed)] for arm in ARMS}
-            for task in per_seed[min(per_seed)]["metrics"][BASELINE]["pairs"]
+            task: {arm: [per_seed[s]["metrics"][arm]["pairs"][task].value for s in order] for arm in arms}
+            for task in per_seed[order[0]]["metrics"][arms[0]]["pairs"]
         }
         entry["seconds"] = sum(v["seconds"] for v in per_seed.values())
         summary["regimes"][name] = entry
     for name, entry in summary["regimes"].items():
-        # a regime that reuses another's baseline changes only STA: compare its STA arm with that regime's, by seed
+        # a regime that reuses another's baseline changes only STA: compare its STA arms with that regime's, by seed
         source = experiment.regimes[name].baseline_from
         if source is None or source not in summary["regimes"]:
             continue
-        theirs = dict(
-            zip(summary["regimes"][source]["seeds"], summary["regimes"][source]["pair_accuracy"][STA], strict=True)
-        )
-        ours = dict(zip(entry["seeds"], entry["pair_accuracy"][STA], strict=True))
-        seeds = [s for s in ours if s in theirs]
-        difference = paired_difference([theirs[s] for s in seeds], [ours[s] for s in seeds])
-        entry["against_source"] = {
-            "source": source,
-            "seeds": seeds,
-            "difference": asdict(difference),
-            "verdict": verdict(difference, name, source, f"{STA} pair accuracy"),
-        }
+        entry["against_source"] = {}
+        reference = summary["regimes"][source]
+        for arm in (a for a in arms if ARMS[a].temporal):
+            theirs = dict(zip(reference["seeds"], reference["arms"][arm]["pair_accuracy"], strict=True))
+            ours = dict(zip(entry["seeds"], entry["arms"][arm]["pair_accuracy"], strict=True))
+            seeds = [s for s in ours if s in theirs]
+            difference = paired_difference([theirs[s] for s in seeds], [ours[s] for s in seeds])
+            entry["against_source"][arm] = {
+                "source": source,
+                "seeds": seeds,
+                "difference": asdict(difference),
+                "verdict": verdict(difference, name, source, f"{arm} pair accuracy"),
+            }
     return summary
 
 
 def summary_table(summary: dict[str, Any]) -> str:
+    """The report as Markdown: per regime and arm, pair accuracy and LLM tokens per video; the paired differences;
+    the derived regimes' STA arms against their sources'; pair accuracy per seed and task."""
+    arms = summary.get("arms", list(DEFAULT_ARMS))
     lines = [
-        f"| regime | seeds | {BASELINE} pair acc. | {STA} pair acc. | difference [95% CI] | verdict | "
-        f"reversal consistency diff. | static acc. diff. |",
+        "| regime | arm | seeds | LLM tokens per video | pair acc. [95% CI over seeds] |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in summary["regimes"].items():
+        for arm in arms:
+            values = entry["arms"][arm]
+            tokens = values["tokens_per_video"]
+            cells = [
+                name, arm, str(len(entry["seeds"])), "-" if tokens is None else f"{tokens:g}",
+                Estimate(**values["pair_accuracy_mean"]).percent(),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Paired differences over seeds (arm - against), with 95% t-intervals:",
+        "",
+        "| regime | arm | against | seeds | pair acc. difference [95% CI] | verdict | reversal consistency diff. | "
+        "static acc. diff. |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in summary["regimes"].items():
-        pair = entry["pair_accuracy"]
-        mean = lambda values: 100 * sum(values) / len(values)  # noqa: E731
-        difference = Estimate(**pair["difference"])
-        cells = [
-            name,
-            str(len(entry["seeds"])),
-            f"{mean(pair[BASELINE]):.1f}",
-            f"{mean(pair[STA]):.1f}",
-            difference.percent(signed=True),
-            _short(difference),
-            Estimate(**entry["reversal_consistency"]["difference"]).percent(signed=True),
-            Estimate(**entry["static_accuracy"]["difference"]).percent(signed=True),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    variants = {
-        name: entry["against_source"] for name, entry in summary["regimes"].items() if "against_source" in entry
-    }
+        for comparison in entry["differences"]:
+            difference = Estimate(**comparison["pair_accuracy"]["difference"])
+            cells = [
+                name,
+                comparison["arm"],
+                comparison["against"],
+                str(len(entry["seeds"])),
+                difference.percent(signed=True),
+                _short(difference, comparison["arm"]),
+                Estimate(**comparison["reversal_consistency"]["difference"]).percent(signed=True),
+                Estimate(**comparison["static_accuracy"]["difference"]).percent(signed=True),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    variants = [
+        (name, arm, against)
+        for name, entry in summary["regimes"].items()
+        for arm, against in entry.get("against_source", {}).items()
+    ]
     if variants:
         lines += [
             "",
-            f"{STA} arm of a variant against the {STA} arm of the regime it derives from (paired by seed):",
+            "Each STA arm of a variant against the same arm of the regime it derives from (paired by seed):",
             "",
+            "| variant | arm | against | seeds | pair acc. difference [95% CI] | verdict |",
+            "|---|---|---|---|---|---|",
         ]
-        lines += [
-            f"| variant | against | seeds | {STA} pair acc. difference [95% CI] | verdict |",
-            "|---|---|---|---|---|",
-        ]
-        for name, against in variants.items():
+        for name, arm, against in variants:
             difference = Estimate(**against["difference"])
-            cells = [name, against["source"], str(len(against["seeds"])), difference.percent(signed=True)]
+            cells = [name, arm, against["source"], str(len(against["seeds"])), difference.percent(signed=True)]
             lines.append("| " + " | ".join([*cells, _short(difference, name)]) + " |")
-    lines.append("")
-    lines.append("Pair accuracy per seed and task:")
-    lines.append("")
-    lines.append("| regime | task | " + f"{BASELINE} per seed | {STA} per seed |")
-    lines.append("|---|---|---|---|")
+    lines += [
+        "",
+        "Pair accuracy per seed and task:",
+        "",
+        "| regime | task | " + " | ".join(f"{arm} per seed" for arm in arms) + " |",
+        "|---|---|" + "---|" * len(arms),
+    ]
     for name, entry in summary["regimes"].items():
-        for task, arms in entry["pairs"].items():
-            row = [" ".join(f"{100 * v:.0f}" for v in arms[arm]) for arm in ARMS]
-            lines.append(f"| {name} | {task} | {row[0]} | {row[1]} |")
+        for task, values in entry["pairs"].items():
+            row = [" ".join(f"{100 * v:.0f}" for v in values[arm]) for arm in arms]
+            lines.append(f"| {name} | {task} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def _short(difference: Estimate, name: str = STA) -> str:
+def token_curves(summary: dict[str, Any]) -> dict[str, list[tuple[float, Estimate, str]]]:
+    """Per arm, the points (LLM tokens per video, pair accuracy: mean over seeds with its 95% t-interval, regime) of
+    the regimes in summary["plot"] that finished with token counts for every arm, by increasing tokens."""
+    regimes = [
+        name
+        for name in summary.get("plot", [])
+        if name in summary["regimes"]
+        and all(v["tokens_per_video"] is not None for v in summary["regimes"][name]["arms"].values())
+    ]
+    curves = {}
+    for arm in summary["arms"] if regimes else []:
+        values = {name: summary["regimes"][name]["arms"][arm] for name in regimes}
+        curves[arm] = sorted(
+            ((v["tokens_per_video"], Estimate(**v["pair_accuracy_mean"]), name) for name, v in values.items()),
+            key=lambda point: point[0],
+        )
+    return curves
+
+
+def accuracy_tokens_plot(summary: dict[str, Any], path: Path) -> Path | None:
+    """The token_curves as a PNG: pair accuracy (%, 95% interval bars, the axis cut at 0-102%) against LLM tokens per
+    video (log 2 axis, each tick naming its regimes; the arms drawn slightly apart), one line per arm, chance (50%)
+    dotted; None (nothing written) without points."""
+    curves = token_curves(summary)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    ticks: dict[float, list[str]] = {}
+    for k, (arm, points) in enumerate(curves.items()):
+        estimates = [estimate for _, estimate, _ in points]
+        below = [0.0 if e.low is None else 100 * (e.value - e.low) for e in estimates]
+        above = [0.0 if e.high is None else 100 * (e.high - e.value) for e in estimates]
+        shift = 2 ** (0.04 * (k - (len(curves) - 1) / 2))  # the arms' bars side by side, not on top of each other
+        x = [tokens * shift for tokens, _, _ in points]
+        axis.errorbar(x, [100 * e.value for e in estimates], yerr=[below, above], marker="o", capsize=4, label=arm)
+        for tokens, _, name in points:
+            if name not in ticks.setdefault(tokens, []):
+                ticks[tokens].append(name)
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(list(ticks), [f"{tokens:g}\n{', '.join(names)}" for tokens, names in ticks.items()])
+    axis.minorticks_off()
+    axis.set_ylim(0, 102)  # an interval over few seeds can reach past 0-100%; accuracy cannot
+    axis.axhline(50, color="grey", linestyle=":", linewidth=1, label="chance")
+    regimes = {name for points in curves.values() for _, _, name in points}
+    seeds = max(len(summary["regimes"][name]["seeds"]) for name in regimes)
+    axis.set(
+        xlabel="LLM tokens per video (regime)",
+        ylabel="pair accuracy (%)",
+        title=f"Pair accuracy against LLM tokens per video ({seeds} seed{'s' * (seeds != 1)}, 95% intervals)",
+    )
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _short(difference: Estimate, name: str) -> str:
     if difference.low is None:
         return "too few seeds"
     if difference.low > 0:

@@ -40,23 +40,28 @@ def proportion(correct: int, n: int) -> Estimate:
     return Estimate(correct / n, float(interval.low), float(interval.high), n)
 
 
+def mean_interval(values: Sequence[float]) -> Estimate:
+    """Mean of `values` (e.g. one arm's accuracy per seed) with the Student-t interval of that mean; no interval
+    below 2 values. With all values equal the interval is that single value."""
+    from scipy.stats import t
+
+    n = len(values)
+    if n == 0:
+        return Estimate(math.nan, None, None, 0)
+    mean = sum(values) / n
+    if n < 2:
+        return Estimate(mean, None, None, n)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
+    return Estimate(mean, mean - half, mean + half, n)
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> Estimate:
     """Mean of b - a over paired observations (items answered by both arms, or seeds run in both), with the
     Student-t interval of that mean. With all differences equal the interval is that single value."""
-    from scipy.stats import t
-
     if len(a) != len(b):
         raise ValueError(f"paired observations must match: {len(a)} vs {len(b)}")
-    differences = [y - x for x, y in zip(a, b, strict=True)]
-    n = len(differences)
-    if n == 0:
-        return Estimate(math.nan, None, None, 0)
-    mean = sum(differences) / n
-    if n < 2:
-        return Estimate(mean, None, None, n)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
-    half = float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
-    return Estimate(mean, mean - half, mean + half, n)
+    return mean_interval([y - x for x, y in zip(a, b, strict=True)])
 
 
 def verdict(difference: Estimate, better: str, worse: str, what: str = "pair accuracy") -> str:
