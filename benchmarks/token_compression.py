@@ -347,6 +347,7 @@ def main(argv=None) -> None:
                 sample = answer_once(model, inputs[c.pooling, frames], tokenizer, args, spans.get(c.sta))
                 if round_:
                     samples[c, frames].append(sample)
+            print(f"# {frames} frames: round {round_} done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
     def median(key: str, c: Config, frames: int, full: bool = False) -> float:
         values = samples[c, frames]
@@ -363,6 +364,7 @@ def main(argv=None) -> None:
                     memory[c, frames] = peak_during_call(models[c.sta], inputs[c.pooling, frames], tokenizer, args)
                 else:
                     memory[c, frames] = cpu_peak_memory(c, frames, args)
+                print(f"# memory {c.name} at {frames} frames at {time.perf_counter() - started:.0f} s", file=sys.stderr)
     kind = "CUDA max_memory_allocated" if on_gpu else "peak RSS rise of a fresh process"
 
     print()
