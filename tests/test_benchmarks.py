@@ -131,3 +131,27 @@ def test_eval_throughput_reports_items_per_second_and_one_decode_per_video_with_
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("2 ")]
     assert [(row[1], row[2]) for row in rows] == [("off", "4"), ("on", "2")]
+
+
+def test_token_compression_times_every_configuration_with_its_token_count():
+    """The tiny model (no memory probes: their fresh processes would multiply the time): a row per configuration,
+    the exact LLM tokens of each pooling (8 frames of 56x56: 4 temporal patches of 4 merged tokens), ratios to
+    stock; and the full-depth extrapolation of a shortened model's call. (Pooling none and mean: mean:2 joins the
+    list, with 8 tokens, once set_temporal_pooling takes it.)"""
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "token_compression.py"), "--preset", "tiny-qwen2-vl", "--frames", "8",
+        "--size", "56", "--repeats", "1", "--no-memory", "--pooling", "none,mean",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| 8 |")]
+    assert [(row[1], int(row[2])) for row in rows] == [("stock", 16), ("mean", 4), ("sta", 16), ("sta+mean", 4)]
+    assert rows[0][5] == rows[0][7] == "1.00" and all(float(row[4]) > 0 for row in rows)
+    assert int(rows[0][3]) - int(rows[1][3]) == 12  # the prompt shrinks by exactly the pooled-away video tokens
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import token_compression
+
+    call = {"ttft": 1.0, "answer": 2.0, "vision": 0.25, "prefill": 0.125, "decode": 0.5}
+    full = token_compression.extrapolate(call, 2, (32, 28))
+    assert full == {"ttft": 1.0 + 15 * 0.25 + 13 * 0.125, "answer": 2.0 + 15 * 0.25 + 13 * (0.125 + 0.5)}
