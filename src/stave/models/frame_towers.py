@@ -1,13 +1,22 @@
-"""What the frame-per-image families share (LLaVA-OneVision's SigLIP, InternVL's InternViT): towers that take every
-frame as an image of one fixed size, and an LLM fed by a selected layer of the tower (`vision_feature_layer`)."""
+"""What the frame-per-image families share (LLaVA-OneVision's SigLIP, LLaVA-NeXT-Video's CLIP, InternVL's InternViT):
+towers that take every frame as an image of one fixed size, and an LLM fed by a selected layer of the tower
+(`vision_feature_layer`); for the LLaVA families also how a tower call learns which rows are frames of one video
+and their encoder layers' shape."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import functools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..temporal.block import TemporalBlockMixin
+from ..temporal.layout import TemporalLayout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,3 +58,95 @@ def feature_blocks(model: nn.Module) -> int | None:
     if config is None or not hasattr(config, "vision_feature_layer"):
         return None
     return feature_layers(config)
+
+
+# --- which rows of a tower call are frames of one video --------------------------------------------------------
+# A tower that takes a video (B, F, C, H, W) as B*F images cannot tell a video call from an image call; the base
+# model's get_video_features knows F. prepare_model switches the base model to a frame_counting_model subclass whose
+# get_video_features holds F in a context variable while the tower runs (`video_frames`, also for calling a bare
+# tower on frames); the tower's STA pre-hook reads it once per call (frame_items), so gradient checkpointing's
+# recomputation never reads it.
+
+_FRAMES: contextvars.ContextVar[int | None] = contextvars.ContextVar("stave_video_frames", default=None)
+
+
+@contextlib.contextmanager
+def video_frames(frames: int) -> Iterator[None]:
+    """Within, a frame-per-image tower call (LLaVA-OneVision, LLaVA-NeXT-Video) treats its rows as videos of `frames`
+    consecutive frames each (without: as images, which STA leaves alone). get_video_features of a model with STA
+    sets it itself."""
+    if frames < 1:
+        raise ValueError(f"a video has at least one frame, got {frames}")
+    token = _FRAMES.set(frames)
+    try:
+        yield
+    finally:
+        _FRAMES.reset(token)
+
+
+def frame_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple[int, int, bool]]:
+    """The items of one tower call of (N, C, H, W) pixels: videos of `video_frames` frames each (t = F, n = patches
+    per frame, a CLS token not counted), or without a frame count one non-temporal item per row (images, tiles)."""
+    pixels = args[0] if args else kwargs.get("pixel_values")
+    if pixels is None or pixels.dim() != 4:
+        raise ValueError(f"a {type(tower).__name__} with temporal attention needs pixel_values (N, C, H, W)")
+    rows, _, height, width = pixels.shape
+    patch = tower.config.patch_size
+    n = (height // patch) * (width // patch)
+    frames = _FRAMES.get()
+    if frames is None:
+        return [(1, n, False)] * rows
+    if rows % frames:
+        raise ValueError(f"{rows} frames are not whole videos of {frames} frames")
+    return [(frames, n, True)] * (rows // frames)
+
+
+def frame_counting_model(stock: type[nn.Module], name: str) -> type[nn.Module]:
+    """A subclass `name` of the base model class `stock` whose get_video_features (pixel_values_videos (B, F, C, H, W)
+    first) tells the tower, through `video_frames`, that its rows are videos of F frames; otherwise the stock model."""
+
+    # the stock signature: generation (5.x) encodes videos before prefill with the arguments it names
+    @functools.wraps(stock.get_video_features)
+    def get_video_features(self, *args: Any, **kwargs: Any):
+        pixels = args[0] if args else kwargs.get("pixel_values_videos", kwargs.get("pixel_values"))
+        with video_frames(pixels.shape[1]):
+            return super(switched, self).get_video_features(*args, **kwargs)
+
+    switched = type(name, (stock,), {"get_video_features": get_video_features, "__module__": __name__})
+    switched.__doc__ = f"{stock.__name__} whose get_video_features tells the tower each video's frame count."
+    return switched
+
+
+def switch_classes(model: nn.Module, switches: dict[type[nn.Module], type[nn.Module]]) -> None:
+    """Switch every module of `model` whose class is a key of `switches` to its value, in place."""
+    for module in model.modules():
+        switched = switches.get(type(module))
+        if switched is not None:
+            module.__class__ = switched
+
+
+def encoder_layers(tower: nn.Module) -> nn.ModuleList:
+    """The encoder layers of a SiglipVisionModel or CLIPVisionModel (transformers 4.57: under `vision_model`; 5.x:
+    on the model)."""
+    inner = getattr(tower, "vision_model", tower)
+    return inner.encoder.layers
+
+
+class PreNormTemporalLayer(TemporalBlockMixin):
+    """STA in an encoder layer of SigLIP's / CLIP's shape, whose norms and attention have other names than the
+    mixin's (layer_norm1, self_attn returning (output, weights), layer_norm2, mlp), so the same order is spelled
+    out: x + self_attn(layer_norm1(x)) -> temporal_update -> x + mlp(layer_norm2(x)) (spatial_first), or the
+    temporal update first (temporal_first). Hidden states are (frames, tokens, D) rows. Mix in before the stock
+    layer class."""
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any,
+        temporal_layout: TemporalLayout | None = None, **kwargs: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        x = hidden_states
+        if self.temporal_first:
+            x = self.temporal_update(x, temporal_layout)
+        x = x + self.self_attn(hidden_states=self.layer_norm1(x), attention_mask=attention_mask, **kwargs)[0]
+        if not self.temporal_first:
+            x = self.temporal_update(x, temporal_layout)
+        return x + self.mlp(self.layer_norm2(x))

@@ -13,19 +13,16 @@ STA: in every SiglipEncoderLayer whose output reaches the selected feature layer
 spatial position: the tower call of a video is B*F rows, and item k is rows k*F .. k*F+F-1 (t = F, n = P*P).
 The tower cannot tell a video call from an image call, so the base model's get_video_features says it:
 add_temporal_attention switches the base model to StaveLlavaOnevisionModel, whose get_video_features holds the
-frame count in a context variable while the tower runs (`video_frames`, also for calling a bare tower on frames);
-the tower's pre-hook reads it once per call (temporal_items), so gradient checkpointing's recomputation never
-reads it.
+frame count while the tower runs (stave.models.frame_towers: video_frames, frame_items, shared with
+LLaVA-NeXT-Video).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -36,10 +33,18 @@ from transformers.models.qwen2 import modeling_qwen2 as qwen2
 from transformers.models.siglip import modeling_siglip as siglip
 
 from ..config import POOLING_KEY
-from ..temporal.block import TemporalBlockMixin
-from ..temporal.layout import TemporalLayout
 from . import MediaFormat, UnsupportedMedia, VisionFamily
-from .frame_towers import FrameSpec, feature_blocks, normalise
+from .frame_towers import (
+    FrameSpec,
+    PreNormTemporalLayer,
+    encoder_layers,
+    feature_blocks,
+    frame_counting_model,
+    frame_items,
+    normalise,
+    switch_classes,
+    video_frames,
+)
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
@@ -48,83 +53,19 @@ VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
 # checkpoints override)
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 
-_FRAMES: contextvars.ContextVar[int | None] = contextvars.ContextVar("stave_video_frames", default=None)
+class SiglipTemporalLayer(PreNormTemporalLayer, siglip.SiglipEncoderLayer):
+    """SiglipEncoderLayer with stacked temporal attention (frame_towers.PreNormTemporalLayer)."""
 
 
-@contextlib.contextmanager
-def video_frames(frames: int) -> Iterator[None]:
-    """Within, a LLaVA-OneVision tower call treats its rows as videos of `frames` consecutive frames each (without:
-    as images, which STA leaves alone). get_video_features of a model with STA sets it itself."""
-    if frames < 1:
-        raise ValueError(f"a video has at least one frame, got {frames}")
-    token = _FRAMES.set(frames)
-    try:
-        yield
-    finally:
-        _FRAMES.reset(token)
-
-
-def temporal_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple[int, int, bool]]:
-    """The items of one SigLIP tower call: videos of `video_frames` frames each (t = F, n = patches per frame), or
-    without a frame count one non-temporal item per row (images, tiles)."""
-    pixels = args[0] if args else kwargs.get("pixel_values")
-    if pixels is None or pixels.dim() != 4:
-        raise ValueError("a LLaVA-OneVision vision tower with temporal attention needs pixel_values (N, C, H, W)")
-    rows, _, height, width = pixels.shape
-    patch = tower.config.patch_size
-    n = (height // patch) * (width // patch)
-    frames = _FRAMES.get()
-    if frames is None:
-        return [(1, n, False)] * rows
-    if rows % frames:
-        raise ValueError(f"{rows} frames are not whole videos of {frames} frames")
-    return [(frames, n, True)] * (rows // frames)
-
-
-class SiglipTemporalLayer(TemporalBlockMixin, siglip.SiglipEncoderLayer):
-    """SiglipEncoderLayer with stacked temporal attention: its norms and attention have other names than the
-    mixin's (layer_norm1, self_attn returning (output, weights), layer_norm2), so the same order is spelled out:
-    x + self_attn(layer_norm1(x)) -> temporal_update -> x + mlp(layer_norm2(x)) (spatial_first), or the temporal
-    update first (temporal_first). Hidden states are (frames, patches, D) rows."""
-
-    def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any,
-        temporal_layout: TemporalLayout | None = None, **kwargs: Any,
-    ) -> torch.Tensor:  # fmt: skip
-        x = hidden_states
-        if self.temporal_first:
-            x = self.temporal_update(x, temporal_layout)
-        x = x + self.self_attn(hidden_states=self.layer_norm1(x), attention_mask=attention_mask, **kwargs)[0]
-        if not self.temporal_first:
-            x = self.temporal_update(x, temporal_layout)
-        return x + self.mlp(self.layer_norm2(x))
-
-
-class StaveLlavaOnevisionModel(llava_ov.LlavaOnevisionModel):
-    """LlavaOnevisionModel whose get_video_features tells the tower (through `video_frames`) that its rows are
-    videos of F frames; otherwise the stock model (add_temporal_attention switches the instance's class,
-    `tell_frames`)."""
-
-    # the stock signature: generation (5.x) encodes videos before prefill with the arguments it names
-    @functools.wraps(llava_ov.LlavaOnevisionModel.get_video_features)
-    def get_video_features(self, *args: Any, **kwargs: Any):
-        pixels = args[0] if args else kwargs.get("pixel_values_videos", kwargs.get("pixel_values"))
-        with video_frames(pixels.shape[1]):
-            return super().get_video_features(*args, **kwargs)
+#: LlavaOnevisionModel whose get_video_features tells the tower (through `video_frames`) that its rows are videos of
+#: F frames; otherwise the stock model (prepare_model switches the instance's class)
+StaveLlavaOnevisionModel = frame_counting_model(llava_ov.LlavaOnevisionModel, "StaveLlavaOnevisionModel")
 
 
 def tell_frames(model: nn.Module) -> None:
     """Switch the LlavaOnevisionModel inside `model` (if any: not for a bare tower) to StaveLlavaOnevisionModel,
     in place, so that a video's tower call knows its frame count."""
-    for module in model.modules():
-        if type(module) is llava_ov.LlavaOnevisionModel:
-            module.__class__ = StaveLlavaOnevisionModel
-
-
-def siglip_layers(tower: nn.Module) -> nn.ModuleList:
-    """The encoder layers of a SiglipVisionModel (transformers 4.57: under `vision_model`; 5.x: on the model)."""
-    inner = getattr(tower, "vision_model", tower)
-    return inner.encoder.layers
+    switch_classes(model, {llava_ov.LlavaOnevisionModel: StaveLlavaOnevisionModel})
 
 
 @functools.wraps(llava_ov.LlavaOnevisionModel.get_video_features)  # its signature, which generation reads
@@ -264,8 +205,8 @@ LLAVA_ONEVISION = VisionFamily(
     vision_blocks=r"vision_tower\.(vision_model\.)?encoder\.layers\.\d+",
     vision_qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     pooled_methods=POOLED_METHODS,
-    temporal_items=temporal_items,
-    blocks=siglip_layers,
+    temporal_items=frame_items,
+    blocks=encoder_layers,
     feature_blocks=feature_blocks,
     prepare_model=tell_frames,
 )
