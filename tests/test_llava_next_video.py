@@ -68,6 +68,17 @@ def test_inputs_equal_transformers_processor_live():
         _assert_same_inputs(case["name"], ours, reference_inputs(case, indices, tok))
 
 
+def test_shortest_edge_resizes_keeping_the_aspect_and_excludes_frame_size():
+    """The shorter side becomes S, the longer int(S * long / short) (transformers' rounding down)."""
+    from stave.video import read_video
+
+    for (height, width), size in [((40, 57), (32, 45)), ((45, 33), (43, 32)), ((20, 20), (32, 32))]:
+        source = np.zeros((2, height, width, 3), dtype=np.uint8)
+        assert read_video(source, VideoOptions(nframes=2, shortest_edge=32)).frames.shape[-2:] == size
+    with pytest.raises(ValueError, match="frame_size and shortest_edge are mutually exclusive"):
+        VideoOptions(frame_size=(32, 32), shortest_edge=32)
+
+
 def test_pooling_shortens_the_prompt_to_one_frame_and_images_are_refused_naming_the_sample():
     tokenizer = tiny_tokenizer(PRESET, WORDS)
     model = tiny_model(PRESET, tokenizer=tokenizer)

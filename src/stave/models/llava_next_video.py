@@ -94,7 +94,9 @@ class CLIPTemporalEncoder(clip.CLIPEncoder):
                 output_hidden_states: bool | None = None, **kwargs: Any) -> BaseModelOutput:  # fmt: skip
         layout = _LAYOUT.get()
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
         if output_attentions and layout is not None:
             raise ValueError("a CLIP tower with temporal attention does not return attention weights")
         states: tuple[torch.Tensor, ...] = ()
@@ -137,7 +139,9 @@ def prepare_model(model: nn.Module) -> None:
         config = getattr(module, "config", None)
         stride = getattr(config, "spatial_pool_stride", POOL_STRIDE)
         if isinstance(module, llava_next_video.LlavaNextVideoModel) and stride != POOL_STRIDE:
-            raise ValueError(f"stave's LLaVA-NeXT-Video support assumes spatial_pool_stride {POOL_STRIDE}, got {stride}")
+            raise ValueError(
+                f"stave's LLaVA-NeXT-Video support assumes spatial_pool_stride {POOL_STRIDE}, got {stride}"
+            )
     switch_classes(model, _SWITCHES)
 
 

@@ -72,7 +72,8 @@ class VideoOptions:
     def __post_init__(self) -> None:
         if self.nframes is not None and self.fps is not None:
             raise ValueError("VideoOptions: nframes and fps are mutually exclusive")
-        for name in ("nframes", "shortest_edge", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels", "frame_factor"):
+        positive = ("nframes", "shortest_edge", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels")
+        for name in (*positive, "frame_factor"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"VideoOptions.{name} must be a positive int, got {value!r}")
