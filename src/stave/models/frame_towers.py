@@ -9,7 +9,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
+from . import MediaFormat, UnsupportedMedia
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,3 +151,100 @@ class PreNormTemporalLayer(TemporalBlockMixin):
         if not self.temporal_first:
             x = self.temporal_update(x, temporal_layout)
         return x + self.mlp(self.layer_norm2(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class StackedVideoMedia(MediaFormat):
+    """The media format of the LLaVA families (transformers' LlavaOnevisionProcessor, LlavaNextVideoProcessor): a
+    video's frames, brought to the tower's image size S x S (square_frames, after frame_options) and normalised with
+    pixel_mean and pixel_std, are stacked (1, F, 3, S, S) per video (`pixel_values_videos`, batched along dim 0: the
+    videos of a batch need equal frame counts); its `<video>` placeholder becomes video_tokens(F, P, pooled)
+    `<video>` tokens (P = S / patch). Images (anyres tiles) are not processed by stave (UnsupportedMedia naming
+    `family`); models still take them (`pixel_values`, `image_sizes`). Subclasses set family, pixel_mean and
+    pixel_std and implement frame_options and video_tokens (and square_frames where frames are not read at S x S)."""
+
+    family: str
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
+    video_token: str = "<video>"
+    image_token: str = "<image>"
+    wrap: tuple[str, str] = ("", "")
+    token_types: bool = False
+    batch_keys: tuple[str, ...] = ("pixel_values_videos", "pixel_values", "image_sizes")
+    config_tokens: tuple[tuple[str, str], ...] = (("image_token_index", "<image>"), ("video_token_index", "<video>"))
+
+    def video_tokens(self, frames: int, side: int, pooled: bool) -> int:
+        """The LLM tokens of a video of `frames` frames of side x side patches (of one frame's when `pooled`)."""
+        raise NotImplementedError
+
+    def square_frames(self, frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
+        """The frames frame_options read, (T, 3, h, w) uint8 -> (T, 3, S, S): as they are by default."""
+        return frames
+
+    def patch_spec(self, vision_config: Any) -> FrameSpec:
+        return FrameSpec(vision_config.image_size, vision_config.patch_size, self.pixel_mean, self.pixel_std)
+
+    def video(self, clip: Any, spec: FrameSpec, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
+        pixels = normalise(self.square_frames(clip.frames, spec), spec)
+        tokens = self.video_tokens(pixels.shape[0], spec.image_size // spec.patch_size, pooled)
+        return {"pixel_values_videos": pixels[None]}, self.video_token * tokens
+
+    def image(self, frames: torch.Tensor, spec: FrameSpec) -> tuple[dict[str, torch.Tensor], str]:
+        raise UnsupportedMedia(
+            f"{self.family}: stave's processor takes videos only; images (anyres tiles) are not supported yet"
+        )
+
+    def minimal_tower_input(self, tower: nn.Module) -> tuple[tuple, dict[str, Any]]:
+        """One blank image of the tower's size: (pixels (1, 3, S, S),)."""
+        parameter = next(tower.parameters())
+        size = tower.config.image_size
+        return (torch.zeros(1, 3, size, size, dtype=parameter.dtype, device=parameter.device),), {}
+
+    def video_grids(self, encoded: dict[str, Any], spec: FrameSpec) -> list[tuple[int, int, int]]:
+        side = spec.image_size // spec.patch_size
+        return [(videos.shape[0], side, side) for videos in encoded["pixel_values_videos"]]
+
+    def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
+        pixels = encoded["pixel_values_videos"][0].to(next(tower.parameters()))  # (F, 3, S, S)
+        with video_frames(pixels.shape[0]):
+            tower(pixels)
+        side = tower.config.image_size // tower.config.patch_size
+        return pixels.shape[0], side, side
+
+    def example_grids(self, vision_config: Any) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """Two videos of 4 frames (a batch's videos have equal frame counts) and one image, at the tower's size."""
+        side = vision_config.image_size // vision_config.patch_size
+        return [(4, side, side), (4, side, side)], [(1, side, side)]
+
+    def random_inputs(
+        self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
+        *, seed: int, text_tokens: int, pooled: bool,
+    ) -> dict[str, torch.Tensor]:
+        """Each image one anyres image of the tower's size (a base image and one tile: 2 P^2 + P tokens, CLS
+        dropped where the tower has one), then each video of t frames (grids (t, P, P)) as video_tokens(t, P,
+        pooled) tokens; videos need equal frame counts."""
+        config = model.config
+        size, patch = config.vision_config.image_size, config.vision_config.patch_size
+        side = size // patch
+        for t, h, w in (*videos, *images):
+            if (h, w) != (side, side):
+                raise ValueError(f"{self.family} frames are {side} x {side} patches, got a grid ({t}, {h}, {w})")
+        if len({t for t, _, _ in videos}) > 1:
+            raise ValueError(f"the videos of one {self.family} batch need equal frame counts, got {list(videos)}")
+        ids = [config.image_token_index] * ((2 * side * side + side) * len(images))
+        for t, _, _ in videos:
+            ids += [config.video_token_index] * self.video_tokens(t, side, pooled)
+        generator = torch.Generator().manual_seed(seed + 1)
+        ids += torch.randint(3, 100, (text_tokens,), generator=generator).tolist()
+        inputs: dict[str, torch.Tensor] = {
+            "input_ids": torch.tensor([ids]),
+            "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+        }
+        if images:
+            generator = torch.Generator().manual_seed(seed)
+            inputs["pixel_values"] = torch.randn(len(images), 2, 3, size, size, generator=generator)
+            inputs["image_sizes"] = torch.tensor([[size, size]] * len(images))
+        if videos:
+            generator = torch.Generator().manual_seed(seed + 2)
+            inputs["pixel_values_videos"] = torch.randn(len(videos), videos[0][0], 3, size, size, generator=generator)
+        return inputs

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -36,21 +35,19 @@ from transformers.models.llava_next_video import modeling_llava_next_video as ll
 from ..config import POOLING_KEY
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
-from . import MediaFormat, UnsupportedMedia, VisionFamily
+from . import VisionFamily
 from .frame_towers import (
     FrameSpec,
     PreNormTemporalLayer,
+    StackedVideoMedia,
     encoder_layers,
     feature_blocks,
     frame_counting_model,
     frame_items,
-    normalise,
     switch_classes,
-    video_frames,
 )
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
-VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
 # CLIP's normalisation (OPENAI_CLIP_MEAN / OPENAI_CLIP_STD), as llava-hf/LLaVA-NeXT-Video-7B-hf's
 # preprocessor_config.json sets it (https://huggingface.co/llava-hf/LLaVA-NeXT-Video-7B-hf/blame/
 # 6ae32f631510fd9545977939fce6c44fa1ed91ff/preprocessor_config.json: image_mean [0.48145466, 0.4578275, 0.40821073],
@@ -176,94 +173,26 @@ def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @dataclasses.dataclass(frozen=True)
-class LlavaNextVideoMedia(MediaFormat):
+class LlavaNextVideoMedia(StackedVideoMedia):
     """LLaVA-NeXT-Video's media format, as transformers' LlavaNextVideoProcessor with the published checkpoint's
-    preprocessing: a video's frames are resized so that their shorter side is the tower's image size S (bicubic,
-    antialiased; VideoOptions.shortest_edge), center-cropped to S x S, normalised with CLIP's mean and std and stacked
-    (1, F, 3, S, S) per video (`pixel_values_videos`, batched along dim 0: the videos of a batch need equal frame
-    counts); its `<video>` placeholder becomes F * (P/2)^2 `<video>` tokens ((P/2)^2 when the model pools). Images
-    (anyres tiles) are not processed by stave for this family (UnsupportedMedia); models still take them
-    (`pixel_values`, `image_sizes`)."""
+    preprocessing (frame_towers.StackedVideoMedia): a video's frames are resized so that their shorter side is the
+    tower's image size S (bicubic, antialiased; VideoOptions.shortest_edge), center-cropped to S x S and normalised
+    with CLIP's mean and std; its `<video>` placeholder becomes F * (P/2)^2 `<video>` tokens ((P/2)^2 when the model
+    pools), no newline."""
 
-    video_token: str = VIDEO_TOKEN
-    image_token: str = IMAGE_TOKEN
-    wrap: tuple[str, str] = ("", "")
-    token_types: bool = False
-    batch_keys: tuple[str, ...] = ("pixel_values_videos", "pixel_values", "image_sizes")
-    config_tokens: tuple[tuple[str, str], ...] = (
-        ("image_token_index", IMAGE_TOKEN), ("video_token_index", VIDEO_TOKEN)
-    )  # fmt: skip
-
-    def patch_spec(self, vision_config: Any) -> FrameSpec:
-        return FrameSpec(vision_config.image_size, vision_config.patch_size, CLIP_MEAN, CLIP_STD)
+    family: str = "LLaVA-NeXT-Video"
+    pixel_mean: tuple[float, float, float] = CLIP_MEAN
+    pixel_std: tuple[float, float, float] = CLIP_STD
 
     def frame_options(self, options: Any, spec: FrameSpec) -> Any:
         return dataclasses.replace(options, frame_size=None, shortest_edge=spec.image_size)
 
-    def video(self, clip: Any, spec: FrameSpec, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
-        pixels = normalise(center_crop(clip.frames, spec.image_size), spec)
-        side = spec.image_size // spec.patch_size // POOL_STRIDE
-        return {"pixel_values_videos": pixels[None]}, VIDEO_TOKEN * ((1 if pooled else pixels.shape[0]) * side * side)
+    def square_frames(self, frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
+        return center_crop(frames, spec.image_size)
 
-    def image(self, frames: torch.Tensor, spec: FrameSpec) -> tuple[dict[str, torch.Tensor], str]:
-        raise UnsupportedMedia(
-            "LLaVA-NeXT-Video: stave's processor takes videos only; images (anyres tiles) are not supported yet"
-        )
-
-    def minimal_tower_input(self, tower: nn.Module) -> tuple[tuple, dict[str, Any]]:
-        """One blank image of the tower's size: (pixels (1, 3, S, S),)."""
-        parameter = next(tower.parameters())
-        size = tower.config.image_size
-        return (torch.zeros(1, 3, size, size, dtype=parameter.dtype, device=parameter.device),), {}
-
-    def video_grids(self, encoded: dict[str, Any], spec: FrameSpec) -> list[tuple[int, int, int]]:
-        side = spec.image_size // spec.patch_size
-        return [(videos.shape[0], side, side) for videos in encoded["pixel_values_videos"]]
-
-    def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
-        pixels = encoded["pixel_values_videos"][0].to(next(tower.parameters()))  # (F, 3, S, S)
-        with video_frames(pixels.shape[0]):
-            tower(pixels)
-        side = tower.config.image_size // tower.config.patch_size
-        return pixels.shape[0], side, side
-
-    def example_grids(self, vision_config: Any) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-        """Two videos of 4 frames (a batch's videos have equal frame counts) and one image, at the tower's size."""
-        side = vision_config.image_size // vision_config.patch_size
-        return [(4, side, side), (4, side, side)], [(1, side, side)]
-
-    def random_inputs(
-        self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
-        *, seed: int, text_tokens: int, pooled: bool,
-    ) -> dict[str, torch.Tensor]:
-        """Each image one anyres image of the tower's size (a base image and one tile: with strategy "default"
-        2 P^2 + P tokens), then each video of t frames (grids (t, P, P)) as t * (P/2)^2 tokens; videos need equal
-        frame counts."""
-        config = model.config
-        size, patch = config.vision_config.image_size, config.vision_config.patch_size
-        side = size // patch
-        for t, h, w in (*videos, *images):
-            if (h, w) != (side, side):
-                raise ValueError(f"LLaVA-NeXT-Video frames are {side} x {side} patches, got a grid ({t}, {h}, {w})")
-        if len({t for t, _, _ in videos}) > 1:
-            raise ValueError(f"the videos of one LLaVA-NeXT-Video batch need equal frame counts, got {list(videos)}")
-        ids = [config.image_token_index] * ((2 * side * side + side) * len(images))
-        for t, _, _ in videos:
-            ids += [config.video_token_index] * ((1 if pooled else t) * (side // POOL_STRIDE) ** 2)
-        generator = torch.Generator().manual_seed(seed + 1)
-        ids += torch.randint(3, 100, (text_tokens,), generator=generator).tolist()
-        inputs: dict[str, torch.Tensor] = {
-            "input_ids": torch.tensor([ids]),
-            "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-        }
-        if images:
-            generator = torch.Generator().manual_seed(seed)
-            inputs["pixel_values"] = torch.randn(len(images), 2, 3, size, size, generator=generator)
-            inputs["image_sizes"] = torch.tensor([[size, size]] * len(images))
-        if videos:
-            generator = torch.Generator().manual_seed(seed + 2)
-            inputs["pixel_values_videos"] = torch.randn(len(videos), videos[0][0], 3, size, size, generator=generator)
-        return inputs
+    def video_tokens(self, frames: int, side: int, pooled: bool) -> int:
+        """Per frame (P/2)^2 tokens of the stride-2 vision_resampler; no newline."""
+        return (1 if pooled else frames) * (side // POOL_STRIDE) ** 2
 
 
 LLAVA_NEXT_VIDEO = VisionFamily(

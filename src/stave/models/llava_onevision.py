@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,21 +32,19 @@ from transformers.models.qwen2 import modeling_qwen2 as qwen2
 from transformers.models.siglip import modeling_siglip as siglip
 
 from ..config import POOLING_KEY
-from . import MediaFormat, UnsupportedMedia, VisionFamily
+from . import VisionFamily
 from .frame_towers import (
     FrameSpec,
     PreNormTemporalLayer,
+    StackedVideoMedia,
     encoder_layers,
     feature_blocks,
     frame_counting_model,
     frame_items,
-    normalise,
     switch_classes,
-    video_frames,
 )
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
-VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
 # SigLIP's normalisation (llava-hf/llava-onevision-qwen2-*-ov-hf preprocessor_config.json: image_mean = image_std =
 # [0.5, 0.5, 0.5]; the class defaults of transformers' LlavaOnevisionVideoProcessor are CLIP's, which the published
 # checkpoints override)
@@ -97,95 +94,21 @@ POOLED_METHODS = (("get_video_features", pooled_video_features),)
 
 
 @dataclasses.dataclass(frozen=True)
-class LlavaOnevisionMedia(MediaFormat):
-    """LLaVA-OneVision's media format, as transformers' LlavaOnevisionProcessor: a video's frames are resized to the
-    tower's image size (bicubic), normalised with SigLIP's mean and std and stacked (1, F, 3, S, S) per video
-    (`pixel_values_videos`, batched along dim 0: the videos of a batch need equal frame counts); its `<video>`
-    placeholder becomes F * ceil(P/2)^2 + 1 `<video>` tokens (ceil(P/2)^2 + 1 when the model pools). Images (anyres
-    tiles) are not processed by stave for this family (a ValueError); models still take them (`pixel_values`)."""
+class LlavaOnevisionMedia(StackedVideoMedia):
+    """LLaVA-OneVision's media format, as transformers' LlavaOnevisionProcessor (frame_towers.StackedVideoMedia): a
+    video's frames are resized to the tower's image size (bicubic) and normalised with SigLIP's mean and std; its
+    `<video>` placeholder becomes F * ceil(P/2)^2 + 1 `<video>` tokens (ceil(P/2)^2 + 1 when the model pools)."""
 
-    video_token: str = VIDEO_TOKEN
-    image_token: str = IMAGE_TOKEN
-    wrap: tuple[str, str] = ("", "")
-    token_types: bool = False
-    batch_keys: tuple[str, ...] = ("pixel_values_videos", "pixel_values", "image_sizes")
-    config_tokens: tuple[tuple[str, str], ...] = (
-        ("image_token_index", IMAGE_TOKEN), ("video_token_index", VIDEO_TOKEN)
-    )  # fmt: skip
+    family: str = "LLaVA-OneVision"
     pixel_mean: tuple[float, float, float] = SIGLIP_MEAN
     pixel_std: tuple[float, float, float] = SIGLIP_STD
-
-    def patch_spec(self, vision_config: Any) -> FrameSpec:
-        return FrameSpec(vision_config.image_size, vision_config.patch_size, self.pixel_mean, self.pixel_std)
 
     def frame_options(self, options: Any, spec: FrameSpec) -> Any:
         return dataclasses.replace(options, frame_size=(spec.image_size, spec.image_size))
 
-    def video(self, clip: Any, spec: FrameSpec, pooled: bool) -> tuple[dict[str, torch.Tensor], str]:
-        pixels = normalise(clip.frames, spec)
-        side = math.ceil(spec.image_size // spec.patch_size / 2)
-        tokens = (1 if pooled else pixels.shape[0]) * side * side + 1
-        return {"pixel_values_videos": pixels[None]}, VIDEO_TOKEN * tokens
-
-    def image(self, frames: torch.Tensor, spec: FrameSpec) -> tuple[dict[str, torch.Tensor], str]:
-        raise UnsupportedMedia(
-            "LLaVA-OneVision: stave's processor takes videos only; images (anyres tiles) are not supported yet"
-        )
-
-    def minimal_tower_input(self, tower: nn.Module) -> tuple[tuple, dict[str, Any]]:
-        """One blank image of the tower's size: (pixels (1, 3, S, S),)."""
-        parameter = next(tower.parameters())
-        size = tower.config.image_size
-        return (torch.zeros(1, 3, size, size, dtype=parameter.dtype, device=parameter.device),), {}
-
-    def video_grids(self, encoded: dict[str, Any], spec: FrameSpec) -> list[tuple[int, int, int]]:
-        side = spec.image_size // spec.patch_size
-        return [(videos.shape[0], side, side) for videos in encoded["pixel_values_videos"]]
-
-    def run_first_video(self, tower: nn.Module, encoded: dict[str, Any]) -> tuple[int, int, int]:
-        pixels = encoded["pixel_values_videos"][0].to(next(tower.parameters()))  # (F, 3, S, S)
-        with video_frames(pixels.shape[0]):
-            tower(pixels)
-        side = tower.config.image_size // tower.config.patch_size
-        return pixels.shape[0], side, side
-
-    def example_grids(self, vision_config: Any) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-        """Two videos of 4 frames (a batch's videos have equal frame counts) and one image, at the tower's size."""
-        side = vision_config.image_size // vision_config.patch_size
-        return [(4, side, side), (4, side, side)], [(1, side, side)]
-
-    def random_inputs(
-        self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
-        *, seed: int, text_tokens: int, pooled: bool,
-    ) -> dict[str, torch.Tensor]:
-        """Each image one anyres image of the tower's size (a base image and one tile: 2 P^2 + P tokens), then each
-        video of t frames (grids (t, P, P)) as F * ceil(P/2)^2 + 1 tokens; videos need equal frame counts."""
-        config = model.config
-        size, patch = config.vision_config.image_size, config.vision_config.patch_size
-        side = size // patch
-        for t, h, w in (*videos, *images):
-            if (h, w) != (side, side):
-                raise ValueError(f"LLaVA-OneVision frames are {side} x {side} patches, got a grid ({t}, {h}, {w})")
-        if len({t for t, _, _ in videos}) > 1:
-            raise ValueError(f"the videos of one LLaVA-OneVision batch need equal frame counts, got {list(videos)}")
-        pooled_side = math.ceil(side / 2)
-        ids = [config.image_token_index] * ((2 * side * side + side) * len(images))
-        for t, _, _ in videos:
-            ids += [config.video_token_index] * ((1 if pooled else t) * pooled_side**2 + 1)
-        generator = torch.Generator().manual_seed(seed + 1)
-        ids += torch.randint(3, 100, (text_tokens,), generator=generator).tolist()
-        inputs: dict[str, torch.Tensor] = {
-            "input_ids": torch.tensor([ids]),
-            "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-        }
-        if images:
-            generator = torch.Generator().manual_seed(seed)
-            inputs["pixel_values"] = torch.randn(len(images), 2, 3, size, size, generator=generator)
-            inputs["image_sizes"] = torch.tensor([[size, size]] * len(images))
-        if videos:
-            generator = torch.Generator().manual_seed(seed + 2)
-            inputs["pixel_values_videos"] = torch.randn(len(videos), videos[0][0], 3, size, size, generator=generator)
-        return inputs
+    def video_tokens(self, frames: int, side: int, pooled: bool) -> int:
+        """Per frame ceil(P/2)^2 bilinearly pooled tokens, then one image_newline token."""
+        return (1 if pooled else frames) * math.ceil(side / 2) ** 2 + 1
 
 
 LLAVA_ONEVISION = VisionFamily(
