@@ -102,9 +102,10 @@ def frame_items(tower: nn.Module, args: tuple, kwargs: dict) -> list[tuple[int, 
     return [(frames, n, True)] * (rows // frames)
 
 
-def frame_counting_model(stock: type[nn.Module], name: str) -> type[nn.Module]:
+def frame_counting_model(stock: type[nn.Module], name: str, module: str) -> type[nn.Module]:
     """A subclass `name` of the base model class `stock` whose get_video_features (pixel_values_videos (B, F, C, H, W)
-    first) tells the tower, through `video_frames`, that its rows are videos of F frames; otherwise the stock model."""
+    first) tells the tower, through `video_frames`, that its rows are videos of F frames; otherwise the stock model.
+    Assign it to `name` in `module` (the family's adapter), where pickle finds it."""
 
     # the stock signature: generation (5.x) encodes videos before prefill with the arguments it names
     @functools.wraps(stock.get_video_features)
@@ -113,8 +114,9 @@ def frame_counting_model(stock: type[nn.Module], name: str) -> type[nn.Module]:
         with video_frames(pixels.shape[1]):
             return super(switched, self).get_video_features(*args, **kwargs)
 
-    switched = type(name, (stock,), {"get_video_features": get_video_features, "__module__": __name__})
-    switched.__doc__ = f"{stock.__name__} whose get_video_features tells the tower each video's frame count."
+    doc = f"{stock.__name__} whose get_video_features tells the tower each video's frame count."
+    namespace = {"get_video_features": get_video_features, "__module__": module, "__qualname__": name, "__doc__": doc}
+    switched = type(name, (stock,), namespace)
     return switched
 
 

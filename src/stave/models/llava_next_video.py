@@ -121,7 +121,9 @@ class CLIPTemporalEncoder(clip.CLIPEncoder):
 
 #: LlavaNextVideoModel whose get_video_features tells the tower (through `video_frames`) that its rows are videos of
 #: F frames; otherwise the stock model
-StaveLlavaNextVideoModel = frame_counting_model(llava_next_video.LlavaNextVideoModel, "StaveLlavaNextVideoModel")
+StaveLlavaNextVideoModel = frame_counting_model(
+    llava_next_video.LlavaNextVideoModel, "StaveLlavaNextVideoModel", __name__
+)  # fmt: skip
 _SWITCHES: dict[type[nn.Module], type[nn.Module]] = {llava_next_video.LlavaNextVideoModel: StaveLlavaNextVideoModel}
 if TRANSFORMERS_MAJOR < 5:
     _SWITCHES.update({clip.CLIPVisionModel: CLIPTemporalVisionModel, clip.CLIPEncoder: CLIPTemporalEncoder})

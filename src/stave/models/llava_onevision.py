@@ -56,7 +56,9 @@ class SiglipTemporalLayer(PreNormTemporalLayer, siglip.SiglipEncoderLayer):
 
 #: LlavaOnevisionModel whose get_video_features tells the tower (through `video_frames`) that its rows are videos of
 #: F frames; otherwise the stock model (prepare_model switches the instance's class)
-StaveLlavaOnevisionModel = frame_counting_model(llava_ov.LlavaOnevisionModel, "StaveLlavaOnevisionModel")
+StaveLlavaOnevisionModel = frame_counting_model(
+    llava_ov.LlavaOnevisionModel, "StaveLlavaOnevisionModel", __name__
+)  # fmt: skip
 
 
 def tell_frames(model: nn.Module) -> None:
