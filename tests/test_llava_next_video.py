@@ -285,6 +285,30 @@ def test_pooled_llm_inputs_of_a_clip_and_its_reverse_are_equal_without_sta_and_d
     assert (forward - backward).abs().max() > 0.01 * forward.abs().max()
 
 
+def test_lora_targets_clip_and_llm_linears_and_a_text_only_batch_reaches_every_parameter():
+    """LoRA adapts the CLIP layers' and the LLM's linears, never STA or the projector; in full fine-tuning a batch
+    without pixels still gives every parameter a (zero) gradient: the last CLIP layer (after the feature layer), the
+    projector and image_newline (outside the tower) included."""
+    from peft import get_peft_model
+
+    from stave.training.recipe import LoraSection
+    from stave.training.run import vision_participation
+    from stave.training.stages import lora_config
+
+    model = stave.add_temporal_attention(tiny_model(PRESET).train())
+    peft_model = get_peft_model(model, lora_config(model, LoraSection(), with_temporal=True))
+    adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in peft_model.named_parameters() if ".lora_A." in name}
+    tower_layers = {name for name in adapted if ".encoder.layers." in name}
+    llm_layers = {name for name in adapted if ".language_model." in name}
+    assert len(tower_layers) == 3 * 6 and len(llm_layers) == 2 * 7 and len(adapted) == 3 * 6 + 2 * 7
+    assert not any("temp_attn" in name or "norm3" in name or "projector" in name for name in adapted)
+    full = tiny_model(PRESET).train()
+    inputs = model_inputs(full, text_tokens=5)
+    with vision_participation(full):
+        full(**inputs, labels=inputs["input_ids"]).loss.backward()
+    assert [name for name, param in full.named_parameters() if param.grad is None] == []
+
+
 # --- commands ---------------------------------------------------------------------------------------------------
 
 

@@ -127,7 +127,7 @@ LLAVA_ONEVISION = VisionFamily(
     ),  # fmt: skip
     model_type="llava_onevision",
     media=LlavaOnevisionMedia(),
-    vision_blocks=r"vision_tower\.(vision_model\.)?encoder\.layers\.\d+",
+    vision_blocks=r"vision_tower\.(?:vision_model\.)?encoder\.layers\.\d+",
     vision_qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     pooled_methods=POOLED_METHODS,
     temporal_items=frame_items,
