@@ -326,6 +326,17 @@ def test_lora_targets_the_siglip_and_llm_linears_never_sta_and_a_blank_image_rea
     assert trainable and all(p.grad is not None for _, p in trainable), [n for n, p in trainable if p.grad is None]
 
 
+def test_a_text_only_batch_reaches_the_projector_and_image_newline_in_full_fine_tuning():
+    """The projector and image_newline sit outside the tower: the blank image also goes through get_image_features."""
+    from stave.training.run import vision_participation
+
+    model = tiny_model(PRESET).train()
+    inputs = model_inputs(model, text_tokens=5)
+    with vision_participation(model):
+        model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    assert [name for name, param in model.named_parameters() if param.grad is None] == []
+
+
 # --- commands ---------------------------------------------------------------------------------------------------
 
 

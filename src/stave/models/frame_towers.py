@@ -202,6 +202,27 @@ class StackedVideoMedia(MediaFormat):
         size = tower.config.image_size
         return (torch.zeros(1, 3, size, size, dtype=parameter.dtype, device=parameter.device),), {}
 
+    def blank_outputs(self, model: nn.Module, tower: nn.Module) -> list[torch.Tensor]:
+        """The blank image through the whole tower (layers after the feature layer take part too) and, for a full or
+        base model, as an anyres image through get_image_features: the projector and image_newline sit outside the
+        tower."""
+        from . import find_vision_tower, vision_outputs
+
+        outputs = super().blank_outputs(model, tower)
+        family, _ = find_vision_tower(model)
+        base = next((m for m in model.modules() if isinstance(m, family.model_classes[1])), None)
+        if base is None:  # a bare tower
+            return outputs
+        (pixels,), _ = self.minimal_tower_input(tower)
+        config, size = base.config, pixels.shape[-1]
+        tiles = 1 + max(h * w for h, w in config.image_grid_pinpoints) // (size * size)  # the most an image takes
+        image = base.get_image_features(
+            pixels.expand(tiles, -1, -1, -1)[None], torch.tensor([[size, size]], device=pixels.device),
+            vision_feature_layer=config.vision_feature_layer,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+        )  # fmt: skip
+        return outputs + vision_outputs(image)
+
     def video_grids(self, encoded: dict[str, Any], spec: FrameSpec) -> list[tuple[int, int, int]]:
         side = spec.image_size // spec.patch_size
         return [(videos.shape[0], side, side) for videos in encoded["pixel_values_videos"]]

@@ -35,7 +35,7 @@ from transformers.models.llava_next_video import modeling_llava_next_video as ll
 from ..config import POOLING_KEY
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
-from . import VisionFamily, vision_outputs
+from . import VisionFamily
 from .frame_towers import (
     FrameSpec,
     PreNormTemporalLayer,
@@ -195,24 +195,6 @@ class LlavaNextVideoMedia(StackedVideoMedia):
     def video_tokens(self, frames: int, side: int, pooled: bool) -> int:
         """Per frame (P/2)^2 tokens of the stride-2 vision_resampler; no newline."""
         return (1 if pooled else frames) * (side // POOL_STRIDE) ** 2
-
-    def blank_outputs(self, model: nn.Module, tower: nn.Module) -> list[torch.Tensor]:
-        """The blank image through the whole tower (its last layer feeds no feature layer but takes part) and,
-        for a full or base model, as an anyres image through get_image_features: the projector and image_newline
-        sit outside the tower."""
-        outputs = super().blank_outputs(model, tower)
-        base = next((m for m in model.modules() if isinstance(m, llava_next_video.LlavaNextVideoModel)), None)
-        if base is None:  # a bare tower
-            return outputs
-        (pixels,), _ = self.minimal_tower_input(tower)
-        config, size = base.config, pixels.shape[-1]
-        tiles = 1 + max(h * w for h, w in config.image_grid_pinpoints) // (size * size)  # the most an image takes
-        image = base.get_image_features(
-            pixels.expand(tiles, -1, -1, -1)[None], torch.tensor([[size, size]], device=pixels.device),
-            vision_feature_layer=config.vision_feature_layer,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-        )  # fmt: skip
-        return outputs + vision_outputs(image)
 
 
 LLAVA_NEXT_VIDEO = VisionFamily(
