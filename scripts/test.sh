@@ -56,6 +56,7 @@ elif [ -f .venv/extras/.stave-setup ]; then
     tests/test_processing.py::test_qwen3_inputs_equal_transformers_processor_live
     tests/test_processing.py::test_qwen3_inputs_with_no_video_options_equal_transformers_processor_with_its_defaults_live
     tests/test_llava_onevision.py::test_inputs_equal_transformers_processor_live
+    tests/test_llava_next_video.py::test_inputs_equal_transformers_processor_live
     tests/test_internvl.py::test_inputs_equal_transformers_processor_live)
   echo "== optional backends and live processor parity (.venv/extras), transformers $(.venv/extras/bin/python -c 'import transformers; print(transformers.__version__)')"
   STAVE_EXPECT_EXTRAS=1 .venv/extras/bin/python -m pytest -q -p no:cacheprovider "${extras_tests[@]}"
@@ -65,6 +66,7 @@ elif [ -f .venv/extras/.stave-setup ]; then
     tests/test_processing.py::test_qwen3_inputs_equal_transformers_processor_live \
     tests/test_processing.py::test_qwen3_inputs_with_no_video_options_equal_transformers_processor_with_its_defaults_live \
     tests/test_llava_onevision.py::test_inputs_equal_transformers_processor_live \
+    tests/test_llava_next_video.py::test_inputs_equal_transformers_processor_live \
     tests/test_internvl.py::test_inputs_equal_transformers_processor_live
 else
   echo "== optional backends and live processor parity: not run, .venv/extras unavailable: $(tail -n +2 .venv/extras.unavailable 2>/dev/null || echo 'see scripts/setup.sh')"

@@ -11,7 +11,7 @@ from conftest import randomize_temporal
 
 import stave
 from stave.models import vision_outputs
-from stave.models.llava_onevision import siglip_layers, video_frames
+from stave.models.frame_towers import encoder_layers, video_frames
 from stave.presets import tiny_model, tiny_tokenizer
 from stave.processing import TRANSFORMERS_MAJOR, ConversationError, VideoChatProcessor
 from stave.testing import model_inputs
@@ -190,7 +190,7 @@ def test_update_lands_on_its_own_patch_in_every_frame_of_its_own_video():
     model = sta_model()
     tower = stave.vision_tower(model)
     with torch.no_grad():
-        for layer in siglip_layers(tower):
+        for layer in encoder_layers(tower):
             for module in (layer.self_attn, layer.mlp):
                 for param in module.parameters():
                     param.zero_()
@@ -228,7 +228,7 @@ def test_blocks_after_the_feature_layer_get_no_sta_and_naming_one_is_refused():
     model = tiny_model(PRESET)
     model.config.vision_feature_layer = -2
     stave.add_temporal_attention(model)
-    layers = siglip_layers(stave.vision_tower(model))
+    layers = encoder_layers(stave.vision_tower(model))
     assert [hasattr(layer, "temp_attn") for layer in layers] == [True, True, False]
     other = tiny_model(PRESET)
     other.config.vision_feature_layer = -2
@@ -343,6 +343,17 @@ def test_lora_targets_the_siglip_and_llm_linears_never_sta_and_a_blank_image_rea
     assert trainable and all(p.grad is not None for _, p in trainable), [n for n, p in trainable if p.grad is None]
 
 
+def test_a_text_only_batch_reaches_the_projector_and_image_newline_in_full_fine_tuning():
+    """The projector and image_newline sit outside the tower: the blank image also goes through get_image_features."""
+    from stave.training.run import vision_participation
+
+    model = tiny_model(PRESET).train()
+    inputs = model_inputs(model, text_tokens=5)
+    with vision_participation(model):
+        model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    assert [name for name, param in model.named_parameters() if param.grad is None] == []
+
+
 # --- commands ---------------------------------------------------------------------------------------------------
 
 
@@ -393,20 +404,6 @@ def test_forward_train_eval_ask_and_explain_from_the_command_line(tmp_path, caps
     assert capsys.readouterr().out == (answer or "(the model produced no text)") + "\n"
     assert main(["explain", *flags, "--out", str(tmp_path / "map.png")]) == 0
     assert "grid t,h,w = (4, 4, 4)" in capsys.readouterr().out and (tmp_path / "map.png").stat().st_size > 2000
-
-
-def test_llava_next_video_is_refused_with_a_type_error_naming_the_supported_classes():
-    """LLaVA-NeXT-Video (CLIP with CLS) is not supported yet (README: its processing is not written)."""
-    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
-
-    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                  num_attention_heads=4, image_size=32, patch_size=8)  # fmt: skip
-    text = dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                num_key_value_heads=2, vocab_size=128)  # fmt: skip
-    config = LlavaNextVideoConfig(vision_config=vision, text_config=text, image_token_index=120, video_token_index=121)
-    model = LlavaNextVideoForConditionalGeneration(config)
-    with pytest.raises(TypeError, match=r"LLaVA-OneVision: .*; got LlavaNextVideoForConditionalGeneration"):
-        stave.add_temporal_attention(model)
 
 
 def test_info_counts_sta_on_the_published_tower(capsys):

@@ -92,6 +92,16 @@ VISION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         num_hidden_layers=26, hidden_size=1152, num_attention_heads=16, intermediate_size=4304, image_size=384,
         patch_size=14, vision_use_head=False,
     )),  # fmt: skip
+    # llava-hf/LLaVA-NeXT-Video-7B-hf: CLIP ViT-L/14 at 336 px (24 layers, width 1024, 16 heads of 64, MLP 4096),
+    # vision_feature_layer -2 (STA goes into the 23 layers that feed it), average pooling with stride 2; the LLM is
+    # Vicuna-7B (lmsys/vicuna-7b-v1.5: LlamaForCausalLM, vocabulary 32064 with the <video> and <image> tokens).
+    # From https://huggingface.co/llava-hf/LLaVA-NeXT-Video-7B-hf/blob/6ae32f631510fd9545977939fce6c44fa1ed91ff/
+    # config.json (vision_config: hidden_size 1024, image_size 336, intermediate_size 4096, num_attention_heads 16,
+    # num_hidden_layers 24, patch_size 14, projection_dim 768), read through a public index, not downloaded here
+    "llava-next-video-7b": ("llava_next_video", dict(
+        model_type="clip_vision_model", num_hidden_layers=24, hidden_size=1024, num_attention_heads=16,
+        intermediate_size=4096, image_size=336, patch_size=14, projection_dim=768,
+    )),  # fmt: skip
     "internvit-300m": ("internvl", _INTERNVIT_300M),
     "internvit-6b": ("internvl", _INTERNVIT_6B),
 }
@@ -258,6 +268,24 @@ TINY_TOP_LEVEL: dict[str, dict[str, Any]] = {
         image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
     ),
 }
+
+# LLaVA-NeXT-Video (transformers' LlavaNextVideoConfig): a CLIP tower of 32 x 32 frames in 8 x 8 patches (a CLS token
+# and 4 x 4 patches per row; average-pooled with stride 2 to 2 x 2 LLM tokens per frame), the hidden states before
+# the last layer selected without CLS as in the published checkpoints (vision_feature_layer -2, strategy "default");
+# anyres resolutions in units of 32; a Llama LLM (Vicuna in the published checkpoints).
+TINY_PRESETS["tiny-llava-next-video"] = (
+    "llava_next_video",
+    dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+         num_attention_heads=4, image_size=32, patch_size=8, projection_dim=32),
+    dict(_TINY_TEXT, model_type="llama", rope_scaling=None),
+)  # fmt: skip
+TINY_TOP_LEVEL["tiny-llava-next-video"] = dict(
+    vision_feature_layer=-2,
+    vision_feature_select_strategy="default",
+    image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
+    spatial_pool_mode="average",
+    spatial_pool_stride=2,
+)
 
 # InternVL (transformers' InternVLConfig): an InternViT of 32 x 32 images in 8 x 8 patches (a CLS token and 4 x 4
 # patches per row, pixel-shuffled to 2 x 2 LLM tokens), LayerNorm, LayerScale, qk-norm off as InternViT-300M; the

@@ -287,13 +287,14 @@ def shard_units(model: nn.Module) -> list[str]:
 def families() -> tuple[VisionFamily, ...]:
     from .internvideo2 import INTERNVIDEO2
     from .internvl import INTERNVL
+    from .llava_next_video import LLAVA_NEXT_VIDEO
     from .llava_onevision import LLAVA_ONEVISION
     from .qwen2_5_vl import QWEN2_5_VL
     from .qwen2_vl import QWEN2_VL
     from .qwen3_vl import FAMILIES as QWEN3_FAMILIES
     from .videomae import VIDEOMAE
 
-    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, LLAVA_ONEVISION, VIDEOMAE, INTERNVIDEO2, INTERNVL)
+    return (QWEN2_VL, QWEN2_5_VL, *QWEN3_FAMILIES, LLAVA_ONEVISION, LLAVA_NEXT_VIDEO, VIDEOMAE, INTERNVIDEO2, INTERNVL)
 
 
 def missing_family(model_type: str) -> str | None:

@@ -55,7 +55,7 @@ class VideoClip:
 
     Attributes:
         frames: (T, 3, H, W) uint8, H and W multiples of the resize factor (or
-            options.frame_size).
+            options.frame_size, or the short side options.shortest_edge).
         timestamps: time in seconds of each taken frame in the source.
         indices: index of each taken frame among the source's frames.
         source_fps: the source's frame rate (frames per second).
@@ -251,10 +251,20 @@ def _select(
 def _target_size(height: int, width: int, n: int, options: VideoOptions, factor: int, source: object):
     if options.frame_size is not None:
         return options.frame_size
+    if options.shortest_edge is not None:
+        return shortest_edge_size(height, width, options.shortest_edge)
     try:
         return video_frame_size(height, width, n, options, factor)
     except ValueError as error:
         raise VideoShapeError(source, str(error)) from None
+
+
+def shortest_edge_size(height: int, width: int, edge: int) -> tuple[int, int]:
+    """(height, width) of a frame resized so that its shorter side is `edge`, the aspect ratio kept: the longer side
+    int(edge * long / short), as transformers' get_resize_output_image_size (default_to_square=False)."""
+    short, long = (width, height) if width <= height else (height, width)
+    longer = int(edge * long / short)
+    return (longer, edge) if width <= height else (edge, longer)
 
 
 def _clip(frames, times, indices, fps, total, options, source, backend: str = "frames") -> VideoClip:

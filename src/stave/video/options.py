@@ -43,6 +43,10 @@ class VideoOptions:
             last frame when packed).
         frame_size: (height, width): every frame resized to exactly this size, the pixel bounds unused (families
             whose tower takes fixed-size frames, e.g. LLaVA-OneVision's processor sets the tower's image size).
+        shortest_edge: every frame resized so that its shorter side is this many pixels, the aspect ratio kept
+            (the longer side int(shortest_edge * long / short), as transformers' resize to {"shortest_edge": ...});
+            the pixel bounds unused; exclusive with frame_size (LLaVA-NeXT-Video's processor sets the tower's
+            image size and center-crops).
         backend: the decoder of video files: "pyav" (always installed), "torchcodec" or "decord" (optional
             extras), or "auto" (torchcodec where it can be used, else pyav; see stave.video.backends).
             Frame folders, image lists and arrays need no decoder.
@@ -61,13 +65,15 @@ class VideoOptions:
     budget: str = "frame"
     frame_factor: int = FRAME_FACTOR
     frame_size: tuple[int, int] | None = None
+    shortest_edge: int | None = None
     backend: str = "pyav"
     timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.nframes is not None and self.fps is not None:
             raise ValueError("VideoOptions: nframes and fps are mutually exclusive")
-        for name in ("nframes", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels", "frame_factor"):
+        positive = ("nframes", "shortest_edge", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels")
+        for name in (*positive, "frame_factor"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"VideoOptions.{name} must be a positive int, got {value!r}")
@@ -97,13 +103,16 @@ class VideoOptions:
             ):  # fmt: skip
                 raise ValueError(f"VideoOptions.frame_size must be (height, width) positive ints, got {size!r}")
             object.__setattr__(self, "frame_size", tuple(size))
+        if self.frame_size is not None and self.shortest_edge is not None:
+            raise ValueError("VideoOptions: frame_size and shortest_edge are mutually exclusive")
         if self.backend not in ("pyav", "torchcodec", "decord", "auto"):
             raise ValueError(f"VideoOptions.backend must be pyav, torchcodec, decord or auto, got {self.backend!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field; frame_size only when set (so records, cache keys and resumable runs' settings written
-        before it existed stay the same)."""
+        """Every field; frame_size and shortest_edge only when set (so records, cache keys and resumable runs'
+        settings written before they existed stay the same)."""
         values = dataclasses.asdict(self)
-        if values["frame_size"] is None:
-            del values["frame_size"]
+        for optional in ("frame_size", "shortest_edge"):
+            if values[optional] is None:
+                del values[optional]
         return values

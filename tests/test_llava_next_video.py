@@ -1,0 +1,361 @@
+"""LLaVA-NeXT-Video (issue #15: a new frame-per-image family in one adapter file): processing equal to transformers'
+LlavaNextVideoProcessor, STA in the CLIP tower over each video's frames (never over images, never on the CLS token,
+never after the feature layer), temporal pooling, training and evaluation, on the tiny random preset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_temporal
+
+import stave
+from stave.models import vision_outputs
+from stave.models.frame_towers import encoder_layers, video_frames
+from stave.presets import tiny_model, tiny_tokenizer
+from stave.processing import ConversationError, VideoChatProcessor
+from stave.testing import model_inputs
+from stave.video import VideoOptions
+
+PRESET = "tiny-llava-next-video"
+SIDE = 4  # the tiny tower's 32 x 32 frames in 8 x 8 patches: a CLS token and 4 x 4 patches per frame
+WORDS = ["what", "happens", "?", "left", "right"]
+
+
+def _assert_same_inputs(name: str, ours: dict, theirs: dict) -> None:
+    assert set(theirs) <= set(ours), (name, sorted(set(theirs) - set(ours)))
+    for key, expected in theirs.items():
+        expected = torch.as_tensor(expected)
+        if expected.is_floating_point():
+            assert ours[key].shape == expected.shape, (name, key, ours[key].shape, expected.shape)
+            # transformers rescales and normalises in one fused step: one float32 rounding apart at most
+            assert (ours[key] - expected.float()).abs().max() <= 1e-6, (name, key)
+        else:
+            assert ours[key].tolist() == expected.tolist(), (name, key)
+
+
+def test_inputs_equal_the_stored_outputs_of_transformers_processor():
+    """Token ids (each `<video>` as F * 2 * 2 `<video>` tokens, no newline) and pixel_values_videos (shorter side
+    resized to 32, center-cropped to 32 x 32, CLIP-normalised) equal what transformers 5.24's LlavaNextVideoProcessor
+    made of the same frames (tests/fixtures/make_llava_next_video_processor_fixture.py): landscape, portrait
+    (odd crop offsets), an enlarged clip and two videos in one prompt."""
+    from fixtures.make_llava_next_video_processor_fixture import FIXTURE, conversation_cases, stave_inputs
+    from fixtures.make_llava_next_video_processor_fixture import tokenizer as fixture_tokenizer
+    from safetensors.torch import load_file
+
+    stored = load_file(FIXTURE)
+    tok = fixture_tokenizer()
+    for case in conversation_cases():
+        ours, _ = stave_inputs(case, tok)
+        theirs = {key.split(".", 1)[1]: value for key, value in stored.items() if key.split(".", 1)[0] == case["name"]}
+        assert set(theirs) == {"input_ids", "pixel_values_videos"}, case["name"]
+        _assert_same_inputs(case["name"], ours, theirs)
+
+
+def test_inputs_equal_transformers_processor_live():
+    """The same comparison against transformers' LlavaNextVideoProcessor run here, where torchvision imports."""
+    from conftest import skip_optional
+    from fixtures.make_llava_next_video_processor_fixture import conversation_cases, reference_inputs, stave_inputs
+    from fixtures.make_llava_next_video_processor_fixture import tokenizer as fixture_tokenizer
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:  # torchvision fails to import in several ways beside a mismatched torch
+        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+    tok = fixture_tokenizer()
+    for case in conversation_cases():
+        ours, indices = stave_inputs(case, tok)
+        _assert_same_inputs(case["name"], ours, reference_inputs(case, indices, tok))
+
+
+def test_shortest_edge_resizes_keeping_the_aspect_and_excludes_frame_size():
+    """The shorter side becomes S, the longer int(S * long / short) (transformers' rounding down)."""
+    from stave.video import read_video
+
+    for (height, width), size in [((40, 57), (32, 45)), ((45, 33), (43, 32)), ((20, 20), (32, 32))]:
+        source = np.zeros((2, height, width, 3), dtype=np.uint8)
+        assert read_video(source, VideoOptions(nframes=2, shortest_edge=32)).frames.shape[-2:] == size
+    with pytest.raises(ValueError, match="frame_size and shortest_edge are mutually exclusive"):
+        VideoOptions(frame_size=(32, 32), shortest_edge=32)
+
+
+def test_pooling_shortens_the_prompt_to_one_frame_and_images_are_refused_naming_the_sample():
+    tokenizer = tiny_tokenizer(PRESET, WORDS)
+    model = tiny_model(PRESET, tokenizer=tokenizer)
+    video = tokenizer.convert_tokens_to_ids("<video>")
+    frames = np.random.default_rng(0).integers(0, 255, (8, 40, 56, 3), dtype=np.uint8)
+    messages = [{"role": "user", "content": [{"type": "video", "video": frames, "source_fps": 3.0},
+                                             {"type": "text", "text": "what happens ?"}]}]  # fmt: skip
+    options = VideoOptions(nframes=6)
+    plain = VideoChatProcessor.for_model(tokenizer, model, options).encode(messages, train=False)
+    stave.set_temporal_pooling(model, "mean")
+    pooled = VideoChatProcessor.for_model(tokenizer, model, options).encode(messages, train=False)
+    assert (plain["input_ids"] == video).sum() == 6 * 4 and (pooled["input_ids"] == video).sum() == 4
+    assert torch.equal(plain["pixel_values_videos"], pooled["pixel_values_videos"])
+    stave.set_temporal_pooling(model, "mean:4")  # runs of 4 and 2 frames: two frames' worth of tokens
+    windowed = VideoChatProcessor.for_model(tokenizer, model, options).encode(messages, train=False)
+    assert (windowed["input_ids"] == video).sum() == 2 * 4
+    with torch.no_grad():  # and the model's features: as many tokens as the prompt holds
+        features = vision_outputs(model.model.get_video_features(windowed["pixel_values_videos"]))
+    assert sum(f.numel() // f.shape[-1] for f in features) == 2 * 4
+    image = {"role": "user", "content": [{"type": "image", "image": frames[0]}, {"type": "text", "text": "?"}]}
+    with pytest.raises(ConversationError, match="^record 3: LLaVA-NeXT-Video: stave's processor takes videos only"):
+        VideoChatProcessor.for_model(tokenizer, model).encode([image], train=False, name="record 3")
+
+
+# --- STA in the CLIP tower --------------------------------------------------------------------------------------
+
+
+def frames(count, seed=0):
+    """(count, 3, 32, 32) random pixels (already normalised)."""
+    return torch.randn(count, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def tower_states(tower, pixels, frames_per_video=None, layer=-2):
+    """The tower's hidden states of `layer` (rows, 1 + 16, D; the CLS token first): videos of `frames_per_video`
+    frames, or images without."""
+    if frames_per_video is None:
+        return tower(pixels, output_hidden_states=True).hidden_states[layer]
+    with video_frames(frames_per_video):
+        return tower(pixels, output_hidden_states=True).hidden_states[layer]
+
+
+def features(model, kind, *args):
+    """get_image_features / get_video_features of the base model with the config's feature layer and strategy,
+    every tensor it hands the LLM (vision_outputs)."""
+    config = model.config
+    selection = dict(
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+    )
+    return vision_outputs(getattr(model.model, f"get_{kind}_features")(*args, **selection))
+
+
+def sta_model(**overrides):
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model, **overrides)
+    randomize_temporal(model)
+    return model
+
+
+@pytest.mark.parametrize("order", ["spatial_first", "temporal_first"])
+def test_zero_init_is_exact_identity_on_videos_and_images(order):
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, videos=[(3, SIDE, SIDE), (3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
+    with torch.no_grad():
+        before = model(**inputs).logits
+        stave.add_temporal_attention(model, order=order)
+        after = model(**inputs).logits
+    assert type(model.model).__name__ == "StaveLlavaNextVideoModel"  # its videos tell the tower their frames
+    assert (after - before).abs().max() <= 1e-6
+
+
+def test_sta_goes_only_into_the_layers_that_feed_the_llm():
+    """vision_feature_layer -2 (published): the last CLIP layer's output reaches nothing the LLM sees."""
+    model = stave.add_temporal_attention(tiny_model(PRESET))
+    assert [hasattr(layer, "temp_attn") for layer in encoder_layers(stave.vision_tower(model))] == [True, True, False]
+    with pytest.raises(ValueError, match=r"blocks \[2\] come after the vision feature layer"):
+        stave.add_temporal_attention(tiny_model(PRESET), layers=[0, 2])
+
+
+def test_update_lands_on_its_own_patch_in_every_frame_of_its_own_video_and_never_on_cls():
+    """With spatial attention and MLP silenced, a layer is x + STA(norm3(x)): perturbing one patch of one frame
+    changes exactly that patch position in every frame of that video (token 1 + position: CLS first), nothing in the
+    other video, and no CLS token."""
+    model = sta_model()
+    tower = stave.vision_tower(model)
+    with torch.no_grad():
+        for layer in encoder_layers(tower):
+            for module in (layer.self_attn, layer.mlp):
+                for param in module.parameters():
+                    param.zero_()
+    pixels = frames(6)  # two videos of 3 frames
+    changed = pixels.clone()
+    changed[4, :, 8:16, 16:24] += 3.0  # video 1, its frame 1, patch (row 1, column 2) = position 6, token 7
+    with torch.no_grad():
+        diff = (tower_states(tower, changed, 3) - tower_states(tower, pixels, 3)).abs().sum(-1)  # (6, 17)
+    assert set(map(tuple, torch.nonzero(diff > 1e-6).tolist())) == {(3, 7), (4, 7), (5, 7)}
+
+
+def test_cls_tokens_get_no_temporal_update():
+    """A CLS token differs from the stock tower's only through spatial attention to patches STA changed: with the
+    first layer alone given STA, the first layer's output CLS tokens are the stock ones exactly, its patches not."""
+    stock = tiny_model(PRESET)
+    model = tiny_model(PRESET)
+    stave.add_temporal_attention(model, layers=[0])
+    randomize_temporal(model)
+    pixels = frames(4)
+    with torch.no_grad():
+        before = tower_states(stave.vision_tower(stock), pixels, 4, layer=1)
+        after = tower_states(stave.vision_tower(model), pixels, 4, layer=1)
+    assert torch.equal(before[:, 0], after[:, 0])
+    assert (before[:, 1:] - after[:, 1:]).abs().max() > 1e-3
+
+
+def test_videos_change_and_images_stay_identical_through_the_model():
+    """With random STA (even images="apply"), a video's features change and an image's (a base image and its tile)
+    are those of the stock model, bit for bit: images and tiles are not time."""
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, videos=[(4, SIDE, SIDE)], images=[(1, SIDE, SIDE), (1, SIDE, SIDE)])
+    with torch.no_grad():
+        images = features(model, "image", inputs["pixel_values"], inputs["image_sizes"])
+        videos = features(model, "video", inputs["pixel_values_videos"])
+        stave.add_temporal_attention(model, images="apply")
+        randomize_temporal(model)
+        images_sta = features(model, "image", inputs["pixel_values"], inputs["image_sizes"])
+        videos_sta = features(model, "video", inputs["pixel_values_videos"])
+    for before, after in zip(images, images_sta, strict=True):
+        assert torch.equal(before, after)
+    assert (videos_sta[0] - videos[0]).abs().max() > 1e-3
+
+
+def test_order_matters_and_a_video_is_the_same_alone_and_batched():
+    model = sta_model()
+    tower = stave.vision_tower(model)
+    pixels = frames(9)
+    with torch.no_grad():
+        out = tower_states(tower, pixels[:3], 3)
+        out_reversed = tower_states(tower, pixels[:3].flip(0), 3).flip(0)
+        together = tower_states(tower, pixels, 3)
+        alone = [tower_states(tower, pixels[3 * k : 3 * k + 3], 3) for k in range(3)]
+    assert (out - out_reversed).abs().max() > 1e-3
+    for k in range(3):
+        torch.testing.assert_close(together[3 * k : 3 * k + 3], alone[k], atol=1e-5, rtol=1e-5)
+
+
+def test_stage_one_gradients_are_exactly_stas_and_all_of_them_learn():
+    model = tiny_model(PRESET).train()
+    stave.add_temporal_attention(model)
+    temporal = dict(stave.temporal_parameters(model))
+    assert len(temporal) == 2 * 6  # temp_attn.qkv, temp_attn.proj, norm3 (weight and bias each) in 2 layers
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in temporal)
+    optimizer = torch.optim.AdamW(list(temporal.values()), lr=1e-2)
+    inputs = model_inputs(model, videos=[(3, SIDE, SIDE), (3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
+    labels = inputs["input_ids"].clone()
+    model(**inputs, labels=labels).loss.backward()
+    assert {name for name, param in model.named_parameters() if param.grad is not None} == set(temporal)
+    for name, param in temporal.items():  # zero init: only proj gets signal at step 0
+        assert (param.grad.abs().max() > 0) == (".temp_attn.proj." in name), name
+    optimizer.step()
+    optimizer.zero_grad()
+    model(**inputs, labels=labels).loss.backward()
+    for name, param in temporal.items():
+        assert param.grad.abs().max() > 0, name
+
+
+def test_save_and_load_model_reproduce_the_outputs_exactly(tmp_path):
+    model = sta_model()
+    stave.set_temporal_pooling(model, "mean")
+    inputs = model_inputs(model, videos=[(3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
+    model.save_pretrained(tmp_path)
+    loaded = stave.load_model(tmp_path)
+    assert type(loaded.model).__name__ == "StaveLlavaNextVideoModel" and stave.temporal_pooling(loaded) == "mean"
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
+
+
+@pytest.mark.parametrize("pooling", [None, "mean"])
+def test_generate_equals_the_step_by_step_greedy_forward(pooling):
+    model = stave.set_temporal_pooling(sta_model(), pooling)
+    inputs = model_inputs(model, videos=[(4, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
+    assert (inputs["input_ids"] == model.config.video_token_index).sum() == (1 if pooling else 4) * 4
+    placeholders = [model.config.video_token_index, model.config.image_token_index]  # a text answer holds none
+    with torch.no_grad():
+        out = model.generate(
+            **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=2, output_logits=True,
+            return_dict_in_generate=True, suppress_tokens=placeholders,
+        )  # fmt: skip
+        prompt, tokens = inputs["input_ids"].shape[1], out.sequences
+        for k in range(3):
+            ids = tokens[:, : prompt + k]
+            grown = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            full = model(**grown).logits[0, -1]
+            torch.testing.assert_close(out.logits[k][0], full, atol=1e-5, rtol=1e-4)
+            full[placeholders] = -torch.inf
+            assert tokens[0, prompt + k] == full.argmax(), k
+
+
+def test_pooled_llm_inputs_of_a_clip_and_its_reverse_are_equal_without_sta_and_differ_with_it():
+    model = stave.set_temporal_pooling(tiny_model(PRESET), "mean")
+    clip_frames = frames(4)[None]
+    with torch.no_grad():
+        forward = features(model, "video", clip_frames)[0]
+        backward = features(model, "video", clip_frames.flip(1))[0]
+        torch.testing.assert_close(forward, backward, atol=1e-7, rtol=1e-6)
+        assert forward.shape[-2] == 4  # 2 x 2 tokens, no newline
+        stave.add_temporal_attention(model)
+        randomize_temporal(model)
+        forward = features(model, "video", clip_frames)[0]
+        backward = features(model, "video", clip_frames.flip(1))[0]
+    assert (forward - backward).abs().max() > 0.01 * forward.abs().max()
+
+
+def test_lora_targets_clip_and_llm_linears_and_a_text_only_batch_reaches_every_parameter():
+    """LoRA adapts the CLIP layers' and the LLM's linears, never STA or the projector; in full fine-tuning a batch
+    without pixels still gives every parameter a (zero) gradient: the last CLIP layer (after the feature layer), the
+    projector and image_newline (outside the tower) included."""
+    from peft import get_peft_model
+
+    from stave.training.recipe import LoraSection
+    from stave.training.run import vision_participation
+    from stave.training.stages import lora_config
+
+    model = stave.add_temporal_attention(tiny_model(PRESET).train())
+    peft_model = get_peft_model(model, lora_config(model, LoraSection(), with_temporal=True))
+    adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in peft_model.named_parameters() if ".lora_A." in name}
+    tower_layers = {name for name in adapted if ".encoder.layers." in name}
+    llm_layers = {name for name in adapted if ".language_model." in name}
+    assert len(tower_layers) == 3 * 6 and len(llm_layers) == 2 * 7 and len(adapted) == 3 * 6 + 2 * 7
+    assert not any("temp_attn" in name or "norm3" in name or "projector" in name for name in adapted)
+    full = tiny_model(PRESET).train()
+    inputs = model_inputs(full, text_tokens=5)
+    with vision_participation(full):
+        full(**inputs, labels=inputs["input_ids"]).loss.backward()
+    assert [name for name, param in full.named_parameters() if param.grad is None] == []
+
+
+# --- commands ---------------------------------------------------------------------------------------------------
+
+
+def test_train_and_eval_from_the_command_line(tmp_path, capsys):
+    """A 2-step two-stage train (STA, then STA + LoRA) of the tiny preset from configs/tiny.yaml, then eval of the
+    trained model on an MVBench layout."""
+    import json
+
+    from benchmark_fixtures import write_mvbench
+    from conftest import ROOT
+    from training_data import moving_square, write_dataset
+
+    from stave.cli import main
+    from stave.video.encode import write_video
+
+    data = write_dataset(tmp_path / "data", 4)
+    output = tmp_path / "run"
+    overrides = [f"model.path={PRESET}", f"data.datasets.0.path={data}", f"output_dir={output}",
+                 "training.max_steps=2", "training.save_steps=2", "data.video.nframes=4"]  # fmt: skip
+    assert main(["train", str(ROOT / "configs" / "tiny.yaml"), *overrides]) == 0
+    model = output / "stage2" / "model"
+    loaded = stave.load_model(model)
+    assert stave.temporal_config(loaded) is not None and type(loaded.model).__name__ == "StaveLlavaNextVideoModel"
+
+    def clip(path):
+        write_video(path, moving_square("left" if "a" in path.stem else "right", frames=8), fps=4)
+
+    tasks = {"action_antonym": [
+        {"video": "a.mp4", "question": f"which way {k} ?", "candidates": ["left", "right"], "answer": "left"}
+        for k in range(2)
+    ]}  # fmt: skip
+    bench = write_mvbench(tmp_path / "mvbench", tasks, video_writer=clip)
+    assert main(["eval", "--model", str(model), "--benchmark", "mvbench", "--data", str(bench), "--frames", "4",
+                 "--output", str(tmp_path / "eval"), "--scoring", "loglik"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["overall"]["n"] == 2
+
+
+def test_info_counts_sta_on_the_published_tower(capsys):
+    """CLIP ViT-L/14-336: 24 layers of width 1024 (16 heads of 64); a bare tower counts STA in all 24."""
+    from stave.cli import main
+
+    assert main(["info", "--preset", "llava-next-video-7b"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("llava-next-video-7b"))
+    assert row.split()[1:6] == ["24", "24", "4x64", "303,507,456", "1,052,416"]
