@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import transformers
+from torch import nn
 
 from .config import TEMPORAL_POOLING_MODES
 from .conversations import ConversationError, item_video_options, to_messages
@@ -78,7 +79,7 @@ class VideoChatProcessor:
         sampled and resized as the family's own processors do by default (VisionFamily.video_options)."""
         config = getattr(model, "config", model)
         family = _chat_family(config.model_type)
-        spec = family.media.patch_spec(config.vision_config)
+        spec = family.media.model_spec(config)
         pooling = temporal_pooling(model) if isinstance(model, torch.nn.Module) else getattr(config, POOLING_KEY, None)
         return cls(
             tokenizer,
@@ -119,6 +120,7 @@ class VideoChatProcessor:
             raise ConversationError(f"{name}: a training conversation must end with an assistant answer")
         videos, images, clips, ordered = [], [], [], []  # ordered: the tensors of every item in prompt order
         pooled = self.temporal_pooling is not None
+        sample_images = sum(item["type"] == "image" for message in messages for item in message["content"])
         for message in messages:
             for item in message["content"]:
                 if item["type"] == "video":
@@ -128,7 +130,7 @@ class VideoChatProcessor:
                     ordered.append(videos[-1][0])
                 elif item["type"] == "image":
                     try:
-                        images.append(self.media.image(self._load_image(item), self.spec))
+                        images.append(self.media.image(self._load_image(item), self.spec, sample_images))
                     except UnsupportedMedia as error:
                         raise ConversationError(f"{name}: {error}") from None
                     ordered.append(images[-1][0])
@@ -147,7 +149,7 @@ class VideoChatProcessor:
                 encoded.setdefault(key, []).append(value)
         for key in {key for tensors in ordered for key in tensors}:
             encoded[key] = torch.cat(encoded[key])
-        encoded.update(self.media.sample_tensors(clips, self.spec))
+        encoded.update(self.media.sample_tensors(clips, self.spec, len(images)))
         encoded["clips"] = clips
         return encoded
 
@@ -180,6 +182,9 @@ class VideoChatProcessor:
             batch["labels"] = padded(column("labels"), IGNORE_INDEX)
         for key in self.media.batch_keys:
             parts = [item[key] for item in items if key in item]
+            if parts and key in self.media.padded_keys:
+                most = max(part.shape[1] for part in parts)  # e.g. LLaVA-OneVision's tiles per image
+                parts = [nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, most - p.shape[1])) for p in parts]
             if parts:
                 batch[key] = torch.cat(parts)
         return batch
@@ -262,7 +267,7 @@ class VideoChatProcessor:
             min_pixels=item.get("min_pixels") or self.image_min_pixels,
             max_pixels=item.get("max_pixels") or self.image_max_pixels,
             factor=self.spec.factor,
-            size=self.media.image_size(self.spec),
+            resize=not self.media.source_size_images,
         )
 
 
