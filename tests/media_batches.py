@@ -13,8 +13,8 @@ from stave.video import VideoOptions
 
 
 def conversations() -> list[list[dict]]:
-    """Three samples: a wide 37 x 90 image, a small 12 x 10 image (each tiled: several tiles in both families), a
-    video of 8 frames (4 taken)."""
+    """Three samples: a wide 30 x 64 image (several tiles in both families), a small 20 x 20 one (LLaVA-OneVision: a
+    base image and one tile; InternVL: one tile), a video of 8 frames (4 taken)."""
     rng = np.random.default_rng(0)
 
     def sample(kind: str, media: np.ndarray) -> list[dict]:
@@ -23,8 +23,8 @@ def conversations() -> list[list[dict]]:
         return [{"role": "user", "content": content}]
 
     return [
-        sample("image", rng.integers(0, 255, (37, 90, 3), dtype=np.uint8)),
-        sample("image", rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)),
+        sample("image", rng.integers(0, 255, (30, 64, 3), dtype=np.uint8)),
+        sample("image", rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)),
         sample("video", rng.integers(0, 255, (8, 40, 56, 3), dtype=np.uint8)),
     ]
 

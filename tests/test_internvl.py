@@ -408,8 +408,8 @@ def test_inputs_equal_transformers_processor_live():
 
 
 def test_sta_leaves_a_batchs_dynamic_tiles_alone_and_changes_its_video():
-    """A batch of a wide image (5 x 2 tiles + thumbnail), a small one (3 x 4 + thumbnail) and a video: each image's
-    tiles are one non-video item of pixel_items; with random STA the images reach the LLM as from the stock model,
+    """A batch of a wide image (2 x 1 tiles + thumbnail), a small one (one tile) and a video: each image's tiles are
+    one non-video item of pixel_items; with random STA the images reach the LLM as from the stock model,
     the video does not; each image sample is the same alone (media_batches)."""
     from media_batches import check_sta_leaves_tiles_alone_and_changes_the_video
 
@@ -417,7 +417,7 @@ def test_sta_leaves_a_batchs_dynamic_tiles_alone_and_changes_its_video():
 
     tokenizer = tiny_tokenizer(PRESET, ["what", "happens", "?"])
     batch = check_sta_leaves_tiles_alone_and_changes_the_video(tiny_model(PRESET, tokenizer=tokenizer), tokenizer)
-    assert batch["pixel_items"].tolist() == [[11, 0], [13, 0], [4, 1]] and batch["pixel_values"].shape[0] == 28
+    assert batch["pixel_items"].tolist() == [[3, 0], [1, 0], [4, 1]] and batch["pixel_values"].shape[0] == 8
 
 
 def test_a_pooled_model_gets_one_frame_block_per_video_and_a_batch_keeps_each_samples_items():

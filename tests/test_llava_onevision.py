@@ -130,8 +130,30 @@ def test_sta_leaves_a_batchs_anyres_tiles_alone_and_changes_its_video(tokenizer)
 
     batch = check_sta_leaves_tiles_alone_and_changes_the_video(tiny_model(PRESET, tokenizer=tokenizer), tokenizer)
     assert batch["pixel_values"].shape == (2, 3, 3, 32, 32) and not batch["pixel_values"][1, 2].any()
-    assert batch["image_sizes"].tolist() == [[37, 90], [12, 10]] and batch["batch_num_images"].tolist() == [1, 1]
+    assert batch["image_sizes"].tolist() == [[30, 64], [20, 20]] and batch["batch_num_images"].tolist() == [1, 1]
     assert batch["pixel_values_videos"].shape == (1, 4, 3, 32, 32)
+
+
+def test_a_batch_of_a_two_image_sample_and_a_one_image_sample_runs_through_the_model(tokenizer):
+    """The model splits pixel_values by batch_num_images (a sample's only image: anyres tiles; each of several: one
+    padded square) and checks the `<image>` counts against its features: a batch of both kinds runs, and each
+    sample's logits are those it gets alone."""
+    model = tiny_model(PRESET, tokenizer=tokenizer)
+    processor = VideoChatProcessor.for_model(tokenizer, model)
+    rng = np.random.default_rng(1)
+
+    def sample(*shapes):
+        content = [{"type": "image", "image": rng.integers(0, 255, (*shape, 3), dtype=np.uint8)} for shape in shapes]
+        return processor.encode([{"role": "user", "content": [*content, {"type": "text", "text": "?"}]}], train=False)
+
+    samples = [sample((30, 50), (44, 20)), sample((37, 90))]
+    batch = processor.collate(samples)
+    assert batch["batch_num_images"].tolist() == [2, 1] and batch["pixel_values"].shape == (3, 3, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(**batch).logits
+        for i, one in enumerate(samples):
+            alone = model(**processor.collate([one])).logits[0]
+            assert torch.allclose(logits[i, : alone.shape[0]], alone, atol=1e-5), i
 
 
 # --- STA in the SigLIP tower ------------------------------------------------------------------------------------
