@@ -51,7 +51,8 @@ class VideoChatProcessor:
         video_options: how videos are sampled and resized (logged with every run); None: as the model family's
             own processors do by default (VisionFamily.video_options).
         data_root: media paths are relative to it.
-        image_min_pixels, image_max_pixels: smart_resize bounds for images.
+        image_min_pixels, image_max_pixels: smart_resize bounds for images (the Qwen families; families that tile
+            images at their source size, MediaFormat.source_size_images, do not use them).
         model_type: the model's config.model_type (a supported family, stave.models): its adapter's MediaFormat
             makes the tensors and prompt texts of media (e.g. Qwen2.5-VL's `second_per_grid_ts`, Qwen3-VL's
             timestamped vision blocks).

@@ -433,7 +433,7 @@ def image_tiles(
 
 
 def frame_pixels(frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
-    """(T, 3, S, S) uint8 frames (read at the tower's size: frame_options, image_size) -> normalised float32."""
+    """(T, 3, S, S) uint8 frames (read at the tower's size: frame_options) -> normalised float32."""
     if frames.shape[-2:] != (spec.image_size, spec.image_size):
         raise ValueError(f"InternVL takes {spec.image_size} x {spec.image_size} frames, got {tuple(frames.shape[-2:])}")
     return normalise(frames, spec)
