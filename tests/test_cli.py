@@ -243,7 +243,8 @@ def test_qwen3_tiny_families_forward_train_eval_ask_and_explain_from_the_command
     assert main(["forward", "--preset", preset]) == 0
     assert "max |diff| to base = 0\n" in capsys.readouterr().out
 
-    data = write_dataset(tmp_path / "data", 4)
+    # an image item too (InternVL: 56 x 56 is 2 x 2 dynamic tiles and the thumbnail)
+    data = write_dataset(tmp_path / "data", kinds=["video", "image", "video", "video"])
     output = tmp_path / "run"
     video = ["data.video.nframes=4", "data.video.min_pixels=4096", "data.video.max_pixels=4096"]  # 64x64 at patch 16
     assert main(["train", str(ROOT / "configs" / "tiny.yaml"), f"model.path={preset}", f"data.datasets.0.path={data}",

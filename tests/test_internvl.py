@@ -359,15 +359,27 @@ def _assert_same_inputs(name: str, ours: dict, theirs: dict) -> None:
 
 
 def _expected_pixel_items(case: dict, indices: list[list[int]]) -> list[list[int]]:
-    taken = iter(indices)
-    return [[len(next(taken)), 1] if kind == "video" else [1, 0] for kind, _ in case["sources"]]
+    """Per item (rows, is_video): a video's frames; an image's dynamic tiles, a columns x rows grid of transformers'
+    choice (get_optimal_tiled_canvas, 1 to 12 tiles at 32 x 32) plus a thumbnail where it has several."""
+    from stave.models.internvl import get_optimal_tiled_canvas
+
+    taken, out = iter(indices), []
+    for kind, frames in case["sources"]:
+        if kind == "video":
+            out.append([len(next(taken)), 1])
+        else:
+            columns, rows = get_optimal_tiled_canvas(tuple(frames.shape[:2]), (32, 32), 1, 12)
+            out.append([columns * rows + (columns * rows > 1), 0])
+    return out
 
 
 def test_inputs_equal_the_stored_outputs_of_transformers_processor():
-    """Token ids ("Frame{i}: <img> <IMG_CONTEXT> x 4 </img>" per frame, "<img> <IMG_CONTEXT> x 4 </img>" per image)
-    and pixel_values (32 x 32, ImageNet-normalised, images and frames in prompt order) equal what transformers
-    5.24's InternVLProcessor made of the same frames (tests/fixtures/make_internvl_processor_fixture.py): a video,
-    an image before an enlarged video, and video-image-video; pixel_items records each item's rows."""
+    """Token ids ("Frame{i}: <img> <IMG_CONTEXT> x 4 </img>" per frame, "<img> <IMG_CONTEXT> x 4k </img>" per image
+    of k tiles) and pixel_values (32 x 32, ImageNet-normalised, images' dynamic tiles and frames in prompt order)
+    equal what transformers 5.24's InternVLProcessor made of the same frames and images
+    (tests/fixtures/make_internvl_processor_fixture.py): a video, an image of 3 x 2 tiles before an enlarged video,
+    video-image-video, and images of 3 x 1, 1 x 2 and (a small one) 3 x 4 tiles, each with its thumbnail;
+    pixel_items records each item's rows: an image's tiles are one item, not a video."""
     from fixtures.make_internvl_processor_fixture import FIXTURE, conversation_cases, stave_inputs
     from fixtures.make_internvl_processor_fixture import tokenizer as fixture_tokenizer
     from safetensors.torch import load_file
@@ -395,6 +407,19 @@ def test_inputs_equal_transformers_processor_live():
     for case in conversation_cases():
         ours, indices = stave_inputs(case, tok)
         _assert_same_inputs(case["name"], ours, reference_inputs(case, indices, tok))
+
+
+def test_sta_leaves_a_batchs_dynamic_tiles_alone_and_changes_its_video():
+    """A batch of a wide image (2 x 1 tiles + thumbnail), a small one (one tile) and a video: each image's tiles are
+    one non-video item of pixel_items; with random STA the images reach the LLM as from the stock model,
+    the video does not; each image sample is the same alone (media_batches)."""
+    from media_batches import check_sta_leaves_tiles_alone_and_changes_the_video
+
+    from stave.presets import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer(PRESET, ["what", "happens", "?"])
+    batch = check_sta_leaves_tiles_alone_and_changes_the_video(tiny_model(PRESET, tokenizer=tokenizer), tokenizer)
+    assert batch["pixel_items"].tolist() == [[3, 0], [1, 0], [4, 1]] and batch["pixel_values"].shape[0] == 8
 
 
 def test_a_pooled_model_gets_one_frame_block_per_video_and_a_batch_keeps_each_samples_items():

@@ -56,10 +56,13 @@ def _assert_same_inputs(name: str, ours: dict, theirs: dict) -> None:
 
 
 def test_inputs_equal_the_stored_outputs_of_transformers_processor():
-    """Token ids (each `<video>` as F * 2 * 2 + 1 `<video>` tokens: frames, pooled 2 x 2 per frame, the newline) and
-    pixel_values_videos (frames resized to 32 x 32, SigLIP-normalised) equal what transformers 5.24's
-    LlavaOnevisionProcessor made of the same frames (tests/fixtures/make_llava_onevision_processor_fixture.py):
-    a shrunk, an enlarged clip and two videos in one prompt."""
+    """Token ids (each `<video>` as F * 2 * 2 + 1 `<video>` tokens: frames, pooled 2 x 2 per frame, the newline; each
+    `<image>` as its anyres count) and pixel_values_videos (frames resized to 32 x 32, SigLIP-normalised),
+    pixel_values (a base image and anyres tiles per image), image_sizes and batch_num_images equal what
+    transformers 5.24's LlavaOnevisionProcessor made of the same frames and images
+    (tests/fixtures/make_llava_onevision_processor_fixture.py): a shrunk, an enlarged clip and two videos in one
+    prompt; a video then a wide image on 1 x 2 tiles, a small image, an image on 2 x 2 tiles whose features the
+    model downscales (anyres_max_1), two images in one prompt (each a padded square, one tile)."""
     from fixtures.make_llava_onevision_processor_fixture import FIXTURE, conversation_cases, stave_inputs
     from fixtures.make_llava_onevision_processor_fixture import tokenizer as fixture_tokenizer
     from safetensors.torch import load_file
@@ -69,7 +72,10 @@ def test_inputs_equal_the_stored_outputs_of_transformers_processor():
     for case in conversation_cases():
         ours, _ = stave_inputs(case, tok)
         theirs = {key.split(".", 1)[1]: value for key, value in stored.items() if key.split(".", 1)[0] == case["name"]}
-        assert set(theirs) == {"input_ids", "pixel_values_videos"}, case["name"]
+        kinds = {kind for kind, _ in case["sources"]}
+        expected = {"input_ids"} | ({"pixel_values_videos"} if "video" in kinds else set())
+        expected |= {"pixel_values", "image_sizes", "batch_num_images"} if "image" in kinds else set()
+        assert set(theirs) == expected, case["name"]
         _assert_same_inputs(case["name"], ours, theirs)
 
 
@@ -110,13 +116,48 @@ def test_a_pooled_model_gets_one_frames_tokens_per_run_of_frames_and_the_newline
             assert torch.isfinite(model(**batch).logits).all()
 
 
-def test_images_are_refused_naming_the_sample(tokenizer):
+def test_images_without_the_models_anyres_settings_are_refused_naming_the_sample(tokenizer):
+    from stave.models.frame_towers import FrameSpec
+
+    spec = FrameSpec(32, 8, (0.5,) * 3, (0.5,) * 3)  # no image_grid_pinpoints: not built with for_model
+    processor = VideoChatProcessor(tokenizer, spec, model_type="llava_onevision")
+    content = [{"type": "image", "image": clip(0, frames=1)[0]}, {"type": "text", "text": "?"}]
+    with pytest.raises(ConversationError, match="^record 3: LLaVA-OneVision: images need the model's image_grid_pin"):
+        processor.encode([{"role": "user", "content": content}], train=False, name="record 3")
+
+
+def test_sta_leaves_a_batchs_anyres_tiles_alone_and_changes_its_video(tokenizer):
+    """A batch of a wide image (base + 1 x 2 tiles), a small one (base + 1 tile, zero-padded to 3 as transformers
+    pads a batch) and a video: with random STA the images reach the LLM as from the stock model, the video does not;
+    each image sample is the same alone (media_batches)."""
+    from media_batches import check_sta_leaves_tiles_alone_and_changes_the_video
+
+    batch = check_sta_leaves_tiles_alone_and_changes_the_video(tiny_model(PRESET, tokenizer=tokenizer), tokenizer)
+    assert batch["pixel_values"].shape == (2, 3, 3, 32, 32) and not batch["pixel_values"][1, 2].any()
+    assert batch["image_sizes"].tolist() == [[30, 64], [20, 20]] and batch["batch_num_images"].tolist() == [1, 1]
+    assert batch["pixel_values_videos"].shape == (1, 4, 3, 32, 32)
+
+
+def test_a_batch_of_a_two_image_sample_and_a_one_image_sample_runs_through_the_model(tokenizer):
+    """The model splits pixel_values by batch_num_images (a sample's only image: anyres tiles; each of several: one
+    padded square) and checks the `<image>` counts against its features: a batch of both kinds runs, and each
+    sample's logits are those it gets alone."""
     model = tiny_model(PRESET, tokenizer=tokenizer)
     processor = VideoChatProcessor.for_model(tokenizer, model)
-    content = [{"type": "image", "image": clip(0, frames=1)[0]}, {"type": "text", "text": "?"}]
-    image = {"role": "user", "content": content}
-    with pytest.raises(ConversationError, match="^record 3: LLaVA-OneVision: stave's processor takes videos only"):
-        processor.encode([image], train=False, name="record 3")
+    rng = np.random.default_rng(1)
+
+    def sample(*shapes):
+        content = [{"type": "image", "image": rng.integers(0, 255, (*shape, 3), dtype=np.uint8)} for shape in shapes]
+        return processor.encode([{"role": "user", "content": [*content, {"type": "text", "text": "?"}]}], train=False)
+
+    samples = [sample((30, 50), (44, 20)), sample((37, 90))]
+    batch = processor.collate(samples)
+    assert batch["batch_num_images"].tolist() == [2, 1] and batch["pixel_values"].shape == (3, 3, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(**batch).logits
+        for i, one in enumerate(samples):
+            alone = model(**processor.collate([one])).logits[0]
+            assert torch.allclose(logits[i, : alone.shape[0]], alone, atol=1e-5), i
 
 
 # --- STA in the SigLIP tower ------------------------------------------------------------------------------------
@@ -373,7 +414,7 @@ def test_forward_train_eval_ask_and_explain_from_the_command_line(tmp_path, caps
     assert main(["forward", "--preset", PRESET]) == 0
     assert "max |diff| to base = 0\n" in capsys.readouterr().out
 
-    data = write_dataset(tmp_path / "data", 4)
+    data = write_dataset(tmp_path / "data", kinds=["video", "image", "video", "video"])  # 56 x 56: base + 2 x 2 tiles
     output = tmp_path / "run"
     overrides = [f"model.path={PRESET}", f"data.datasets.0.path={data}", f"output_dir={output}",
                  "training.max_steps=2", "training.save_steps=2", "data.video.nframes=4"]  # fmt: skip

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import transformers
+from torch import nn
 
 from .config import pooling_window
 from .conversations import ConversationError, item_video_options, to_messages
@@ -51,7 +52,8 @@ class VideoChatProcessor:
         video_options: how videos are sampled and resized (logged with every run); None: as the model family's
             own processors do by default (VisionFamily.video_options).
         data_root: media paths are relative to it.
-        image_min_pixels, image_max_pixels: smart_resize bounds for images.
+        image_min_pixels, image_max_pixels: smart_resize bounds for images (the Qwen families; families that tile
+            images at their source size, MediaFormat.source_size_images, do not use them).
         model_type: the model's config.model_type (a supported family, stave.models): its adapter's MediaFormat
             makes the tensors and prompt texts of media (e.g. Qwen2.5-VL's `second_per_grid_ts`, Qwen3-VL's
             timestamped vision blocks).
@@ -79,7 +81,7 @@ class VideoChatProcessor:
         sampled and resized as the family's own processors do by default (VisionFamily.video_options)."""
         config = getattr(model, "config", model)
         family = _chat_family(config.model_type)
-        spec = family.media.patch_spec(config.vision_config)
+        spec = family.media.model_spec(config)
         pooling = temporal_pooling(model) if isinstance(model, torch.nn.Module) else getattr(config, POOLING_KEY, None)
         return cls(
             tokenizer,
@@ -117,6 +119,7 @@ class VideoChatProcessor:
             raise ConversationError(f"{name}: a training conversation must end with an assistant answer")
         videos, images, clips, ordered = [], [], [], []  # ordered: the tensors of every item in prompt order
         window = pooling_window(self.temporal_pooling)  # temporal steps averaged per LLM step (1: not pooled)
+        sample_images = sum(item["type"] == "image" for message in messages for item in message["content"])
         for message in messages:
             for item in message["content"]:
                 if item["type"] == "video":
@@ -126,7 +129,7 @@ class VideoChatProcessor:
                     ordered.append(videos[-1][0])
                 elif item["type"] == "image":
                     try:
-                        images.append(self.media.image(self._load_image(item), self.spec))
+                        images.append(self.media.image(self._load_image(item), self.spec, sample_images))
                     except UnsupportedMedia as error:
                         raise ConversationError(f"{name}: {error}") from None
                     ordered.append(images[-1][0])
@@ -145,7 +148,7 @@ class VideoChatProcessor:
                 encoded.setdefault(key, []).append(value)
         for key in {key for tensors in ordered for key in tensors}:
             encoded[key] = torch.cat(encoded[key])
-        encoded.update(self.media.sample_tensors(clips, self.spec))
+        encoded.update(self.media.sample_tensors(clips, self.spec, len(images)))
         encoded["clips"] = clips
         return encoded
 
@@ -178,6 +181,9 @@ class VideoChatProcessor:
             batch["labels"] = padded(column("labels"), IGNORE_INDEX)
         for key in self.media.batch_keys:
             parts = [item[key] for item in items if key in item]
+            if parts and key in self.media.padded_keys:
+                most = max(part.shape[1] for part in parts)  # e.g. LLaVA-OneVision's tiles per image
+                parts = [nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, most - p.shape[1])) for p in parts]
             if parts:
                 batch[key] = torch.cat(parts)
         return batch
@@ -260,7 +266,7 @@ class VideoChatProcessor:
             min_pixels=item.get("min_pixels") or self.image_min_pixels,
             max_pixels=item.get("max_pixels") or self.image_max_pixels,
             factor=self.spec.factor,
-            size=self.media.image_size(self.spec),
+            resize=not self.media.source_size_images,
         )
 
 

@@ -104,6 +104,11 @@ class MediaFormat:
             for a tokenizer take the ids from it, stave.presets).
         special_tokens: further tokens its prompt texts hold that a tokenizer must keep whole (InternVL's <img>,
             </img>; the word-level tokenizers of tiny models add them).
+        source_size_images: `image` gets each image at its source size and resizes (and tiles) it itself, as
+            LLaVA-OneVision's anyres and InternVL's dynamic tiles; False: images are smart_resized within the
+            processor's (or the item's) pixel bounds first (the Qwen families).
+        padded_keys: batch keys whose items may differ in dim 1 (LLaVA-OneVision's tiles per image): zero-padded to
+            the batch's largest there before concatenation, as transformers' processors pad a batch.
     """
 
     video_token: str
@@ -114,6 +119,13 @@ class MediaFormat:
     words: tuple[str, ...] = ()
     config_tokens: tuple[tuple[str, str], ...] = ()
     special_tokens: tuple[str, ...] = ()
+    source_size_images: bool = False
+    padded_keys: tuple[str, ...] = ()
+
+    def model_spec(self, config: Any) -> Any:
+        """The spec of a full model's config (its patch_spec by default; a family whose processor needs more than the
+        vision config, e.g. LLaVA-OneVision's anyres resolutions, reads it here)."""
+        return self.patch_spec(config.vision_config)
 
     def placeholder_text(self, kind: str) -> str:
         """What a chat template writes for one item of `kind` ("image" or "video")."""
@@ -130,8 +142,9 @@ class MediaFormat:
         for ceil(steps / window) temporal steps."""
         raise NotImplementedError
 
-    def image(self, frames: torch.Tensor, spec: Any) -> tuple[dict[str, torch.Tensor], str]:
-        """One image (1, 3, H, W) uint8 -> its tensors and the text standing for it in the prompt."""
+    def image(self, frames: torch.Tensor, spec: Any, sample_images: int = 1) -> tuple[dict[str, torch.Tensor], str]:
+        """One image (1, 3, H, W) uint8 -> its tensors and the text standing for it in the prompt; `sample_images`:
+        how many images its sample holds (LLaVA-OneVision tiles an image only where it is its sample's only one)."""
         raise NotImplementedError
 
     def frame_options(self, options: Any, spec: Any) -> Any:
@@ -139,13 +152,9 @@ class MediaFormat:
         a family whose tower takes fixed-size frames sets frame_size."""
         return options
 
-    def image_size(self, spec: Any) -> tuple[int, int] | None:
-        """(height, width) every image is resized to (the pixel bounds unused), for a family whose tower takes
-        images of one size; None (default): smart_resize within the image pixel bounds."""
-        return None
-
-    def sample_tensors(self, clips: Sequence[Any], spec: Any) -> dict[str, torch.Tensor]:
-        """Tensors a sample carries besides the per-item ones, from all its videos (none by default)."""
+    def sample_tensors(self, clips: Sequence[Any], spec: Any, images: int = 0) -> dict[str, torch.Tensor]:
+        """Tensors a sample carries besides the per-item ones, from all its videos and its number of images (none by
+        default)."""
         return {}
 
     def minimal_tower_input(self, tower: nn.Module) -> tuple[tuple, dict[str, Any]]:

@@ -44,6 +44,16 @@ def normalise(frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
     return (frames.to(torch.float32) * (1 / 255) - mean) / std
 
 
+def split_tiles(canvas: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, rows * size, columns * size) -> (rows * columns, 3, size, size): the tiles of a canvas in raster order (row
+    by row, left to right), as transformers' image processors cut anyres and dynamic tiles."""
+    channels, height, width = canvas.shape
+    if height % size or width % size:
+        raise ValueError(f"a {height} x {width} canvas does not split into {size} x {size} tiles")
+    rows, columns = height // size, width // size
+    return canvas.reshape(channels, rows, size, columns, size).permute(1, 3, 0, 2, 4).reshape(-1, channels, size, size)
+
+
 def feature_layers(config: Any) -> int:
     """How many encoder layers feed the selected feature layer(s) (hidden_states[i] is the output of layer i - 1;
     hidden_states[0] the embeddings): STA in a later layer would change nothing the LLM sees."""
@@ -194,7 +204,9 @@ class StackedVideoMedia(MediaFormat):
         tokens = self.video_tokens(len(pooling_runs(pixels.shape[0], window)), spec.image_size // spec.patch_size)
         return {"pixel_values_videos": pixels[None]}, self.video_token * tokens
 
-    def image(self, frames: torch.Tensor, spec: FrameSpec) -> tuple[dict[str, torch.Tensor], str]:
+    def image(
+        self, frames: torch.Tensor, spec: FrameSpec, sample_images: int = 1
+    ) -> tuple[dict[str, torch.Tensor], str]:
         raise UnsupportedMedia(
             f"{self.family}: stave's processor takes videos only; images (anyres tiles) are not supported yet"
         )

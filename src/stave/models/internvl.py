@@ -43,11 +43,16 @@ from ..config import POOLING_KEY, pooling_runs, pooling_window
 from ..errors import StaveError
 from ..temporal.block import TemporalBlockMixin
 from ..temporal.layout import TemporalLayout
+from ..video import resize_frames
 from ..video.options import VideoOptions
 from . import MediaFormat, VisionFamily, window_means
-from .frame_towers import FrameSpec, feature_blocks, normalise
+from .frame_towers import FrameSpec, feature_blocks, normalise, split_tiles
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+if TRANSFORMERS_MAJOR >= 5:  # the PIL backend's module (the torchvision one needs torchvision)
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+else:
+    from transformers.models.got_ocr2.image_processing_got_ocr2 import get_optimal_tiled_canvas
 IMAGE_CONTEXT, IMAGE_START, IMAGE_END, VIDEO = "<IMG_CONTEXT>", "<img>", "</img>", "<video>"
 # ImageNet's mean and std: InternVL's own preprocessing (build_transform's IMAGENET_MEAN / IMAGENET_STD in its model
 # cards), which the -hf checkpoints' preprocessor configs carry over (not re-checked here: no hub access);
@@ -56,6 +61,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: downsample_ratio of every published InternVL2.5 / InternVL3 checkpoint; stave's processor assumes it
 PIXEL_SHUFFLE = 0.5
+#: dynamic tiles of an image: the published -hf checkpoints' image processor (OpenGVLab/InternVL3-8B-hf
+#: preprocessor_config.json: GotOcr2ImageProcessor(Fast), crop_to_patches true, min_patches 1, max_patches 12, 448 px)
+MIN_TILES, MAX_TILES = 1, 12
 #: how videos are sampled where the user gives no options: transformers' InternVLVideoProcessor samples none by default
 #: (do_sample_frames False: every frame it is given), so qwen-vl-utils' rule (2 fps, at least 4 frames) capped at 32
 #: frames, 8192 LLM tokens at 256 per frame; frames are resized to the tower's size (frame_options)
@@ -295,10 +303,11 @@ class InternVLMedia(MediaFormat):
     the tower's image size (bicubic, antialiased), rescaled, normalised with ImageNet's mean and std, and becomes
     one row of `pixel_values`, in prompt order; a video's `<video>` placeholder becomes "Frame{i}: <img>
     <IMG_CONTEXT> x (S/2p)^2 </img>" per frame, joined by newlines (when the model pools runs of K frames, one such
-    block per run: "Frame1:" ... "Frame{ceil(F/K)}:", one "Frame1:" block for "mean"), an
-    image's `<IMG_CONTEXT>` placeholder "<img> <IMG_CONTEXT> x (S/2p)^2 </img>". Images: one tile each (the
-    processor's crop_to_patches=False, i.e. max_patches 1): dynamic tiling is not implemented. `pixel_items`
-    records each item's rows and whether it is a video."""
+    block per run: "Frame1:" ... "Frame{ceil(F/K)}:", one "Frame1:" block for "mean"). An
+    image, at its source size, becomes k dynamic tiles (image_tiles, as the processor's crop_to_patches with
+    min_tiles / max_tiles: the published checkpoints' 1 and 12), k rows of pixel_values, and its `<IMG_CONTEXT>`
+    placeholder "<img> <IMG_CONTEXT> x k (S/2p)^2 </img>". `pixel_items` records each item's rows and whether it is
+    a video: an image's k tiles are one item of k rows, none of them time."""
 
     video_token: str = VIDEO
     image_token: str = IMAGE_CONTEXT
@@ -310,6 +319,9 @@ class InternVLMedia(MediaFormat):
     special_tokens: tuple[str, ...] = (IMAGE_START, IMAGE_END)
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
     pixel_std: tuple[float, float, float] = IMAGENET_STD
+    source_size_images: bool = True
+    min_tiles: int = MIN_TILES
+    max_tiles: int = MAX_TILES
 
     def patch_spec(self, vision_config: Any) -> FrameSpec:
         size, patch = _pair(vision_config.image_size), _pair(vision_config.patch_size)
@@ -320,18 +332,19 @@ class InternVLMedia(MediaFormat):
     def frame_options(self, options: Any, spec: FrameSpec) -> Any:
         return dataclasses.replace(options, frame_size=(spec.image_size, spec.image_size))
 
-    def image_size(self, spec: FrameSpec) -> tuple[int, int]:
-        return (spec.image_size, spec.image_size)
-
     def video(self, clip: Any, spec: FrameSpec, window: int | None) -> tuple[dict[str, torch.Tensor], str]:
         pixels = frame_pixels(clip.frames, spec)
         frames = pixels.shape[0]
         tensors = {"pixel_values": pixels, "pixel_items": torch.tensor([[frames, 1]])}
         return tensors, video_text(len(pooling_runs(frames, window)), tokens_per_frame(spec))
 
-    def image(self, frames: torch.Tensor, spec: FrameSpec) -> tuple[dict[str, torch.Tensor], str]:
-        pixels = frame_pixels(frames[:1], spec)
-        return {"pixel_values": pixels, "pixel_items": torch.tensor([[1, 0]])}, frame_text(tokens_per_frame(spec))
+    def image(
+        self, frames: torch.Tensor, spec: FrameSpec, sample_images: int = 1
+    ) -> tuple[dict[str, torch.Tensor], str]:
+        pixels = normalise(image_tiles(frames[0], spec, self.min_tiles, self.max_tiles), spec)
+        tiles = pixels.shape[0]
+        tensors = {"pixel_values": pixels, "pixel_items": torch.tensor([[tiles, 0]])}
+        return tensors, frame_text(tiles * tokens_per_frame(spec))
 
     def minimal_tower_input(self, tower: nn.Module) -> tuple[tuple, dict[str, Any]]:
         """One blank image of the tower's size: (pixels (1, 3, S, S),), pixel_items=[[1, 0]]."""
@@ -407,8 +420,24 @@ class InternVLMedia(MediaFormat):
         return inputs
 
 
+def image_tiles(
+    image: torch.Tensor, spec: FrameSpec, min_tiles: int = MIN_TILES, max_tiles: int = MAX_TILES
+) -> torch.Tensor:
+    """(3, H, W) uint8 -> (k, 3, S, S) uint8 dynamic tiles, as GotOcr2ImageProcessor(Fast) with crop_to_patches: the
+    columns x rows grid (min_tiles <= k <= max_tiles) whose aspect ratio is closest to the image's
+    (get_optimal_tiled_canvas), the image resized to fill it (bicubic, antialiased) and cut in raster order, then a
+    thumbnail (the image resized to S x S) where the grid has more than one tile; one tile: the image resized."""
+    size = spec.image_size
+    height, width = image.shape[-2:]
+    columns, rows = get_optimal_tiled_canvas((height, width), (size, size), min_tiles, max_tiles)
+    thumbnail = resize_frames(image[None], size, size)
+    if columns * rows == 1:
+        return thumbnail
+    return torch.cat([split_tiles(resize_frames(image[None], rows * size, columns * size)[0], size), thumbnail])
+
+
 def frame_pixels(frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
-    """(T, 3, S, S) uint8 frames (read at the tower's size: frame_options, image_size) -> normalised float32."""
+    """(T, 3, S, S) uint8 frames (read at the tower's size: frame_options) -> normalised float32."""
     if frames.shape[-2:] != (spec.image_size, spec.image_size):
         raise ValueError(f"InternVL takes {spec.image_size} x {spec.image_size} frames, got {tuple(frames.shape[-2:])}")
     return normalise(frames, spec)

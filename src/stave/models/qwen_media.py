@@ -66,12 +66,14 @@ class QwenMedia(MediaFormat):
         tensors = {"pixel_values_videos": pixels, "video_grid_thw": torch.tensor([grid], dtype=torch.long)}
         return tensors, self._video_text(clip, grid, spec, window)
 
-    def image(self, frames: torch.Tensor, spec: PatchSpec) -> tuple[dict[str, torch.Tensor], str]:
+    def image(
+        self, frames: torch.Tensor, spec: PatchSpec, sample_images: int = 1
+    ) -> tuple[dict[str, torch.Tensor], str]:
         pixels, (t, h, w) = pack_frames(frames, spec)
         tensors = {"pixel_values": pixels, "image_grid_thw": torch.tensor([[t, h, w]], dtype=torch.long)}
         return tensors, IMAGE_PAD * (t * h * w // spec.merge_size**2)
 
-    def sample_tensors(self, clips: Sequence[Any], spec: PatchSpec) -> dict[str, torch.Tensor]:
+    def sample_tensors(self, clips: Sequence[Any], spec: PatchSpec, images: int = 0) -> dict[str, torch.Tensor]:
         if not (clips and self.seconds_per_grid):
             return {}
         values = seconds_per_grid([clip.sampled_fps for clip in clips], spec)

@@ -122,7 +122,7 @@ def read_image(
     min_pixels: int = IMAGE_MIN_PIXELS,
     max_pixels: int = IMAGE_MAX_PIXELS,
     factor: int = IMAGE_FACTOR,
-    size: tuple[int, int] | None = None,
+    resize: bool = True,
 ) -> torch.Tensor:
     """Read and resize one image for the model, as transformers' Qwen2-VL image processor does.
 
@@ -132,10 +132,12 @@ def read_image(
         min_pixels, max_pixels: smart_resize's bounds on the image's pixels (defaults: qwen-vl-utils' and
             the processor's, 4 * 28 * 28 and 16384 * 28 * 28).
         factor: the sides become multiples of this (patch_size * merge_size; 28 for Qwen2-VL).
-        size: (height, width): resized to exactly this instead (towers of one image size, e.g. InternVL's 448).
+        resize: False: the image at its source size, the pixel bounds unused (families whose processor resizes and
+            tiles it itself: LLaVA-OneVision's anyres tiles, InternVL's dynamic tiles).
 
     Returns:
-        (1, 3, H, W) uint8, resized by resize_frames; pack_frames turns it into what the tower takes.
+        (1, 3, H, W) uint8, resized by resize_frames (or as read); pack_frames turns it into what a Qwen tower
+        takes.
 
     Raises:
         VideoNotFoundError (no such file), VideoDecodeError (not a readable image), VideoShapeError (wrong
@@ -156,8 +158,8 @@ def read_image(
     else:
         name = f"<{type(source).__name__} image>"
         frame = to_rgb_chw(source, name)
-    if size is not None:
-        return resize_frames(frame[None], *size)
+    if not resize:
+        return frame[None]
     try:
         height, width = smart_resize(frame.shape[1], frame.shape[2], factor, min_pixels, max_pixels)
     except ValueError as error:
