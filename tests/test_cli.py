@@ -3,6 +3,7 @@ and how errors reach the user (one line, exit status 2; the traceback with --deb
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import pkgutil
 import subprocess
@@ -296,3 +297,15 @@ def test_without_sampling_flags_a_command_uses_the_model_familys_video_options(t
         assert cli._model_video_options(str(folder)) == expected
     with pytest.raises(ValueError, match=r"config\.json: cannot read the model's model_type"):
         cli._model_video_options(str(tmp_path / "missing"))
+
+
+@pytest.mark.version_independent
+def test_help_of_stave_and_of_every_command_prints(capsys):
+    """`stave --help` and `stave CMD --help` format every help string (a bare % in one broke them all)."""
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for argv in (["--help"], *([name, "--help"] for name in commands)):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv)
+        assert exit_.value.code == 0, argv
+        assert "usage:" in capsys.readouterr().out

@@ -604,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiment = sub.add_parser(
         "experiment",
-        help="the file's arms over several seeds and regimes, with paired differences and 95% intervals",
+        help="the file's arms over several seeds and regimes, with paired differences and 95%% intervals",
         description="Run an experiment file (configs/experiments/synthetic-temporal.yaml): for each regime and "
         "seed, generate the data, train and evaluate each of the file's arms (default: baseline, staveq2); finished "
         "runs are reused. Prints the table.",
