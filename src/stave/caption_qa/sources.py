@@ -11,13 +11,13 @@ WebVid (results_2M_train.csv, results_10M_train.csv, ...): columns videoid, cont
 from __future__ import annotations
 
 import csv
-import json
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import jsonfiles
 from ..errors import StaveError
 
 WEBVID_COLUMNS = ("videoid", "page_dir", "name")
@@ -145,15 +145,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:line {n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CaptionSourceError(f"{where}: not valid JSON: {error.msg}") from None
-            if not isinstance(row, dict):
-                raise CaptionSourceError(f"{where}: a row is a JSON object, got {type(row).__name__}")
-            yield where, row
+    for n, row in jsonfiles.read_jsonl(path, CaptionSourceError):
+        where = f"{path}:line {n}"
+        if not isinstance(row, dict):
+            raise CaptionSourceError(f"{where}: a row is a JSON object, got {type(row).__name__}")
+        yield where, row

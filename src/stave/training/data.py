@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .. import jsonfiles
 from ..conversations import DEFAULT_LAYOUT, ConversationError, RecordLayout, to_messages
 from ..errors import StaveError
 from ..processing import IGNORE_INDEX, VideoChatProcessor
@@ -127,20 +128,9 @@ def _keys(row: Any) -> str:
 
 
 def _read_rows(path: Path) -> list[Any]:
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise DataError(f"{path}:line {n}: not valid JSON: {error.msg}") from None
-        return rows
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON: {error.msg} (line {error.lineno})") from None
+        return [row for _, row in jsonfiles.read_jsonl(path, DataError)]
+    rows = jsonfiles.read_json(path, DataError)
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(rows).__name__}")
     return rows

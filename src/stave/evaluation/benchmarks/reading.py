@@ -7,13 +7,13 @@ Records are located the way a reader would look them up: JSON paths for JSON fil
 
 from __future__ import annotations
 
-import json
 import random
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from ... import jsonfiles
 from ..items import BenchmarkFormatError, EvalItem, LoadReport
 
 OnMissing = Literal["skip", "raise"]
@@ -21,32 +21,13 @@ ON_MISSING = ("skip", "raise")
 
 
 def read_json(path: Path) -> Any:
-    """Parse a JSON file (UTF-8, BOM tolerated). Duplicate object keys are an error: json would keep the last
-    one silently, and a benchmark would lose questions without notice."""
-    text = _read_text(path)
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError as error:
-        raise BenchmarkFormatError(
-            f"{path}: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
-        ) from None
-    except _DuplicateKey as error:
-        raise BenchmarkFormatError(f"{path}: key {error.args[0]!r} appears twice in one object") from None
+    """Parse a JSON annotation file (stave.jsonfiles: UTF-8, BOM tolerated, a duplicate object key is an error)."""
+    return jsonfiles.read_json(require_file(path, "annotation file"), BenchmarkFormatError)
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed object) for every non-blank line of a JSON Lines file."""
-    for number, line in enumerate(_read_text(path).split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as error:
-            raise BenchmarkFormatError(
-                f"{path}: line {number}: not valid JSON at column {error.colno}: {error.msg}"
-            ) from None
-        except _DuplicateKey as error:
-            raise BenchmarkFormatError(f"{path}: line {number}: key {error.args[0]!r} appears twice") from None
+    """(line number, parsed object) for every non-blank line of a JSON Lines annotation file (stave.jsonfiles)."""
+    return jsonfiles.read_jsonl(require_file(path, "annotation file"), BenchmarkFormatError)
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -132,27 +113,6 @@ def item_rng(seed: int, *key: object) -> random.Random:
     with SHA-512, so this is the same in every process). An item's draws therefore do not depend on which
     other records exist, come first, or are skipped."""
     return random.Random("/".join(str(part) for part in (seed, *key)))
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
-
-
-def _read_text(path: Path) -> str:
-    require_file(path, "annotation file")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise BenchmarkFormatError(f"{path}: not UTF-8 text (byte {error.start})") from None
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
