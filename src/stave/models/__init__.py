@@ -184,6 +184,13 @@ class MediaFormat:
         `text_tokens` random text tokens (stave.testing.model_inputs; grids (t, h, w) in the family's units)."""
         raise NotImplementedError
 
+    def tower_items(self, tower: nn.Module, inputs: dict[str, Any]) -> list[tuple[bool, torch.Tensor]]:
+        """Run the tower on the pixels of model inputs (random_inputs, a processor's batch) as the model does, and
+        split what it hands on by item: per image and video, in the order of the inputs' pixel tensors (for
+        random_inputs: every image, then every video), (is_video, outputs (steps, tokens, D)): a video's temporal
+        steps, or an image's rows (tiles), each with its tokens (stave.testing.tower_items)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class VisionFamily:

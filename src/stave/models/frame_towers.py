@@ -24,6 +24,11 @@ class FrameSpec:
     def factor(self) -> int:
         return self.image_size
 
+    @property
+    def temporal_patch_size(self) -> int:
+        """Frames per temporal step: every frame is its own (PatchSpec's counterpart)."""
+        return 1
+
 
 def normalise(frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
     """(T, 3, S, S) uint8 -> float32 (x / 255 - mean) / std, as transformers' image and video processors (rescale,
