@@ -197,6 +197,15 @@ class LlavaOnevisionMedia(MediaFormat):
         size = tower.config.image_size
         return (torch.zeros(1, 3, size, size, dtype=parameter.dtype, device=parameter.device),), {}
 
+    def blank_outputs(self, model: nn.Module, tower: nn.Module) -> list[torch.Tensor]:
+        """The blank image's tower outputs, the projector on them and image_newline: the projector and the newline
+        sit outside the tower, and a text-only batch must reach them too (full fine-tuning under DDP / FSDP)."""
+        outputs = super().blank_outputs(model, tower)
+        base = next((m for m in model.modules() if isinstance(m, llava_ov.LlavaOnevisionModel)), None)
+        if base is None:  # a bare tower
+            return outputs
+        return [*outputs, base.multi_modal_projector(outputs[0]), base.image_newline]
+
     def video_grids(self, encoded: dict[str, Any], spec: FrameSpec) -> list[tuple[int, int, int]]:
         side = spec.image_size // spec.patch_size
         return [(videos.shape[0], side, side) for videos in encoded["pixel_values_videos"]]
