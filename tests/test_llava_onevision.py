@@ -14,7 +14,7 @@ import stave
 from stave.models.llava_onevision import siglip_layers
 from stave.presets import tiny_model, tiny_tokenizer
 from stave.processing import ConversationError, VideoChatProcessor
-from stave.testing import model_inputs
+from stave.testing import model_inputs, tower_items
 from stave.video import VideoOptions
 
 PRESET = "tiny-llava-onevision"
@@ -116,6 +116,19 @@ def test_images_are_refused_naming_the_sample(tokenizer):
 
 
 # --- STA in the SigLIP tower ------------------------------------------------------------------------------------
+
+def test_images_and_their_tiles_get_no_temporal_update_even_with_images_apply():
+    """Images and the tiles of one image are not time: with random STA and images="apply", every image's tower
+    outputs (a base image and its tile, rows of one tower call) stay those of the stock tower, bit for bit."""
+    model = tiny_model(PRESET)
+    inputs = model_inputs(model, images=[(1, 4, 4), (1, 4, 4)])
+    with torch.no_grad():
+        before = tower_items(model, inputs)
+        stave.add_temporal_attention(model, init="random", images="apply")
+        after = tower_items(model, inputs)
+    assert [outputs.shape[0] for _, outputs in after] == [2, 2]  # a base image and one tile each
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(after, before, strict=True))
+
 
 def test_blocks_after_the_feature_layer_get_no_sta_and_naming_one_is_refused():
     """vision_feature_layer -2 takes the hidden states before the last layer: STA goes into layers 0 and 1 only."""
