@@ -10,15 +10,27 @@ import pytest
 import torch
 import transformers
 
+import stave
+import stave.models
+from stave.video import VideoOptions
+
 pytest_plugins = ["version_independence"]  # which tests need running on every transformers version
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the straightforward reference implementation lives there
 
 # Qwen3.5 exists from transformers 5 on; the other families on 4.57 and 5.x.
-FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3-vl-moe", "tiny-internvl"]
+FAMILIES = [
+    "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3-vl-moe", "tiny-internvl", "tiny-llava-onevision",
+    "tiny-llava-next-video",
+]  # fmt: skip
 if int(transformers.__version__.split(".")[0]) >= 5:
     FAMILIES += ["tiny-qwen3.5", "tiny-qwen3.5-moe"]
+#: one preset per distinct vision tower, for the properties of the tower alone: the MoE families run their dense
+#: sibling's tower code (transformers' Qwen3VLMoeVisionModel and Qwen3_5MoeVisionModel are copies of
+#: Qwen3VLVisionModel and Qwen3_5VisionModel), so a tower property checked on tiny-qwen3-vl holds for
+#: tiny-qwen3-vl-moe; what differs between them (the LLM) is tested on every preset (`preset`).
+TOWERS = [p for p in FAMILIES if p not in ("tiny-qwen3-vl-moe", "tiny-qwen3.5-moe")]
 # scripts/test.sh sets STAVE_EXPECT_EXTRAS=1 in the extras environment (torchvision, torchcodec, decord2), where the
 # tests of the optional backends and the live comparisons with transformers' processors must run, and
 # STAVE_EXPECT_DEEPSPEED=1 in the main environment, where scripts/setup.sh installs deepspeed and the ZeRO tests
@@ -50,19 +62,52 @@ def pytest_configure(config) -> None:
 
 @pytest.fixture(params=FAMILIES)
 def preset(request) -> str:
+    """Every tiny model family (its tower and its LLM)."""
     return request.param
 
 
-#: presets whose tower sees frames as rows (InternViT: (rows, 1 + patches, D), a CLS token per row) instead of the
-#: Qwen families' packed patch rows described by grid_thw
-ROW_TOWER_PRESETS = {"tiny-internvl"}
+@pytest.fixture(params=TOWERS)
+def tower_preset(request) -> str:
+    """One tiny model per distinct vision tower (TOWERS), for properties of the tower alone."""
+    return request.param
 
 
-def packed_towers_only(preset: str) -> None:
-    """Skip a test that drives the Qwen families' packed tower (patch rows + grid_thw, merged tokens, video pads) on a
-    frames-as-rows preset; tests/test_internvl.py tests the same property on InternVL's tower."""
-    if preset in ROW_TOWER_PRESETS:
-        pytest.skip(f"{preset}: the test drives Qwen's packed tower API; tests/test_internvl.py covers InternVL")
+def _packs_patch_rows(preset: str) -> bool:
+    from stave.models import family_for_model_type, packed_grid_items
+    from stave.presets import TINY_PRESETS
+
+    return family_for_model_type(TINY_PRESETS[preset][0]).temporal_items is packed_grid_items
+
+
+@pytest.fixture(params=[p for p in FAMILIES if _packs_patch_rows(p)])
+def packed_preset(request) -> str:
+    """The families whose tower takes packed patch rows described by grid_thw and hands the LLM its merged tokens as
+    they are (the Qwen families), for tests of that packing and of the LLM positions of its grids."""
+    return request.param
+
+
+def example_batch(model) -> dict[str, list[tuple[int, int, int]]]:
+    """A small mixed batch the family's model takes, as model_inputs arguments: its MediaFormat.example_grids
+    (Qwen: videos of other sizes and lengths; InternVL: other lengths; LLaVA-OneVision: equal lengths, as it
+    batches videos) and one image."""
+    videos, images = stave.models.find_vision_tower(model)[0].media.example_grids(model.config.vision_config)
+    return dict(videos=list(videos), images=list(images))
+
+
+def random_frames(model, grid: tuple[int, int, int], *, seed: int = 0, held: bool = False) -> torch.Tensor:
+    """(frames, 3, H, W) uint8 random frames of a video the family's processing makes a grid (t, h, w) of (frames =
+    t temporal steps of its temporal patch size; H, W = h, w patches, or the fixed frame size of a frame-per-image
+    tower, whatever h and w). `held`: each temporal step one still
+    frame, so that reversing the frames only reverses the order of whole steps."""
+    media = stave.models.find_vision_tower(model)[0].media
+    spec = media.patch_spec(model.config.vision_config)
+    t, h, w = grid
+    size = media.frame_options(VideoOptions(), spec).frame_size or (h * spec.patch_size, w * spec.patch_size)
+    frames = torch.randint(0, 256, (t * spec.temporal_patch_size, 3, *size),
+                           generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)  # fmt: skip
+    if held:
+        frames = frames[:: spec.temporal_patch_size].repeat_interleave(spec.temporal_patch_size, dim=0)
+    return frames
 
 
 @pytest.fixture(autouse=True)

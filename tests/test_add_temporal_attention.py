@@ -1,68 +1,78 @@
-"""add_temporal_attention on tiny random Qwen2-VL and Qwen2.5-VL models: identity at zero init, image
-skipping, per-item separation, own-token placement through the whole tower (window-permuted on
-Qwen2.5-VL), structure, gradients, dtypes and gradient checkpointing."""
+"""add_temporal_attention on the tiny random model of every family, driven through its adapter (stave.testing:
+model_inputs, video_inputs, tower_items): identity at zero init, image skipping, per-item separation, own-token
+placement through the whole tower (window-permuted on Qwen2.5-VL), structure, gradients, dtypes and gradient
+checkpointing. Properties of the tower alone run once per distinct tower (`tower_preset`)."""
 
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
-from conftest import enable_checkpointing, merged_tokens, packed_towers_only, randomize_temporal, tower_outputs
+from conftest import enable_checkpointing, example_batch, merged_tokens, random_frames, randomize_temporal
 from torch import nn
 
 import stave
+from stave.models import find_vision_tower
 from stave.presets import tiny_model
-from stave.testing import model_inputs, random_pixels
-
-MIXED_VIDEOS = [(4, 4, 4), (2, 4, 6), (4, 4, 4)]
-IMAGES = [(1, 4, 4), (1, 6, 4)]
+from stave.testing import model_inputs, random_pixels, tower_items, video_inputs
 
 
-def _tower_inputs(model, grids, seed=0):
-    return random_pixels(grids, model.config.vision_config, seed=seed)
+def _blocks(model) -> nn.ModuleList:
+    family, tower = find_vision_tower(model)
+    return family.blocks(tower)
+
+
+def _flat(items) -> torch.Tensor:
+    """Every output value of every item, in one vector."""
+    return torch.cat([outputs.flatten() for _, outputs in items])
+
+
+def _one_video(model) -> tuple[int, int, int]:
+    """The grid of the first video of the family's example batch (Qwen: (4, 4, 4); frame towers: 4 frames)."""
+    return example_batch(model)["videos"][0]
+
+
+def _spatial_modules(model) -> tuple[str, str]:
+    """The names (within a block) of the spatial attention and the MLP: the modules of its first and last LoRA
+    linear (attn / self_attn / attention, mlp)."""
+    linears = find_vision_tower(model)[0].vision_linears
+    return linears[0].split(".")[0], linears[-1].split(".")[0]
 
 
 @pytest.mark.parametrize("order", ["spatial_first", "temporal_first"])
-@pytest.mark.parametrize(
-    "batch",
-    [dict(videos=MIXED_VIDEOS[:1]), dict(images=IMAGES), dict(videos=MIXED_VIDEOS, images=IMAGES)],
-    ids=["video", "images", "mixed"],
-)
-def test_zero_init_is_exact_identity(preset, order, batch):
-    packed_towers_only(preset)
-    model = tiny_model(preset)
+@pytest.mark.parametrize("batch", ["video", "images", "mixed"])
+def test_zero_init_is_exact_identity(tower_preset, order, batch):
+    model = tiny_model(tower_preset)
+    example = example_batch(model)
+    batch = {"video": dict(videos=example["videos"][:1]), "images": dict(images=example["images"] * 2),
+             "mixed": example}[batch]  # fmt: skip
     inputs = model_inputs(model, **batch)
-    grids = [*batch.get("images", []), *batch.get("videos", [])]
-    pixels, grid_thw = _tower_inputs(model, grids)
-    tower = stave.vision_tower(model)
     with torch.no_grad():
         base_logits = model(**inputs).logits
-        base_outputs = tower_outputs(tower, pixels, grid_thw)
+        base_items = tower_items(model, inputs)
         stave.add_temporal_attention(model, order=order)
         logits = model(**inputs).logits
-        outputs = tower_outputs(tower, pixels, grid_thw)
-    assert len(outputs) == len(base_outputs)  # merged tokens (and Qwen3-VL's deepstack features)
-    for tokens, base_tokens in zip(outputs, base_outputs, strict=True):
-        assert (tokens - base_tokens).abs().max() <= 1e-6
+        items = tower_items(model, inputs)
+    assert [video for video, _ in items] == [video for video, _ in base_items]
+    assert (_flat(items) - _flat(base_items)).abs().max() <= 1e-6  # every item (Qwen3-VL: deepstack features too)
     assert (logits - base_logits).abs().max() <= 1e-6
 
 
-def test_layerscale_gate_starts_as_identity_and_scales_the_update(preset):
+def test_layerscale_gate_starts_as_identity_and_scales_the_update(tower_preset):
     """gate="layerscale": every STA block gets `temp_attn.gate` (D,) at gate_init; with the zero-initialised
     projection the model is unchanged; with random STA weights the tower's change follows the gate's size."""
-    packed_towers_only(preset)
-    model = tiny_model(preset)
-    inputs = model_inputs(model, videos=MIXED_VIDEOS, images=IMAGES)
-    tower = stave.vision_tower(model)
-    pixels, grid_thw = _tower_inputs(model, [(4, 4, 4)])
+    model = tiny_model(tower_preset)
+    inputs = model_inputs(model, **example_batch(model))
+    video = model_inputs(model, videos=[_one_video(model)])
     with torch.no_grad():
         base_logits = model(**inputs).logits
-        base_tokens = merged_tokens(tower, pixels, grid_thw)
+        base = _flat(tower_items(model, video))
         stave.add_temporal_attention(model, gate="layerscale", gate_init=1e-3)
         assert (model(**inputs).logits - base_logits).abs().max() <= 1e-6
     gates = [p for n, p in stave.temporal_parameters(model) if n.endswith("temp_attn.gate")]
-    assert len(gates) == len(tower.blocks)
+    assert len(gates) == sum(hasattr(block, "temp_attn") for block in _blocks(model)) > 0
     assert all(torch.equal(g, torch.full_like(g, 1e-3)) for g in gates)
     randomize_temporal(model)
     changes = []
@@ -70,141 +80,147 @@ def test_layerscale_gate_starts_as_identity_and_scales_the_update(preset):
         with torch.no_grad():
             for gate in gates:
                 gate.fill_(value)
-            changes.append((merged_tokens(tower, pixels, grid_thw) - base_tokens).abs().max())
+            changes.append((_flat(tower_items(model, video)) - base).abs().max())
     assert changes[1] > 0.01 and changes[0] < changes[1] * 3e-3
 
 
-def test_random_sta_changes_videos_but_skipped_images_stay_identical(preset):
-    packed_towers_only(preset)
-    model = tiny_model(preset)
-    tower = stave.vision_tower(model)
-    grids = [IMAGES[0], MIXED_VIDEOS[0], IMAGES[1], MIXED_VIDEOS[1]]
-    pixels, grid_thw = _tower_inputs(model, grids)
+def test_random_sta_changes_videos_but_skipped_images_stay_identical(tower_preset):
+    model = tiny_model(tower_preset)
+    inputs = model_inputs(model, **example_batch(model))
     with torch.no_grad():
-        base = merged_tokens(tower, pixels, grid_thw)
+        base = tower_items(model, inputs)
         stave.add_temporal_attention(model, init="random")
-        out = merged_tokens(tower, pixels, grid_thw)
-    merged = [t * h * w // 4 for t, h, w in grids]
-    spans = torch.tensor(merged).cumsum(0).tolist()
-    image_rows = [*range(0, spans[0]), *range(spans[1], spans[2])]
-    video_rows = [*range(spans[0], spans[1]), *range(spans[2], spans[3])]
-    assert torch.equal(out[image_rows], base[image_rows])
-    assert (out[video_rows] - base[video_rows]).abs().max() > 1e-3
+        out = tower_items(model, inputs)
+    assert sorted(video for video, _ in out) == [False, True, True]
+    for (video, before), (_, after) in zip(base, out, strict=True):
+        if video:
+            assert (after - before).abs().max() > 1e-3
+        else:
+            assert torch.equal(after, before)
 
 
-def test_images_apply_changes_images_too(preset):
-    packed_towers_only(preset)
-    model = tiny_model(preset)
-    tower = stave.vision_tower(model)
-    pixels, grid_thw = _tower_inputs(model, IMAGES)
+def test_images_apply_changes_exactly_the_images_the_family_makes_single_frame_items(tower_preset):
+    """images="apply": STA runs on every image the family's layout holds as a single-frame item (Qwen: each image;
+    InternVL: each tile), and never on one it holds as no temporal item at all (LLaVA-OneVision: images and their
+    tiles are not time)."""
+    model = tiny_model(tower_preset)
+    family, tower = find_vision_tower(model)
+    args, kwargs = family.media.minimal_tower_input(tower)
+    single_frame = all(temporal for _, _, temporal in family.temporal_items(tower, args, kwargs))
+    inputs = model_inputs(model, images=example_batch(model)["images"] * 2)
     with torch.no_grad():
-        base = merged_tokens(tower, pixels, grid_thw)
+        base = _flat(tower_items(model, inputs))
         stave.add_temporal_attention(model, init="random", images="apply")
-        assert (merged_tokens(tower, pixels, grid_thw) - base).abs().max() > 1e-3
+        change = (_flat(tower_items(model, inputs)) - base).abs().max()
+    assert change > 1e-3 if single_frame else change == 0
 
 
-def test_reversing_temporal_patches_changes_the_output(preset):
-    packed_towers_only(preset)
-    model = tiny_model(preset)
+def test_reversing_the_temporal_steps_changes_the_output_only_with_sta(tower_preset):
+    """A held video (each temporal step one still frame) and its reverse: without STA the tower encodes each step
+    alone, so the outputs are the same steps reversed; with random STA they differ."""
+    model = tiny_model(tower_preset)
+    frames = random_frames(model, _one_video(model), held=True)
+    inputs, reversed_inputs = video_inputs(model, [frames]), video_inputs(model, [frames.flip(0)])
+
+    def steps_and_reversed():
+        with torch.no_grad():
+            return tower_items(model, inputs)[0][1], tower_items(model, reversed_inputs)[0][1].flip(0)
+
+    out, out_rev = steps_and_reversed()
+    assert out.shape[0] > 1
+    torch.testing.assert_close(out, out_rev, atol=1e-5, rtol=1e-5)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
-    tower = stave.vision_tower(model)
-    t, h, w = 4, 4, 4
-    pixels, grid_thw = _tower_inputs(model, [(t, h, w)])
-    reversed_pixels = pixels.view(t, h * w, -1).flip(0).reshape(t * h * w, -1)
-    with torch.no_grad():
-        out = merged_tokens(tower, pixels, grid_thw).view(t, h * w // 4, -1)
-        out_rev = merged_tokens(tower, reversed_pixels, grid_thw).view(t, h * w // 4, -1).flip(0)
+    out, out_rev = steps_and_reversed()
     assert (out - out_rev).abs().max() > 1e-3
 
 
-def test_item_output_is_the_same_alone_and_batched(preset):
-    packed_towers_only(preset)
-    model = tiny_model(preset)
+def test_each_video_is_the_same_alone_and_batched(tower_preset):
+    model = tiny_model(tower_preset)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
-    tower = stave.vision_tower(model)
-    grids = [(2, 4, 6), (1, 4, 4), (4, 4, 4), (2, 4, 6), (3, 6, 4)]
-    pixels, grid_thw = _tower_inputs(model, grids)
+    grids = example_batch(model)["videos"]
+    clips = [random_frames(model, grid, seed=k) for k, grid in enumerate([*grids, *grids])]
     with torch.no_grad():
-        together = merged_tokens(tower, pixels, grid_thw)
-        row = merged_row = 0
-        for grid in grids:
-            size = grid[0] * grid[1] * grid[2]
-            alone = merged_tokens(tower, pixels[row : row + size], torch.tensor([grid]))
-            torch.testing.assert_close(together[merged_row : merged_row + size // 4], alone, atol=1e-5, rtol=1e-5)
-            row += size
-            merged_row += size // 4
+        together = tower_items(model, video_inputs(model, clips))
+        assert len(together) == len(clips)
+        for clip, (_, batched) in zip(clips, together, strict=True):
+            alone = tower_items(model, video_inputs(model, [clip]))[0][1]
+            torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
 
 
-def test_update_lands_on_its_own_token_through_the_tower(preset):
-    """With spatial attention and MLP silenced, a block is x + STA(norm3(x)): perturbing the input patch at
-    one temporal patch and one spatial position must change exactly the merged tokens holding that
-    position, on every temporal patch of that video — also under Qwen2.5-VL's window permutation."""
-    packed_towers_only(preset)
-    model = tiny_model(preset)
+def test_update_lands_on_its_own_token_through_the_tower(tower_preset):
+    """With spatial attention and MLP silenced, a block is x + STA(norm3(x)): changing one patch of one frame
+    changes one token of its temporal step without STA, and with STA that token in every step of its video,
+    nothing else — also under Qwen2.5-VL's window permutation (frames of 8 x 8 patches, windows of 4 x 4)."""
+    model = tiny_model(tower_preset)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
-    tower = stave.vision_tower(model)
     with torch.no_grad():
-        for block in tower.blocks:
-            for module in (block.attn, block.mlp):
-                for param in module.parameters():
+        for block in _blocks(model):
+            for name in _spatial_modules(model):
+                for param in getattr(block, name).parameters():
                     param.zero_()
-    # Grids larger than Qwen2.5's 4x4-patch window, so the window permutation is not the identity.
-    grids = [(2, 8, 8), (3, 8, 12), (2, 4, 4)]
-    pixels, grid_thw = _tower_inputs(model, grids)
-    with torch.no_grad():
-        before = merged_tokens(tower, pixels, grid_thw)
-        t, h, w = grids[1]
-        n = h * w
-        start = 2 * 8 * 8
-        position, patch = 37, 1  # rows of one temporal patch are in 2x2-merge order
-        changed = pixels.clone()
-        changed[start + patch * n + position] += 3.0
-        after = merged_tokens(tower, changed, grid_thw)
-    diff = (after - before).abs().sum(-1)
-    merged_start = start // 4
-    expected = {merged_start + k * (n // 4) + position // 4 for k in range(t)}
-    assert set(torch.nonzero(diff > 1e-6).flatten().tolist()) == expected
+    family, tower = find_vision_tower(model)
+    spec = family.media.patch_spec(model.config.vision_config)
+    t, h, w = _one_video(model)[0], 8, 8  # frame-per-image towers: their frame size
+    clips = [random_frames(model, (t, h, w), seed=k) for k in range(3)]
+    changed = [clip.clone() for clip in clips]
+    p, row, column = spec.patch_size, 1, 2
+    changed[1][t * spec.temporal_patch_size // 2, :, p * row : p * row + p, p * column : p * column + p] ^= 0x80
+    without = copy.deepcopy(tower)
+    for block in family.blocks(without):
+        nn.init.zeros_(block.temp_attn.proj.weight)
+        nn.init.zeros_(block.temp_attn.proj.bias)
+
+    def changed_tokens(module):
+        with torch.no_grad():
+            before = tower_items(model, video_inputs(model, clips), module)
+            after = tower_items(model, video_inputs(model, changed), module)
+        return [set(map(tuple, torch.nonzero((a - b).abs().sum(-1) > 1e-6).tolist()))
+                for (_, b), (_, a) in zip(before, after, strict=True)]  # fmt: skip
+
+    plain = changed_tokens(without)
+    assert plain[0] == plain[2] == set() and len(plain[1]) == 1
+    ((step, token),) = plain[1]
+    assert changed_tokens(tower) == [set(), {(k, token) for k in range(t)}, set()]
 
 
-def test_layers_subset_and_order_build_the_requested_structure(preset):
-    packed_towers_only(preset)
-    model = tiny_model(preset)
+def test_layers_subset_and_order_build_the_requested_structure(tower_preset):
+    model = tiny_model(tower_preset)
     stave.add_temporal_attention(model, layers=[1], order="temporal_first", head_scale=0.5)
-    tower = stave.vision_tower(model)
-    assert [hasattr(b, "temp_attn") for b in tower.blocks] == [i == 1 for i in range(len(tower.blocks))]
-    block = tower.blocks[1]
+    family = find_vision_tower(model)[0]
+    blocks = _blocks(model)
+    assert [hasattr(b, "temp_attn") for b in blocks] == [i == 1 for i in range(len(blocks))]
+    block = blocks[1]
     assert isinstance(block.temp_attn.qkv, nn.Linear) and isinstance(block.temp_attn.proj, nn.Linear)
-    assert type(block.norm3) is type(block.norm1)
-    spatial_heads = model.config.vision_config.num_heads
+    assert type(block.norm3) is type(family.make_norm(block, family.width(model.config.vision_config)))
+    spatial_heads = family.spatial_heads(model.config.vision_config)
     assert block.temp_attn.num_heads == round(spatial_heads * 0.5)
     assert block.temp_attn.proj.in_features == block.temp_attn.num_heads * block.temp_attn.head_dim
     names = {n for n, _ in stave.temporal_parameters(model)}
-    assert all(".blocks.1.temp_attn." in n or ".blocks.1.norm3." in n for n in names)
+    assert names and all(re.search(r"\.1\.(temp_attn|norm3)\.", n) for n in names)
 
     calls = []
-    for name in ("attn", "temp_attn", "mlp"):
+    attention, mlp = _spatial_modules(model)
+    for name in (attention, "temp_attn", mlp):
         getattr(block, name).register_forward_hook(lambda *_, name=name: calls.append(name))
-    pixels, grid_thw = _tower_inputs(model, [(2, 4, 4)])
     with torch.no_grad():
-        merged_tokens(tower, pixels, grid_thw)
-    assert calls == ["temp_attn", "attn", "mlp"]
+        tower_items(model, model_inputs(model, videos=[_one_video(model)]))
+    assert calls == ["temp_attn", attention, mlp]
 
 
-def test_spatial_first_runs_temporal_between_attention_and_mlp(preset):
-    packed_towers_only(preset)
-    model = tiny_model(preset)
+def test_spatial_first_runs_temporal_between_attention_and_mlp(tower_preset):
+    model = tiny_model(tower_preset)
     stave.add_temporal_attention(model)
-    block = stave.vision_tower(model).blocks[0]
+    block = _blocks(model)[0]
     calls = []
-    for name in ("attn", "temp_attn", "mlp"):
+    attention, mlp = _spatial_modules(model)
+    for name in (attention, "temp_attn", mlp):
         getattr(block, name).register_forward_hook(lambda *_, name=name: calls.append(name))
-    pixels, grid_thw = _tower_inputs(model, [(2, 4, 4)])
     with torch.no_grad():
-        merged_tokens(stave.vision_tower(model), pixels, grid_thw)
-    assert calls == ["attn", "temp_attn", "mlp"]
+        tower_items(model, model_inputs(model, videos=[_one_video(model)]))
+    assert calls == [attention, "temp_attn", mlp]
 
 
 def test_norm_types_follow_the_family():
@@ -222,7 +238,7 @@ def test_only_temporal_parameters_train_and_all_of_them_learn(preset):
     for name, param in model.named_parameters():
         param.requires_grad_(name in temporal)
     optimizer = torch.optim.AdamW([p for p in temporal.values()], lr=1e-2)
-    inputs = model_inputs(model, videos=[(4, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
+    inputs = model_inputs(model, **example_batch(model))
     labels = inputs["input_ids"].clone()
 
     model(**inputs, labels=labels).loss.backward()
@@ -252,21 +268,20 @@ HALF_PRECISION_SHARE = {torch.bfloat16: 0.03, torch.float16: 0.005}
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_runs_in_every_dtype_and_attention_backend(preset, attn, dtype):
-    packed_towers_only(preset)
-    model = tiny_model(preset, attn_implementation=attn)
+def test_runs_in_every_dtype_and_attention_backend(tower_preset, attn, dtype):
+    model = tiny_model(tower_preset, attn_implementation=attn)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
-    tower = stave.vision_tower(model)
-    pixels, grid_thw = _tower_inputs(model, [(4, 4, 4), (1, 4, 4), (2, 4, 6)])
+    family, tower = find_vision_tower(model)
+    inputs = model_inputs(model, **example_batch(model))
     without_sta = copy.deepcopy(tower)
-    for block in without_sta.blocks:
+    for block in family.blocks(without_sta):
         nn.init.zeros_(block.temp_attn.proj.weight)
         nn.init.zeros_(block.temp_attn.proj.bias)
     with torch.no_grad():
-        reference = merged_tokens(tower, pixels, grid_thw)  # float32
-        contribution = (reference - merged_tokens(without_sta, pixels, grid_thw)).abs().max()
-        out = merged_tokens(tower.to(dtype), pixels.to(dtype), grid_thw)
+        reference = _flat(tower_items(model, inputs))  # float32
+        contribution = (reference - _flat(tower_items(model, inputs, without_sta))).abs().max()
+        out = _flat(tower_items(model, inputs, tower.to(dtype)))  # the pixels cast to the tower's dtype
     assert out.dtype == dtype and torch.isfinite(out).all()
     assert contribution > 0.05
     tolerance = 1e-5 if dtype == torch.float32 else HALF_PRECISION_SHARE[dtype] * contribution
@@ -274,17 +289,16 @@ def test_runs_in_every_dtype_and_attention_backend(preset, attn, dtype):
 
 
 @pytest.mark.parametrize("reentrant", [False, True])
-def test_gradient_checkpointing_gives_the_same_gradients(preset, reentrant):
-    packed_towers_only(preset)
+def test_gradient_checkpointing_gives_the_same_gradients(tower_preset, reentrant):
     grads = []
     for checkpointing in (False, True):
-        model = tiny_model(preset).train()
+        model = tiny_model(tower_preset).train()
         stave.add_temporal_attention(model)
         randomize_temporal(model)
         if checkpointing:
             enable_checkpointing(model, reentrant)
-            assert all(block.gradient_checkpointing for block in stave.vision_tower(model).blocks)
-        inputs = model_inputs(model, videos=[(4, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
+            assert all(block.gradient_checkpointing for block in _blocks(model))
+        inputs = model_inputs(model, **example_batch(model))
         model(**inputs, labels=inputs["input_ids"]).loss.backward()
         grads.append({n: p.grad.clone() for n, p in stave.temporal_parameters(model)})
     assert grads[0].keys() == grads[1].keys()
@@ -292,16 +306,15 @@ def test_gradient_checkpointing_gives_the_same_gradients(preset, reentrant):
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
 
 
-def test_vision_tower_compiles(preset):
-    packed_towers_only(preset)
-    model = tiny_model(preset)
+def test_vision_tower_compiles(tower_preset):
+    model = tiny_model(tower_preset)
     stave.add_temporal_attention(model)
     randomize_temporal(model)
     tower = stave.vision_tower(model)
-    pixels, grid_thw = _tower_inputs(model, [(4, 4, 4), (1, 4, 4)])
+    inputs = model_inputs(model, videos=[_one_video(model)], images=example_batch(model)["images"])
     with torch.no_grad():
-        eager = merged_tokens(tower, pixels, grid_thw)
-        compiled = merged_tokens(torch.compile(tower, backend="eager"), pixels, grid_thw)
+        eager = _flat(tower_items(model, inputs))
+        compiled = _flat(tower_items(model, inputs, torch.compile(tower, backend="eager")))
     torch.testing.assert_close(compiled, eager)
 
 
@@ -332,10 +345,9 @@ def test_layers_out_of_range_are_refused(preset):
         stave.add_temporal_attention(tiny_model(preset), layers=[0, 7])
 
 
-def test_grid_inconsistent_with_pixels_names_both_numbers(preset):
-    packed_towers_only(preset)
-    model = stave.add_temporal_attention(tiny_model(preset))
-    pixels, _ = _tower_inputs(model, [(2, 4, 4)])
+def test_grid_inconsistent_with_pixels_names_both_numbers(packed_preset):
+    model = stave.add_temporal_attention(tiny_model(packed_preset))
+    pixels, _ = random_pixels([(2, 4, 4)], model.config.vision_config)
     with pytest.raises(ValueError, match=r"describes 64 patches.*received 32 rows"):
         merged_tokens(stave.vision_tower(model), pixels, torch.tensor([[4, 4, 4]]))
 
@@ -346,41 +358,37 @@ def test_config_is_recorded_in_the_vision_config(preset):
     assert stave.TemporalConfig.from_dict(recorded) == stave.TemporalConfig(head_scale=0.5, layers=[0])
 
 
-def test_blocks_dispatched_by_accelerate_still_run_temporal_attention(preset):
+def test_blocks_dispatched_by_accelerate_still_run_temporal_attention(tower_preset):
     """device_map="auto" wraps each block's forward on the instance; STA must not be bypassed."""
-    packed_towers_only(preset)
     hooks = pytest.importorskip("accelerate.hooks")
-    model = tiny_model(preset)
-    tower = stave.vision_tower(model)
-    for block in tower.blocks:
+    model = tiny_model(tower_preset)
+    for block in _blocks(model):
         hooks.add_hook_to_module(block, hooks.ModelHook())
-    pixels, grid_thw = _tower_inputs(model, [(4, 4, 4)])
+    inputs = model_inputs(model, videos=[_one_video(model)])
     with torch.no_grad():
-        base = merged_tokens(tower, pixels, grid_thw)
+        base = _flat(tower_items(model, inputs))
         stave.add_temporal_attention(model, init="random")
-        assert (merged_tokens(tower, pixels, grid_thw) - base).abs().max() > 1e-3
+        assert (_flat(tower_items(model, inputs)) - base).abs().max() > 1e-3
 
 
-def test_block_with_unknown_instance_forward_is_refused(preset):
-    packed_towers_only(preset)
-    model = tiny_model(preset)
-    block = stave.vision_tower(model).blocks[0]
+def test_block_with_unknown_instance_forward_is_refused(tower_preset):
+    model = tiny_model(tower_preset)
+    block = _blocks(model)[0]
     block.forward = lambda *args, **kwargs: None
     with pytest.raises(RuntimeError, match="block 0 has a forward set on the instance"):
         stave.add_temporal_attention(model)
 
 
-def test_checkpointed_block_recomputes_sta_in_its_own_backward(preset):
+def test_checkpointed_block_recomputes_sta_in_its_own_backward(tower_preset):
     """Under gradient checkpointing STA runs three times per step (forward, the block's recomputation, and
     its own recomputation in backward), so its activations never add to the block's peak."""
-    packed_towers_only(preset)
-    model = tiny_model(preset).train()
+    model = tiny_model(tower_preset).train()
     stave.add_temporal_attention(model)
     enable_checkpointing(model, reentrant=False)
     calls = []
-    block = stave.vision_tower(model).blocks[0]
+    block = _blocks(model)[0]
     block.temp_attn.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
-    inputs = model_inputs(model, videos=[(4, 4, 4)])
+    inputs = model_inputs(model, videos=[_one_video(model)])
     loss = model(**inputs, labels=inputs["input_ids"]).loss
     assert len(calls) == 1
     loss.backward()

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import randomize_temporal
+from conftest import example_batch, randomize_temporal
 from safetensors.torch import load_file, save_file
 
 import stave
@@ -41,7 +41,7 @@ def _saved(preset, tmp_path, **temporal):
 def test_round_trip_reproduces_outputs_exactly(preset, tmp_path):
     settings = dict(layers=[0, 1], head_scale=0.5, order="temporal_first", gate="layerscale", gate_init=1e-4)
     model = _saved(preset, tmp_path, **settings)
-    inputs = model_inputs(model, videos=[(4, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
+    inputs = model_inputs(model, **example_batch(model))
     loaded = stave.load_model(tmp_path)
     assert stave.temporal_config(loaded) == stave.TemporalConfig(**settings)
     assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))

@@ -1,34 +1,35 @@
 """stave explain: the temporal attention weights it shows are the ones the layer uses, at the image position
-of the patch they belong to (Qwen2-VL's merge-block order and Qwen2.5-VL's window order undone)."""
+of the patch they belong to (Qwen2-VL's merge-block order and Qwen2.5-VL's window order undone), on every tower."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import packed_towers_only
 
 import stave
 from stave.explain import TemporalAttentionMap, attention_weights, save_map, sta_blocks, temporal_attention_map
 from stave.models import find_vision_tower
-from stave.presets import tiny_model
+from stave.presets import tiny_model, tiny_tokenizer
 from stave.processing import VideoChatProcessor
 from stave.temporal.attention import TemporalAttention
 from stave.temporal.layout import TemporalLayout
-from stave.tokenizer import build_word_tokenizer
 from stave.video import PatchSpec, VideoOptions, pack_frames
 from stave.video.packing import patch_positions
 
 
 def explained_model(preset: str, rows: int, columns: int, **config):
     """A tiny model of `preset` with random STA, a processor that keeps frames of rows x columns patches as they
-    are, and the patch side in pixels (14: Qwen2-VL, Qwen2.5-VL; 16: Qwen3-VL, Qwen3.5)."""
-    tokenizer = build_word_tokenizer(["."])
+    are (a frame-per-image tower: its own frame size), the family's patch spec and the frames' (height, width) in
+    pixels."""
+    tokenizer = tiny_tokenizer(preset, ["."])
     model = stave.add_temporal_attention(tiny_model(preset, tokenizer=tokenizer), init="random", **config)
-    patch = model.config.vision_config.patch_size
-    pixels = rows * columns * patch * patch
-    options = VideoOptions(nframes=8, min_pixels=pixels, max_pixels=pixels)
-    return model, VideoChatProcessor.for_model(tokenizer, model, options), patch
+    family = find_vision_tower(model)[0]
+    spec = family.media.patch_spec(model.config.vision_config)
+    size = family.media.frame_options(VideoOptions(), spec).frame_size
+    size = size or (rows * spec.patch_size, columns * spec.patch_size)
+    options = VideoOptions(nframes=8, min_pixels=size[0] * size[1], max_pixels=size[0] * size[1])
+    return model, VideoChatProcessor.for_model(tokenizer, model, options), spec, size
 
 
 def test_weights_rebuild_the_layer_output():
@@ -66,65 +67,68 @@ def test_cross_time_puts_each_position_at_its_row_and_column():
     assert torch.equal(image.round(), torch.arange(h * w, dtype=torch.float).view(1, h, w).expand(t, h, w))
 
 
-def test_map_weights_rebuild_the_layer_output_in_the_towers_row_order(preset):
-    packed_towers_only(preset)
+def test_map_weights_rebuild_the_layer_output_in_the_towers_row_order(tower_preset):
+    """The weights, taken back to the layer's row order by result.positions, rebuild what the layer computed (that
+    the positions name the right image patches: the cross-time test below)."""
     from training_data import moving_square
 
-    model, processor, patch = explained_model(preset, 8, 8)
-    tower = find_vision_tower(model)[1]
+    model, processor, spec, size = explained_model(tower_preset, 8, 8)
+    family, tower = find_vision_tower(model)
     block = sta_blocks(model)[-1]
-    layer = tower.blocks[block].temp_attn
+    layer = family.blocks(tower)[block].temp_attn
     captured = {}
     hook = layer.register_forward_hook(lambda _module, args, out: captured.update(x=args[0], update=out))
     try:
-        result = temporal_attention_map(model, processor, moving_square("right", frames=8, size=8 * patch))
+        result = temporal_attention_map(model, processor, moving_square("right", frames=8, size=size[0]))
     finally:
         hook.remove()
     t, h, w = result.grid
     n, heads, d = h * w, layer.num_heads, layer.head_dim
-    assert (t, h, w) == (4, 8, 8) and result.block == block
-    assert sorted(result.positions.tolist()) == list(range(n)) and result.positions.tolist() != list(range(n))
+    assert (t, h, w) == (8 // spec.temporal_patch_size, size[0] // spec.patch_size, size[1] // spec.patch_size)
+    assert result.block == block and sorted(result.positions.tolist()) == list(range(n))
     weights = result.weights[result.positions]  # image order -> the order of the layer's rows
     v = layer.qkv(captured["x"].view(1, t, n, -1)).view(1, t, n, 3, heads, d)[:, :, :, 2]
     mixed = torch.einsum("nhij,bjnhd->binhd", weights, v).reshape(1, t, n, heads * d)
     torch.testing.assert_close(layer.proj(mixed).view(t * n, -1), captured["update"], atol=1e-5, rtol=1e-5)
 
 
-def test_cross_time_marks_the_one_patch_that_changes_at_its_image_position(preset):
-    # STA in block 0 before spatial attention: each row it sees is the embedding of one patch's pixels alone (plus,
-    # in Qwen3-VL / Qwen3.5, the learned position embedding of its place), so against the same video without the
+def test_cross_time_marks_the_one_patch_that_changes_at_its_image_position(tower_preset):
+    # STA in block 0 before spatial attention: each row it sees is the embedding of one patch's pixels alone (plus
+    # the position embedding of its place, where the tower adds one first), so against the same video without the
     # change only the changing patch's weights differ
-    packed_towers_only(preset)
-    model, processor, p = explained_model(preset, 8, 12, layers=[0], order="temporal_first")
-    row, column = 3, 5  # in patches: Qwen2.5-VL's window order (2 x 3 windows of 4 x 4 patches) moves its row
-    video = np.full((8, 8 * p, 12 * p, 3), 90, dtype=np.uint8)
+    model, processor, spec, size = explained_model(tower_preset, 8, 12, layers=[0], order="temporal_first")
+    p = spec.patch_size
+    h, w = size[0] // p, size[1] // p
+    row, column = min(3, h - 1), min(5, w - 2)  # Qwen: 3, 5 (Qwen2.5-VL's window order moves its row)
+    video = np.full((8, *size, 3), 90, dtype=np.uint8)
     for i in range(8):
         video[i, p * row : p * row + p, p * column : p * column + p] = 30 * i
     family, tower = find_vision_tower(model)
-    packed_row = patch_positions(8, 12, 2).tolist().index(row * 12 + column)
-    block_row = family.token_order(tower, 8, 12).tolist().index(packed_row)
-    assert (block_row != packed_row) == (family.name == "Qwen2.5-VL")  # else a missing un-permutation goes unseen
+    input_row = family.media.frame_positions(h, w, spec).tolist().index(row * w + column)
+    block_row = family.token_order(tower, h, w).tolist().index(input_row)
+    assert (block_row != input_row) == (family.name == "Qwen2.5-VL")  # else a missing un-permutation goes unseen
     cross = temporal_attention_map(model, processor, video).cross_time()
-    assert cross.shape == (4, 8, 12)
+    assert cross.shape == (8 // spec.temporal_patch_size, h, w)
     still = temporal_attention_map(model, processor, np.full_like(video, 90)).cross_time()
     departure = (cross - still).abs().amax(0)  # (h, w): largest difference from the unchanging video
     assert (departure > 1e-3).nonzero().tolist() == [[row, column]]
 
 
-def test_map_of_a_tiny_model_on_a_video(preset, tmp_path):
-    packed_towers_only(preset)
+def test_map_of_a_tiny_model_on_a_video(tower_preset, tmp_path):
     from training_data import moving_square
 
-    model, processor, patch = explained_model(preset, 8, 8)
-    video = moving_square("right", frames=8, size=8 * patch)
+    model, processor, spec, size = explained_model(tower_preset, 8, 8)
+    video = moving_square("right", frames=8, size=size[0])
     result = temporal_attention_map(model, processor, video)
-    depth = len(find_vision_tower(model)[1].blocks)
-    assert result.grid == (4, 8, 8) and result.block == depth - 1 and result.matrix.shape == (4, 4)
-    assert torch.allclose(result.matrix.sum(-1), torch.ones(4))
+    family, tower = find_vision_tower(model)
+    depth = len(family.blocks(tower))
+    t, h, w = 8 // spec.temporal_patch_size, size[0] // spec.patch_size, size[1] // spec.patch_size
+    assert result.grid == (t, h, w) and result.block == depth - 1 and result.matrix.shape == (t, t)
+    assert torch.allclose(result.matrix.sum(-1), torch.ones(t))
     cross = result.cross_time()
-    assert cross.shape == (4, 8, 8) and cross.min() >= 0 and cross.max() <= 1
+    assert cross.shape == (t, h, w) and cross.min() >= 0 and cross.max() <= 1
     assert save_map(result, tmp_path / "map.png").stat().st_size > 2000
-    with pytest.raises(ValueError, match="block 5 has no temporal attention"):
-        temporal_attention_map(model, processor, video, block=5)
+    with pytest.raises(ValueError, match=f"block {depth + 2} has no temporal attention"):
+        temporal_attention_map(model, processor, video, block=depth + 2)
     with pytest.raises(ValueError, match="no temporal attention"):
-        temporal_attention_map(tiny_model(preset, tokenizer=processor.tokenizer), processor, video)
+        temporal_attention_map(tiny_model(tower_preset, tokenizer=processor.tokenizer), processor, video)

@@ -1,13 +1,14 @@
 """InternVL (transformers' InternVLForConditionalGeneration, an InternViT tower of frames as rows with a CLS token
-and LayerScale): STA over the frames of each video that `pixel_items` names, on the tiny-internvl preset."""
+and LayerScale), what only this family has: `pixel_items` (the tiles of one image, the missing-grouping error), the
+CLS token and the LayerScale residual, the feature-layer limit, RMSNorm towers, pooling of projected tokens and
+processor parity, on the tiny-internvl preset. The properties every family shares run on it through the shared tests
+(tests/conftest.py's `preset` and `tower_preset`)."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from conftest import enable_checkpointing, randomize_temporal
+from conftest import randomize_temporal
 from transformers import InternVLConfig, InternVLForConditionalGeneration
 
 import stave
@@ -45,22 +46,6 @@ def rows_of(inputs) -> list[tuple[int, int, bool]]:
     return out
 
 
-@pytest.mark.parametrize("order", ["spatial_first", "temporal_first"])
-@pytest.mark.parametrize(
-    "batch", [dict(videos=VIDEOS[:1]), dict(images=IMAGES), dict(videos=VIDEOS, images=IMAGES)],
-    ids=["video", "images", "mixed"],
-)  # fmt: skip
-def test_zero_init_is_exact_identity_of_tower_and_logits(order, batch):
-    model = tiny_model(PRESET)
-    inputs = model_inputs(model, **batch)
-    with torch.no_grad():
-        base_logits = model(**inputs).logits
-        base = tower_features(model, inputs)
-        stave.add_temporal_attention(model, order=order)
-        assert torch.equal(tower_features(model, inputs), base)
-        assert (model(**inputs).logits - base_logits).abs().max() <= 1e-6
-
-
 def test_random_sta_changes_videos_and_leaves_images_and_their_tiles_alone():
     model = tiny_model(PRESET)
     inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES)
@@ -86,40 +71,6 @@ def test_images_apply_runs_sta_on_each_tile_alone():
                                         "pixel_items": torch.tensor([[1, 0]])}) for k in range(2)]  # fmt: skip
     assert (out - base).abs().max() > 1e-3
     torch.testing.assert_close(out, torch.cat(alone), atol=1e-5, rtol=1e-5)
-
-
-def test_reversing_the_frames_of_a_video_changes_its_features():
-    model = tiny_model(PRESET)
-    stave.add_temporal_attention(model)
-    randomize_temporal(model)
-    inputs = model_inputs(model, videos=VIDEOS[:1])
-    reversed_inputs = dict(inputs, pixel_values=inputs["pixel_values"].flip(0))
-    with torch.no_grad():
-        out = tower_features(model, inputs)
-        out_rev = tower_features(model, reversed_inputs).flip(0)
-        stock = stave.vision_tower(tiny_model(PRESET))
-        plain = stock(inputs["pixel_values"]).last_hidden_state
-        plain_rev = stock(reversed_inputs["pixel_values"]).last_hidden_state.flip(0)
-    assert torch.allclose(plain, plain_rev, atol=1e-5)  # without STA each frame is encoded alone
-    assert (out - out_rev).abs().max() > 1e-3
-
-
-def test_each_item_is_the_same_alone_and_batched():
-    model = tiny_model(PRESET)
-    stave.add_temporal_attention(model)
-    randomize_temporal(model)
-    inputs = model_inputs(model, videos=VIDEOS, images=IMAGES)
-    with torch.no_grad():
-        together = tower_features(model, inputs)
-        for start, rows, video in rows_of(inputs):
-            alone = {"pixel_values": inputs["pixel_values"][start : start + rows],
-                     "pixel_items": torch.tensor([[rows, int(video)]])}  # fmt: skip
-            alone = tower_features(model, alone)
-            torch.testing.assert_close(together[start : start + rows], alone, atol=1e-5, rtol=1e-5)
-    # the grouping matters: the same rows read as one video of 9 frames give other features
-    merged = dict(inputs, pixel_items=torch.tensor([[2, 0], [9, 1]]))
-    with torch.no_grad():
-        assert (tower_features(model, merged)[2:] - together[2:]).abs().max() > 1e-3
 
 
 def test_sta_leaves_the_cls_token_of_every_row_alone_and_follows_the_layerscale_residual():
@@ -177,32 +128,6 @@ def test_rms_norm_towers_get_an_rms_norm3_and_stay_the_identity_at_zero_init():
     assert type(block.norm3).__name__ == "InternVLVisionRMSNorm"
 
 
-def test_stage_one_gradients_reach_exactly_the_temporal_parameters():
-    model = tiny_model(PRESET).train()
-    stave.add_temporal_attention(model, init="random")
-    model.requires_grad_(False)
-    for _, param in stave.temporal_parameters(model):
-        param.requires_grad_(True)
-    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
-    model(**inputs, labels=inputs["input_ids"]).loss.backward()
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    temporal = {n for n, _ in stave.temporal_parameters(model)}
-    assert set(grads) == temporal and len(temporal) == 3 * 6  # qkv, proj (weight, bias), norm3 (weight, bias)
-    assert all(g.abs().max() > 0 for g in grads.values())
-
-
-def test_save_and_load_round_trip_reproduces_outputs(tmp_path):
-    model = tiny_model(PRESET)
-    stave.add_temporal_attention(model, gate="layerscale", gate_init=0.5)
-    randomize_temporal(model)
-    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
-    model.save_pretrained(tmp_path)
-    loaded = stave.load_model(tmp_path)
-    assert stave.temporal_config(loaded) == stave.temporal_config(model)
-    with torch.no_grad():
-        assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
-
-
 def test_pooled_video_reaches_the_llm_as_the_mean_of_its_frames_projected_tokens():
     """Each video's projected tokens averaged over its frames ("mean") or over runs of 2 frames ("mean:2": 4 frames
     in runs of 2 and 2, 3 frames in runs of 2 and 1); an image of 2 tiles keeps both tiles' tokens."""
@@ -230,121 +155,6 @@ def test_pooled_video_reaches_the_llm_as_the_mean_of_its_frames_projected_tokens
                 torch.testing.assert_close(pooled[row], features[start:end].mean(0))
             assert pooled_inputs["input_ids"].shape[1] == inputs["input_ids"].shape[1] - (7 - len(runs)) * 4
             assert torch.isfinite(model(**pooled_inputs).logits).all()
-
-
-@pytest.mark.parametrize("pooling", [None, "mean"])
-def test_generate_equals_the_step_by_step_forward(pooling):
-    model = tiny_model(PRESET)
-    stave.add_temporal_attention(model)
-    randomize_temporal(model)
-    stave.set_temporal_pooling(model, pooling)
-    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
-    with torch.no_grad():
-        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False, min_new_tokens=4)
-        ids = inputs["input_ids"]
-        for _ in range(4):
-            step = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids))
-            ids = torch.cat([ids, model(**step).logits[:, -1:].argmax(-1)], dim=1)
-    assert torch.equal(generated, ids)
-
-
-@pytest.mark.parametrize(
-    ("attn", "dtype"), [("eager", torch.float32), ("sdpa", torch.bfloat16), ("eager", torch.float16)]
-)  # fmt: skip
-def test_runs_in_every_dtype_and_attention_backend(attn, dtype):
-    """STA's contribution survives half precision within the shares the Qwen families are held to."""
-    model = tiny_model(PRESET, attn_implementation=attn)
-    stave.add_temporal_attention(model)
-    randomize_temporal(model)
-    inputs = model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
-    tower = stave.vision_tower(model)
-    with torch.no_grad():
-        reference = tower_features(model, inputs)
-        without = copy.deepcopy(tower)
-        for block in without.encoder.layer:
-            block.temp_attn.proj.weight.zero_()
-            block.temp_attn.proj.bias.zero_()
-        contribution = (reference - without(inputs["pixel_values"], pixel_items=inputs["pixel_items"])[0]).abs().max()
-        out = tower.to(dtype)(inputs["pixel_values"].to(dtype), pixel_items=inputs["pixel_items"]).last_hidden_state
-    assert out.dtype == dtype and torch.isfinite(out).all() and contribution > 0.05
-    tolerance = {torch.float32: 1e-5, torch.bfloat16: 0.03 * contribution, torch.float16: 0.005 * contribution}
-    assert (out.float() - reference).abs().max() < tolerance[dtype]
-
-
-def test_vision_tower_compiles():
-    model = tiny_model(PRESET)
-    stave.add_temporal_attention(model)
-    randomize_temporal(model)
-    tower = stave.vision_tower(model)
-    inputs = model_inputs(model, videos=VIDEOS[:1], images=IMAGES[:1])
-    with torch.no_grad():
-        eager = tower_features(model, inputs)
-        compiled = torch.compile(tower, backend="eager")(inputs["pixel_values"], pixel_items=inputs["pixel_items"])
-    torch.testing.assert_close(compiled.last_hidden_state, eager)
-
-
-def test_blocks_dispatched_by_accelerate_still_run_temporal_attention():
-    """device_map="auto" wraps each block's forward on the instance; STA must not be bypassed."""
-    hooks = pytest.importorskip("accelerate.hooks")
-    model = tiny_model(PRESET)
-    for block in stave.vision_tower(model).encoder.layer:
-        hooks.add_hook_to_module(block, hooks.ModelHook())
-    inputs = model_inputs(model, videos=VIDEOS[:1])
-    with torch.no_grad():
-        base = tower_features(model, inputs)
-        stave.add_temporal_attention(model, init="random")
-        assert (tower_features(model, inputs) - base).abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("reentrant", [False, True])
-def test_checkpointed_blocks_give_the_same_gradients_and_recompute_sta_in_its_own_backward(reentrant):
-    """The encoder hands each checkpointed block its layout as an argument: the recomputation gets the same layout
-    (same gradients), and STA runs three times per step without reentrant checkpointing (forward, the block's
-    recomputation, its own recomputation)."""
-    grads, calls = [], []
-    inputs = None
-    for checkpointing in (False, True):
-        model = tiny_model(PRESET).train()
-        stave.add_temporal_attention(model)
-        randomize_temporal(model)
-        if checkpointing:
-            enable_checkpointing(model, reentrant)
-            assert all(block.gradient_checkpointing for block in stave.vision_tower(model).encoder.layer)
-            block = stave.vision_tower(model).encoder.layer[0]
-            block.temp_attn.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
-        inputs = inputs or model_inputs(model, videos=VIDEOS[:2], images=IMAGES[:1])
-        model(**inputs, labels=inputs["input_ids"]).loss.backward()
-        grads.append({n: p.grad.clone() for n, p in stave.temporal_parameters(model)})
-    for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
-    if not reentrant:
-        assert len(calls) == 3
-
-
-def test_explain_marks_the_one_patch_that_changes_at_its_image_position():
-    """STA in block 0 before spatial attention sees each patch's embedding alone (plus its position embedding), so
-    against the same video without the change only the changing patch's temporal weights differ: the map puts that
-    difference at the patch's row and column of the frame (CLS and the other patches unmarked)."""
-    import numpy as np
-
-    from stave.explain import temporal_attention_map
-    from stave.presets import tiny_tokenizer
-    from stave.processing import VideoChatProcessor
-    from stave.video import VideoOptions
-
-    tokenizer = tiny_tokenizer(PRESET, ["."])
-    model = tiny_model(PRESET, tokenizer=tokenizer)
-    stave.add_temporal_attention(model, init="random", layers=[0], order="temporal_first")
-    processor = VideoChatProcessor.for_model(tokenizer, model, VideoOptions(nframes=8))
-    row, column, p = 1, 2, 8  # 32 x 32 frames: 4 x 4 patches of 8 pixels
-    video = np.full((8, 32, 32, 3), 90, dtype=np.uint8)
-    for i in range(8):
-        video[i, p * row : p * row + p, p * column : p * column + p] = 30 * i
-    result = temporal_attention_map(model, processor, video)
-    assert result.grid == (8, 4, 4) and torch.allclose(result.matrix.sum(-1), torch.ones(8))
-    still = temporal_attention_map(model, processor, np.full_like(video, 90)).cross_time()
-    departure = (result.cross_time() - still).abs().amax(0)  # (4, 4)
-    assert (departure > 1e-3).nonzero().tolist() == [[row, column]]
 
 
 # --- processing -------------------------------------------------------------------------------------------------

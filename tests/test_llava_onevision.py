@@ -1,23 +1,27 @@
-"""LLaVA-OneVision (issue #15, Part B): processing equal to transformers' LlavaOnevisionProcessor, temporal pooling
-of each video's projected tokens, and STA in the SigLIP tower over each video's frames (never over images or the
-tiles of one image), on the tiny random preset."""
+"""LLaVA-OneVision (issue #15, Part B), what only this family has: processing equal to transformers'
+LlavaOnevisionProcessor, its pooled prompt, STA only in the layers that feed the feature layer, its LoRA targets and
+the commands on the tiny preset. The properties every family shares (identity at zero init, images and tiles left
+alone, separation, frame order, own-token placement, gradients, save/load, generate, pooling's blindness to order)
+run on it through the shared tests (tests/conftest.py's `preset` and `tower_preset`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import transformers
 from conftest import randomize_temporal
 
 import stave
 from stave.models import vision_outputs
-from stave.models.frame_towers import encoder_layers, video_frames
+from stave.models.frame_towers import encoder_layers
 from stave.presets import tiny_model, tiny_tokenizer
-from stave.processing import TRANSFORMERS_MAJOR, ConversationError, VideoChatProcessor
-from stave.testing import model_inputs
+from stave.processing import ConversationError, VideoChatProcessor
+from stave.testing import model_inputs, tower_items
 from stave.video import VideoOptions
 
 PRESET = "tiny-llava-onevision"
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 WORDS = ["what", "happens", "?", "left", "right", "up"]
 
 
@@ -162,106 +166,17 @@ def test_a_batch_of_a_two_image_sample_and_a_one_image_sample_runs_through_the_m
 
 # --- STA in the SigLIP tower ------------------------------------------------------------------------------------
 
-SIDE = 4  # the tiny tower's 32 x 32 frames in 8 x 8 patches: 4 x 4 patches per frame
-
-
-def frames(count, seed=0):
-    """(count, 3, 32, 32) random pixels (already normalised)."""
-    return torch.randn(count, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def tower_tokens(tower, pixels, frames_per_video=None):
-    """The tower's last hidden states (rows, 16, D): videos of `frames_per_video` frames, or images without."""
-    if frames_per_video is None:
-        return tower(pixels).last_hidden_state
-    with video_frames(frames_per_video):
-        return tower(pixels).last_hidden_state
-
-
-def features(model, kind, *args):
-    """get_image_features / get_video_features of the base model with the config's feature layer and strategy
-    (transformers 4.57 requires them), every tensor it hands the LLM (vision_outputs)."""
-    config = model.config
-    selection = dict(
-        vision_feature_layer=config.vision_feature_layer,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-    )
-    return vision_outputs(getattr(model.model, f"get_{kind}_features")(*args, **selection))
-
-
-def sta_model(**overrides):
+def test_images_and_their_tiles_get_no_temporal_update_even_with_images_apply():
+    """Images and the tiles of one image are not time: with random STA and images="apply", every image's tower
+    outputs (a base image and its tile, rows of one tower call) stay those of the stock tower, bit for bit."""
     model = tiny_model(PRESET)
-    stave.add_temporal_attention(model, **overrides)
-    randomize_temporal(model)
-    return model
-
-
-@pytest.mark.parametrize("order", ["spatial_first", "temporal_first"])
-def test_zero_init_is_exact_identity_on_videos_and_images(order):
-    model = tiny_model(PRESET)
-    inputs = model_inputs(model, videos=[(3, SIDE, SIDE), (3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
+    inputs = model_inputs(model, images=[(1, 4, 4), (1, 4, 4)])
     with torch.no_grad():
-        before = model(**inputs).logits
-        stave.add_temporal_attention(model, order=order)
-        after = model(**inputs).logits
-    assert type(model.model).__name__ == "StaveLlavaOnevisionModel"  # its videos tell the tower their frames
-    assert (after - before).abs().max() <= 1e-6
-
-
-def test_videos_change_and_images_and_tiles_stay_identical_through_the_model():
-    """With random STA, a video's features change and an image's (a base image and its tile, rows of one tower
-    call) are those of the stock model, bit for bit — even with images="apply": images and tiles are not time."""
-    model = tiny_model(PRESET)
-    inputs = model_inputs(model, videos=[(4, SIDE, SIDE)], images=[(1, SIDE, SIDE), (1, SIDE, SIDE)])
-    with torch.no_grad():
-        images = features(model, "image", inputs["pixel_values"], inputs["image_sizes"])
-        videos = features(model, "video", inputs["pixel_values_videos"])
-        stave.add_temporal_attention(model, images="apply")
-        randomize_temporal(model)
-        images_sta = features(model, "image", inputs["pixel_values"], inputs["image_sizes"])
-        videos_sta = features(model, "video", inputs["pixel_values_videos"])
-    for before, after in zip(images, images_sta, strict=True):
-        assert torch.equal(before, after)
-    assert (videos_sta[0] - videos[0]).abs().max() > 1e-3
-
-
-def test_update_lands_on_its_own_patch_in_every_frame_of_its_own_video():
-    """With spatial attention and MLP silenced, a layer is x + STA(norm3(x)): perturbing one patch of one frame
-    changes exactly that patch position in every frame of that video, nothing in the other video."""
-    model = sta_model()
-    tower = stave.vision_tower(model)
-    with torch.no_grad():
-        for layer in encoder_layers(tower):
-            for module in (layer.self_attn, layer.mlp):
-                for param in module.parameters():
-                    param.zero_()
-    pixels = frames(6)  # two videos of 3 frames
-    changed = pixels.clone()
-    changed[4, :, 8:16, 16:24] += 3.0  # video 1, its frame 1, patch (row 1, column 2) = position 6
-    with torch.no_grad():
-        diff = (tower_tokens(tower, changed, 3) - tower_tokens(tower, pixels, 3)).abs().sum(-1)  # (6, 16)
-    assert set(map(tuple, torch.nonzero(diff > 1e-6).tolist())) == {(3, 6), (4, 6), (5, 6)}
-
-
-def test_reversing_the_frames_changes_the_output():
-    model = sta_model()
-    tower = stave.vision_tower(model)
-    pixels = frames(4)
-    with torch.no_grad():
-        out = tower_tokens(tower, pixels, 4)
-        out_reversed = tower_tokens(tower, pixels.flip(0), 4).flip(0)
-    assert (out - out_reversed).abs().max() > 1e-3
-
-
-def test_a_video_is_the_same_alone_and_batched_with_others():
-    model = sta_model()
-    tower = stave.vision_tower(model)
-    pixels = frames(9)
-    with torch.no_grad():
-        together = tower_tokens(tower, pixels, 3)
-        for k in range(3):
-            alone = tower_tokens(tower, pixels[3 * k : 3 * k + 3], 3)
-            torch.testing.assert_close(together[3 * k : 3 * k + 3], alone, atol=1e-5, rtol=1e-5)
+        before = tower_items(model, inputs)
+        stave.add_temporal_attention(model, init="random", images="apply")
+        after = tower_items(model, inputs)
+    assert [outputs.shape[0] for _, outputs in after] == [2, 2]  # a base image and one tile each
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(after, before, strict=True))
 
 
 def test_blocks_after_the_feature_layer_get_no_sta_and_naming_one_is_refused():
@@ -277,57 +192,20 @@ def test_blocks_after_the_feature_layer_get_no_sta_and_naming_one_is_refused():
         stave.add_temporal_attention(other, layers=[0, 2])
 
 
-def test_stage_one_gradients_are_exactly_stas_and_all_of_them_learn():
-    model = tiny_model(PRESET).train()
-    stave.add_temporal_attention(model)
-    temporal = dict(stave.temporal_parameters(model))
-    assert len(temporal) == 3 * 6  # temp_attn.qkv, temp_attn.proj, norm3 (weight and bias each) in 3 layers
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in temporal)
-    optimizer = torch.optim.AdamW(list(temporal.values()), lr=1e-2)
-    inputs = model_inputs(model, videos=[(3, SIDE, SIDE), (3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
-    labels = inputs["input_ids"].clone()
-    model(**inputs, labels=labels).loss.backward()
-    assert {name for name, param in model.named_parameters() if param.grad is not None} == set(temporal)
-    for name, param in temporal.items():  # zero init: only proj gets signal at step 0
-        assert (param.grad.abs().max() > 0) == (".temp_attn.proj." in name), name
-    optimizer.step()
-    optimizer.zero_grad()
-    model(**inputs, labels=labels).loss.backward()
-    for name, param in temporal.items():
-        assert param.grad.abs().max() > 0, name
+def frames(count, seed=0):
+    """(count, 3, 32, 32) random pixels (already normalised)."""
+    return torch.randn(count, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
-def test_save_and_load_model_reproduce_the_outputs_exactly(tmp_path):
-    model = sta_model()
-    stave.set_temporal_pooling(model, "mean")
-    inputs = model_inputs(model, videos=[(3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
-    model.save_pretrained(tmp_path)
-    loaded = stave.load_model(tmp_path)
-    assert type(loaded.model).__name__ == "StaveLlavaOnevisionModel" and stave.temporal_pooling(loaded) == "mean"
-    with torch.no_grad():
-        assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
-
-
-@pytest.mark.parametrize("pooling", [None, "mean"])
-def test_generate_equals_the_step_by_step_greedy_forward(pooling):
-    model = stave.set_temporal_pooling(sta_model(), pooling)
-    inputs = model_inputs(model, videos=[(4, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
-    assert (inputs["input_ids"] == model.config.video_token_index).sum() == (1 if pooling else 4) * 4 + 1
-    placeholders = [model.config.video_token_index, model.config.image_token_index]  # a text answer holds none
-    with torch.no_grad():
-        out = model.generate(
-            **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=2, output_logits=True,
-            return_dict_in_generate=True, suppress_tokens=placeholders,
-        )  # fmt: skip
-        prompt, tokens = inputs["input_ids"].shape[1], out.sequences
-        for k in range(3):
-            ids = tokens[:, : prompt + k]
-            grown = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
-            full = model(**grown).logits[0, -1]
-            torch.testing.assert_close(out.logits[k][0], full, atol=1e-5, rtol=1e-4)
-            full[placeholders] = -torch.inf
-            assert tokens[0, prompt + k] == full.argmax(), k
+def features(model, kind, *args):
+    """get_image_features / get_video_features of the base model with the config's feature layer and strategy
+    (transformers 4.57 requires them), every tensor it hands the LLM (vision_outputs)."""
+    config = model.config
+    selection = dict(
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+    )
+    return vision_outputs(getattr(model.model, f"get_{kind}_features")(*args, **selection))
 
 
 def test_pooled_llm_inputs_of_a_clip_and_its_reverse_are_equal_without_sta_and_differ_with_it():

@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import generated_text, merged_tokens, packed_towers_only, randomize_temporal, tower_outputs
+from conftest import example_batch, generated_text, merged_tokens, random_frames, randomize_temporal, tower_outputs
 from training_data import tiny_recipe, write_dataset
 
 import stave
 from stave.evaluation import load_answerer
+from stave.models import find_vision_tower
 from stave.presets import tiny_model
 from stave.processing import IGNORE_INDEX, VideoChatProcessor
-from stave.testing import model_inputs
+from stave.testing import model_inputs, video_inputs
 from stave.tokenizer import build_word_tokenizer
 from stave.training import RecipeError, load_recipe, train
-from stave.video import PatchSpec, VideoOptions, pack_frames
+from stave.video import VideoOptions
 
 
 def _logits(model, inputs) -> torch.Tensor:
@@ -50,6 +51,12 @@ def _count(inputs, token_id: int) -> int:
     return int((inputs["input_ids"] == token_id).sum())
 
 
+def _placeholders(model) -> list[int]:
+    """The ids of the family's media tokens (placeholders, vision start and end), from the model's config."""
+    media = find_vision_tower(model)[0].media
+    return [getattr(model.config, key) for key, _ in media.config_tokens]
+
+
 def _run_means(tokens: torch.Tensor, window: int | None) -> torch.Tensor:
     """(t, n, D) -> (ceil(t/window), n, D): the means of runs of `window` rows (the last one shorter), written out."""
     t = tokens.shape[0]
@@ -57,9 +64,9 @@ def _run_means(tokens: torch.Tensor, window: int | None) -> torch.Tensor:
     return torch.stack([tokens[start : start + size].mean(0) for start in range(0, t, size)])
 
 
-def test_pooled_video_reaches_the_llm_as_the_means_over_runs_of_temporal_patches_placed_as_one_each(preset):
+def test_pooled_video_reaches_the_llm_as_the_means_over_runs_of_temporal_patches_placed_as_one_each(packed_preset):
     """"mean": one run of all t temporal patches; "mean:2" on t = 5: runs of 2, 2 and 1, i.e. 3 temporal steps."""
-    packed_towers_only(preset)
+    preset = packed_preset
     grids = [(5, 4, 4), (2, 4, 6)]
     model = tiny_model(preset)
     outputs = None
@@ -113,9 +120,8 @@ def test_qwen2_5_vl_places_each_run_at_the_time_of_its_first_temporal_patch():
     assert torch.equal(_llm_inputs(stock, three)["position_ids"][:, 0], positions)
 
 
-def test_images_in_a_batch_with_videos_are_not_pooled(preset):
-    packed_towers_only(preset)
-    model = stave.set_temporal_pooling(tiny_model(preset), "mean")
+def test_images_in_a_batch_with_videos_are_not_pooled(packed_preset):
+    model = stave.set_temporal_pooling(tiny_model(packed_preset), "mean")
     # an image of two temporal patches (Qwen's processors never make one): pooling it would halve its tokens
     inputs = model_inputs(model, videos=[(4, 4, 4)], images=[(2, 4, 4)])
     image = inputs["input_ids"][0] == model.config.image_token_id
@@ -134,19 +140,14 @@ def _held_video(distinct: int = 4, size: int = 56, seed: int = 0) -> torch.Tenso
 
 
 def _video_logits(model, frames: torch.Tensor) -> torch.Tensor:
-    pixels, grid = pack_frames(frames, PatchSpec.from_vision_config(model.config.vision_config))
-    inputs = model_inputs(model, videos=[grid])
-    inputs["pixel_values_videos"] = pixels
-    return _logits(model, inputs)
+    return _logits(model, video_inputs(model, [frames]))
 
 
 def test_pooled_llm_cannot_see_frame_order_and_only_sta_can_carry_it(preset):
-    packed_towers_only(preset)
-    factor = PatchSpec.from_vision_config(tiny_model(preset).config.vision_config).factor
-    video = _held_video(size=2 * factor)
-    reverse = video.flip(0)  # 4 temporal patches
+    video = random_frames(tiny_model(preset), (4, 4, 4), held=True)  # each temporal step one still frame
+    reverse = video.flip(0)
 
-    plain = tiny_model(preset)  # unpooled: M-RoPE shows the LLM which temporal patch came first
+    plain = tiny_model(preset)  # unpooled: the LLM's positions show it which temporal step came first
     assert (_video_logits(plain, video) - _video_logits(plain, reverse)).abs().max() > 1e-3
 
     pooled = stave.set_temporal_pooling(tiny_model(preset), "mean")
@@ -154,10 +155,11 @@ def test_pooled_llm_cannot_see_frame_order_and_only_sta_can_carry_it(preset):
 
     # "mean:2" on 5 temporal patches (runs (0, 1), (2, 3), (4)): order within a run is invisible, that of runs is not
     stave.set_temporal_pooling(pooled, "mean:2")
-    five = _held_video(distinct=5, size=2 * factor)
+    five = random_frames(pooled, (5, 4, 4), seed=1, held=True)
+    step = five.shape[0] // 5  # frames per temporal step
 
     def patches(order):
-        return torch.cat([five[2 * p : 2 * p + 2] for p in order])
+        return torch.cat([five[step * p : step * p + step] for p in order])
 
     logits = _video_logits(pooled, five)
     torch.testing.assert_close(_video_logits(pooled, patches([1, 0, 3, 2, 4])), logits, rtol=0, atol=1e-5)
@@ -173,7 +175,7 @@ def test_save_pretrained_and_load_model_keep_pooling(preset, tmp_path):
     randomize_temporal(model)
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["temporal_pooling"] == "mean:2"
-    inputs = model_inputs(model, videos=[(3, 4, 4), (2, 4, 6)], images=[(1, 4, 4)])
+    inputs = model_inputs(model, **example_batch(model))
 
     loaded = stave.load_model(tmp_path)
     assert stave.temporal_pooling(loaded) == "mean:2" and stave.temporal_config(loaded) is not None
@@ -211,14 +213,15 @@ def test_bad_mode_and_bare_tower_are_refused():
 
 @pytest.mark.parametrize("pooling", [None, "mean:2"])  # "mean": one run; generation places runs as any pooled grid
 def test_generate_agrees_with_the_step_by_step_forward_pass_pooled_or_not(preset, pooling):
-    packed_towers_only(preset)
     model = stave.set_temporal_pooling(tiny_model(preset), pooling)
-    inputs = model_inputs(model, videos=[(5, 4, 4)], images=[(1, 4, 4)])
-    assert _count(inputs, model.config.video_token_id) == (3 * 4 if pooling else 5 * 4)
+    batch = example_batch(model)
+    inputs = model_inputs(model, videos=batch["videos"][:1], images=batch["images"])
+    assert stave.temporal_pooling(model) == pooling
+    placeholders = _placeholders(model)  # a text answer holds none
     with torch.no_grad():
         out = model.generate(
             **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=2, output_logits=True,
-            return_dict_in_generate=True,
+            return_dict_in_generate=True, suppress_tokens=placeholders,
         )  # fmt: skip
     prompt, tokens = inputs["input_ids"].shape[1], out.sequences
     assert tokens.shape == (1, prompt + 3)
@@ -232,18 +235,18 @@ def test_generate_agrees_with_the_step_by_step_forward_pass_pooled_or_not(preset
             grown["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], tokens[:, prompt : prompt + k] * 0], 1)
         full = _logits(model, grown)[0, -1]
         torch.testing.assert_close(out.logits[k][0], full, atol=1e-5, rtol=1e-4)
+        full[placeholders] = -torch.inf
         assert tokens[0, prompt + k] == full.argmax(), k
 
 
 def test_training_step_through_peft_lora_gives_gradients(preset):
-    packed_towers_only(preset)
     from peft import LoraConfig, get_peft_model
 
     model = stave.set_temporal_pooling(stave.add_temporal_attention(tiny_model(preset)), "mean")
-    inputs = model_inputs(model, videos=[(4, 4, 4)], images=[(1, 4, 4)])
-    assert _count(inputs, model.config.video_token_id) == 4
+    batch = example_batch(model)
+    inputs = model_inputs(model, videos=batch["videos"][:1], images=batch["images"])
     labels = inputs["input_ids"].clone()
-    labels[inputs["input_ids"] >= 100] = IGNORE_INDEX  # vision tokens (ids 120-123) are never targets
+    labels[torch.isin(inputs["input_ids"], torch.tensor(_placeholders(model)))] = IGNORE_INDEX  # never targets
 
     model = get_peft_model(model, LoraConfig(r=2, lora_alpha=2, target_modules=r".*language_model.*\.q_proj"))
     for _, parameter in stave.temporal_parameters(model):

@@ -184,7 +184,7 @@ def test_each_stage_trains_exactly_its_parameters(preset, trains):
     vision = [
         n
         for n, _ in base.named_modules()
-        if (m := re.fullmatch(rf".*{family.vision_blocks}\.(.+)", n)) and m.group(1) in family.vision_linears
+        if (m := re.fullmatch(rf".*{family.vision_blocks}\.(?P<linear>.+)", n)) and m["linear"] in family.vision_linears
     ]
     # the family's lists name linears the model has: the vision blocks' four (five: SwiGLU) and the LLM's
     assert {".".join(n.split(".")[-2:]) for n in vision} == set(family.vision_linears)

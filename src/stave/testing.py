@@ -50,3 +50,43 @@ def model_inputs(
     family = find_vision_tower(model)[0]
     window = pooling_window(temporal_pooling(model))
     return family.media.random_inputs(model, videos, images, seed=seed, text_tokens=text_tokens, window=window)
+
+
+def tower_items(model: nn.Module, inputs: dict[str, torch.Tensor], tower: nn.Module | None = None):
+    """What the vision tower of `model` hands on for each image and video of model inputs (model_inputs,
+    video_inputs, a processor's batch), run as the model runs it: per item, in the order of the inputs' pixel
+    tensors (model_inputs: every image, then every video), (is_video, outputs (steps, tokens, D)) — a video's
+    temporal steps or an image's rows, each with its tokens (the family's MediaFormat.tower_items: Qwen's merged
+    tokens, InternViT's and SigLIP's last hidden states). `tower`: run this module instead (a copy, a compiled
+    tower) as the family's tower."""
+    family, own = find_vision_tower(model)
+    return family.media.tower_items(own if tower is None else tower, inputs)
+
+
+def video_inputs(
+    model: nn.Module, videos: Sequence[torch.Tensor], *, seed: int = 0, text_tokens: int = 3
+) -> dict[str, torch.Tensor]:
+    """Inputs for a supported ForConditionalGeneration holding the given videos, processed as the family's
+    processor processes a video (its MediaFormat.video), in one sequence as model_inputs lays them out.
+
+    Args:
+        videos: (T, 3, H, W) uint8 frames each, at a size the family takes as it is (frame-per-image towers:
+            their image size; Qwen: T even, H and W multiples of 28).
+    """
+    from .video import VideoClip, VideoOptions
+
+    family = find_vision_tower(model)[0]
+    media = family.media
+    spec = media.patch_spec(model.config.vision_config)
+    window = pooling_window(temporal_pooling(model))
+    encoded = []
+    for frames in videos:
+        times = [k / 2 for k in range(frames.shape[0])]
+        clip = VideoClip(frames, times, list(range(len(times))), 2.0, len(times) / 2, len(times), 2.0, "frames",
+                         VideoOptions(nframes=len(times)))  # fmt: skip
+        encoded.append(media.video(clip, spec, window)[0])
+    tensors = {key: torch.cat([item[key] for item in encoded]) for key in encoded[0]}
+    inputs = model_inputs(model, videos=media.video_grids(tensors, spec), seed=seed, text_tokens=text_tokens)
+    inputs.update(tensors)
+    return inputs
+

@@ -197,6 +197,13 @@ class MediaFormat:
         `window`: the model's temporal pooling window, as in `video`)."""
         raise NotImplementedError
 
+    def tower_items(self, tower: nn.Module, inputs: dict[str, Any]) -> list[tuple[bool, torch.Tensor]]:
+        """Run the tower on the pixels of model inputs (random_inputs, a processor's batch) as the model does, and
+        split what it hands on by item: per image and video, in the order of the inputs' pixel tensors (for
+        random_inputs: every image, then every video), (is_video, outputs (steps, tokens, D)): a video's temporal
+        steps, or an image's rows (tiles), each with its tokens (stave.testing.tower_items)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class VisionFamily:

@@ -35,6 +35,11 @@ class FrameSpec:
     def factor(self) -> int:
         return self.image_size
 
+    @property
+    def temporal_patch_size(self) -> int:
+        """Frames per temporal step: every frame is its own (PatchSpec's counterpart)."""
+        return 1
+
 
 def normalise(frames: torch.Tensor, spec: FrameSpec) -> torch.Tensor:
     """(T, 3, S, S) uint8 -> float32 (x / 255 - mean) / std, as transformers' image and video processors (rescale,
@@ -248,6 +253,23 @@ class StackedVideoMedia(MediaFormat):
             tower(pixels)
         side = tower.config.image_size // tower.config.patch_size
         return pixels.shape[0], side, side
+
+    def tower_items(self, tower: nn.Module, inputs: dict[str, Any]) -> list[tuple[bool, torch.Tensor]]:
+        """Images (pixel_values (N, tiles, 3, S, S), every tile taken), then videos (pixel_values_videos
+        (B, F, 3, S, S), under video_frames(F)), one tower call each; an item's outputs are its rows' last hidden
+        states (rows, tokens per row, D)."""
+        parameter = next(tower.parameters())
+        items: list[tuple[bool, torch.Tensor]] = []
+        if "pixel_values" in inputs:
+            images = inputs["pixel_values"]
+            hidden = tower(images.flatten(0, 1).to(parameter)).last_hidden_state
+            items += [(False, part) for part in hidden.split(images.shape[1])]
+        if "pixel_values_videos" in inputs:
+            videos = inputs["pixel_values_videos"]
+            with video_frames(videos.shape[1]):
+                hidden = tower(videos.flatten(0, 1).to(parameter)).last_hidden_state
+            items += [(True, part) for part in hidden.split(videos.shape[1])]
+        return items
 
     def example_grids(self, vision_config: Any) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         """Two videos of 4 frames (a batch's videos have equal frame counts) and one image, at the tower's size."""

@@ -388,6 +388,15 @@ class InternVLMedia(MediaFormat):
         side = pixels.shape[-1] // _pair(tower.config.patch_size)[0]
         return rows, side, side
 
+    def tower_items(self, tower: nn.Module, inputs: dict[str, Any]) -> list[tuple[bool, torch.Tensor]]:
+        """One tower call on pixel_values with pixel_items; an item's outputs are its rows' last hidden states
+        (rows, 1 + P*P, D), the CLS token first."""
+        pixels = inputs["pixel_values"].to(next(tower.parameters()))
+        hidden = tower(pixels, pixel_items=inputs["pixel_items"]).last_hidden_state
+        table = inputs["pixel_items"].tolist()
+        parts = hidden.split([rows for rows, _ in table])
+        return [(bool(video), part) for part, (_, video) in zip(parts, table, strict=True)]
+
     def random_inputs(
         self, model: nn.Module, videos: Sequence[tuple[int, int, int]], images: Sequence[tuple[int, int, int]],
         *, seed: int, text_tokens: int, window: int | None,

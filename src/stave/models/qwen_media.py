@@ -128,6 +128,27 @@ class QwenMedia(MediaFormat):
         tower(pixels, grid_thw=grid.to(pixels.device))
         return t, h, w
 
+    def tower_items(self, tower: nn.Module, inputs: dict[str, Any]) -> list[tuple[bool, torch.Tensor]]:
+        """Images (pixel_values, image_grid_thw), then videos (pixel_values_videos, video_grid_thw), one tower call
+        each; an item's outputs are its merged tokens (t, h*w/merge^2, D), Qwen3-VL's deepstack features
+        concatenated along D."""
+        from . import vision_outputs
+
+        parameter = next(tower.parameters())
+        merge = tower.config.spatial_merge_size**2
+        items: list[tuple[bool, torch.Tensor]] = []
+        for pixels, grids, video in (("pixel_values", "image_grid_thw", False),
+                                     ("pixel_values_videos", "video_grid_thw", True)):  # fmt: skip
+            if pixels not in inputs:
+                continue
+            grid_thw = inputs[grids].to(parameter.device)
+            outputs = vision_outputs(tower(inputs[pixels].to(parameter), grid_thw=grid_thw))
+            tokens = torch.cat(outputs, dim=-1)
+            shapes = [(t, h * w // merge) for t, h, w in grid_thw.tolist()]
+            parts = tokens.split([t * n for t, n in shapes])
+            items += [(video, part.view(t, n, -1)) for part, (t, n) in zip(parts, shapes, strict=True)]
+        return items
+
     def frame_positions(self, h: int, w: int, spec: PatchSpec) -> torch.Tensor:
         """The processor's order: merge x merge blocks in raster order (stave.video.packing.patch_positions)."""
         return patch_positions(h, w, spec.merge_size)
