@@ -12,7 +12,6 @@ import transformers
 
 import stave
 import stave.models
-from stave.video import VideoOptions
 
 pytest_plugins = ["version_independence"]  # which tests need running on every transformers version
 
@@ -102,7 +101,7 @@ def random_frames(model, grid: tuple[int, int, int], *, seed: int = 0, held: boo
     media = stave.models.find_vision_tower(model)[0].media
     spec = media.patch_spec(model.config.vision_config)
     t, h, w = grid
-    size = media.frame_options(VideoOptions(), spec).frame_size or (h * spec.patch_size, w * spec.patch_size)
+    size = media.frame_size(spec) or (h * spec.patch_size, w * spec.patch_size)
     frames = torch.randint(0, 256, (t * spec.temporal_patch_size, 3, *size),
                            generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)  # fmt: skip
     if held:

@@ -26,8 +26,7 @@ def explained_model(preset: str, rows: int, columns: int, **config):
     model = stave.add_temporal_attention(tiny_model(preset, tokenizer=tokenizer), init="random", **config)
     family = find_vision_tower(model)[0]
     spec = family.media.patch_spec(model.config.vision_config)
-    size = family.media.frame_options(VideoOptions(), spec).frame_size
-    size = size or (rows * spec.patch_size, columns * spec.patch_size)
+    size = family.media.frame_size(spec) or (rows * spec.patch_size, columns * spec.patch_size)
     options = VideoOptions(nframes=8, min_pixels=size[0] * size[1], max_pixels=size[0] * size[1])
     return model, VideoChatProcessor.for_model(tokenizer, model, options), spec, size
 
@@ -120,10 +119,8 @@ def test_map_of_a_tiny_model_on_a_video(tower_preset, tmp_path):
     model, processor, spec, size = explained_model(tower_preset, 8, 8)
     video = moving_square("right", frames=8, size=size[0])
     result = temporal_attention_map(model, processor, video)
-    family, tower = find_vision_tower(model)
-    depth = len(family.blocks(tower))
     t, h, w = 8 // spec.temporal_patch_size, size[0] // spec.patch_size, size[1] // spec.patch_size
-    assert result.grid == (t, h, w) and result.block == depth - 1 and result.matrix.shape == (t, t)
+    assert result.grid == (t, h, w) and result.block == sta_blocks(model)[-1] and result.matrix.shape == (t, t)
     assert torch.allclose(result.matrix.sum(-1), torch.ones(t))
     cross = result.cross_time()
     assert cross.shape == (t, h, w) and cross.min() >= 0 and cross.max() <= 1

@@ -152,6 +152,12 @@ class MediaFormat:
         a family whose tower takes fixed-size frames sets frame_size."""
         return options
 
+    def frame_size(self, spec: Any) -> tuple[int, int] | None:
+        """(height, width) in pixels of every frame the tower takes, for a family whose tower takes frames of one
+        size (the frame-per-image towers: their image size); None (default) where frames keep their own size
+        within pixel bounds (Qwen)."""
+        return None
+
     def sample_tensors(self, clips: Sequence[Any], spec: Any, images: int = 0) -> dict[str, torch.Tensor]:
         """Tensors a sample carries besides the per-item ones, from all its videos and its number of images (none by
         default)."""

@@ -192,6 +192,9 @@ class StackedVideoMedia(MediaFormat):
     batch_keys: tuple[str, ...] = ("pixel_values_videos", "pixel_values", "image_sizes")
     config_tokens: tuple[tuple[str, str], ...] = (("image_token_index", "<image>"), ("video_token_index", "<video>"))
 
+    def frame_size(self, spec: FrameSpec) -> tuple[int, int]:
+        return (spec.image_size, spec.image_size)
+
     def video_tokens(self, groups: int, side: int) -> int:
         """The LLM tokens of a video the LLM sees as `groups` frames (or pooled runs of frames) of side x side
         patches."""

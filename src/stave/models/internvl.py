@@ -323,6 +323,9 @@ class InternVLMedia(MediaFormat):
     min_tiles: int = MIN_TILES
     max_tiles: int = MAX_TILES
 
+    def frame_size(self, spec: FrameSpec) -> tuple[int, int]:
+        return (spec.image_size, spec.image_size)
+
     def patch_spec(self, vision_config: Any) -> FrameSpec:
         size, patch = _pair(vision_config.image_size), _pair(vision_config.patch_size)
         if size[0] != size[1] or patch[0] != patch[1]:
