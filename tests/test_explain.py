@@ -119,6 +119,8 @@ def test_map_of_a_tiny_model_on_a_video(tower_preset, tmp_path):
     model, processor, spec, size = explained_model(tower_preset, 8, 8)
     video = moving_square("right", frames=8, size=size[0])
     result = temporal_attention_map(model, processor, video)
+    family, tower = find_vision_tower(model)
+    depth = len(family.blocks(tower))
     t, h, w = 8 // spec.temporal_patch_size, size[0] // spec.patch_size, size[1] // spec.patch_size
     assert result.grid == (t, h, w) and result.block == sta_blocks(model)[-1] and result.matrix.shape == (t, t)
     assert torch.allclose(result.matrix.sum(-1), torch.ones(t))
