@@ -169,7 +169,7 @@ def test_the_report_plots_pair_accuracy_against_tokens_per_video(tmp_path):
     spec.write_text(
         f"out: {runs}\nseeds: [0, 1]\nsteps: 4\narms: [baseline, staveq2, staveq2-two-stage]\n"
         "regimes: {none: {hold: true}, mean-2: {hold: true}, mean-all: {hold: true}, other: {}}\n"
-        "plot: [none, mean-2, mean-all, other]\n"
+        "plot: [none, mean-2, mean-all, other]\nreference: {regime: none, arm: baseline}\n"
     )
     right = {  # regime -> arm -> right answers out of 4, per seed
         "none": {"baseline": (4, 3), "staveq2": (4, 4), "staveq2-two-stage": (3, 4)},
@@ -195,6 +195,17 @@ def test_the_report_plots_pair_accuracy_against_tokens_per_video(tmp_path):
     assert f"| none | baseline | 2 | 36 | {mean_interval([1.0, 0.75]).percent()} |" in table
     assert "| other | baseline | 2 | - |" in table
     assert "(pair_accuracy_vs_tokens.png)" in table
+    # every run on the reference's data (not `other`: no hold) against none/baseline, paired by seed (4/4, 3/4)
+    reference = summary["reference"]
+    compared = {(c["regime"], c["arm"]): c for c in reference["comparisons"]}
+    assert len(compared) == 8 and ("none", "baseline") not in compared and reference["other_data"] == ["other"]
+    staveq2_all = compared["mean-all", "staveq2"]
+    assert staveq2_all["seeds"] == [0, 1] and staveq2_all["tokens_ratio"] == 4
+    assert Estimate(**staveq2_all["difference"]) == paired_difference([1.0, 0.75], [0.75, 0.5])
+    assert Estimate(**compared["mean-all", "staveq2-two-stage"]["difference"]).value == pytest.approx(0.0)
+    assert compared["mean-2", "baseline"]["tokens_ratio"] == 2
+    assert "| mean-all | staveq2 | 4 | 2 | -25.0 [-25.0, -25.0] (n=2) | mean-all/staveq2 worse |" in table
+    assert "Not compared (other data: another `hold`): other." in table
     figure = runs / "pair_accuracy_vs_tokens.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
     figure.unlink()
@@ -235,6 +246,12 @@ def test_an_experiment_file_selects_its_arms_and_the_two_stage_split(tmp_path):
         ("seeds: [0]\nstage1_fraction: 1.5\nregimes: {a: {}}\n", r"stage1_fraction: a number between 0 and 1"),
         ("seeds: [0]\nsteps: 1\narms: [staveq2-two-stage]\nregimes: {a: {}}\n", r"steps / stage1_fraction: arm"),
         ("seeds: [0]\nregimes: {a: {}}\nplot: [b]\n", r"plot: a list of the file's regimes"),
+        ("seeds: [0]\nregimes: {a: {}}\nreference: a\n", r"reference: \{regime: NAME, arm: NAME\} is needed"),
+        ("seeds: [0]\nregimes: {a: {}}\nreference: {regime: b, arm: baseline}\n", r"reference.regime: no regime 'b'"),
+        (
+            "seeds: [0]\nregimes: {a: {}}\nreference: {regime: a, arm: staveq2-two-stage}\n",
+            r"reference.arm: 'staveq2-t",
+        ),
     ],
 )
 @pytest.mark.version_independent
@@ -270,7 +287,7 @@ def test_shipped_experiment_files_are_valid():
     assert pooling == {
         "none": [], "mean-2": ["model.temporal_pooling=mean:2"], "mean-all": ["model.temporal_pooling=mean"]
     }  # fmt: skip
-    assert compression.plot == list(compression.regimes)
+    assert compression.plot == list(compression.regimes) and compression.reference == ("none", "baseline")
 
 
 def test_demo_runs_end_to_end_on_the_shipped_base(tmp_path, capsys):

@@ -17,7 +17,9 @@ in the file's list minus the earlier, per seed) with its 95% Student-t interval 
 same for reversal consistency and static accuracy; for a regime with `baseline_from`, also each STA arm against the
 source regime's same arm, paired by seed (what the ablation itself changed). With `plot: [REGIME, ...]`, a figure of
 pair accuracy (with the intervals) against LLM tokens per video for those regimes, one line per arm
-(<out>/pair_accuracy_vs_tokens.png).
+(<out>/pair_accuracy_vs_tokens.png). With `reference: {regime: R, arm: A}`, every other (regime, arm) on the same
+data (the regimes with R's `hold`: the same clips seed by seed) against that one run, paired by seed, with the ratio
+of their LLM tokens per video; the figure draws the reference's mean as a dashed line.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ..errors import StaveError
 from .arms import ARMS, DEFAULT_ARMS, STAGE1_FRACTION, arm_metrics, evaluate_arm, scored_rows, train_arm, video_tokens
 from .stats import Estimate, mean_interval, paired_difference, verdict
 
-KEYS = ("out", "seeds", "data", "steps", "regimes", "arms", "stage1_fraction", "plot")
+KEYS = ("out", "seeds", "data", "steps", "regimes", "arms", "stage1_fraction", "plot", "reference")
 METRICS = ("pair_accuracy", "reversal_consistency", "static_accuracy")
 PLOT = "pair_accuracy_vs_tokens.png"
 
@@ -63,6 +65,7 @@ class Experiment:
     arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
     stage1_fraction: float = STAGE1_FRACTION
     plot: list[str] = field(default_factory=list)  # regimes drawn in the accuracy-vs-tokens figure
+    reference: tuple[str, str] | None = None  # (regime, arm) every other run on the same data is compared with
 
     def check_steps(self, where: str = "steps") -> None:
         """ExperimentError when `steps` leaves a stage of an arm without steps."""
@@ -127,9 +130,19 @@ def load_experiment(path: str | Path) -> Experiment:
     plot = raw.get("plot") or []
     if not isinstance(plot, list) or any(r not in regimes for r in plot):
         raise ExperimentError(f"{path}: plot: a list of the file's regimes is needed ({sorted(regimes)}), got {plot!r}")
+    reference = raw.get("reference")
+    if reference is not None:
+        if not isinstance(reference, dict) or set(reference) != {"regime", "arm"}:
+            raise ExperimentError(f"{path}: reference: {{regime: NAME, arm: NAME}} is needed, got {reference!r}")
+        if reference["regime"] not in regimes:
+            known = sorted(regimes)
+            raise ExperimentError(f"{path}: reference.regime: no regime {reference['regime']!r}; known: {known}")
+        if reference["arm"] not in arms:
+            raise ExperimentError(f"{path}: reference.arm: {reference['arm']!r} is not one of the file's arms {arms}")
+        reference = (reference["regime"], reference["arm"])
     experiment = Experiment(
         str(raw.get("out", "runs/experiment")), seeds, dict(raw.get("data") or {}), int(raw.get("steps", 300)),
-        regimes, arms=list(arms), stage1_fraction=float(fraction), plot=list(plot),
+        regimes, arms=list(arms), stage1_fraction=float(fraction), plot=list(plot), reference=reference,
     )  # fmt: skip
     experiment.check_steps(f"{path}: steps / stage1_fraction")
     return experiment
@@ -278,7 +291,41 @@ def summarise(experiment: Experiment) -> dict[str, Any]:
                 "difference": asdict(difference),
                 "verdict": verdict(difference, name, source, f"{arm} pair accuracy"),
             }
+    if experiment.reference is not None:
+        summary["reference"] = _against_reference(experiment, summary["regimes"])
     return summary
+
+
+def _against_reference(experiment: Experiment, regimes: dict[str, Any]) -> dict[str, Any]:
+    """Every (regime, arm) on the reference's data against the reference run, paired by seed; the regimes drawn
+    from other data (another `hold`) are named in "other_data", not compared."""
+    name, arm = experiment.reference
+    result: dict[str, Any] = {"regime": name, "arm": arm, "comparisons": [], "other_data": []}
+    if name not in regimes:
+        return result
+    reference = regimes[name]["arms"][arm]
+    result["pair_accuracy_mean"] = reference["pair_accuracy_mean"]
+    theirs = dict(zip(regimes[name]["seeds"], reference["pair_accuracy"], strict=True))
+    for other, entry in regimes.items():
+        if experiment.regimes[other].hold != experiment.regimes[name].hold:
+            result["other_data"].append(other)
+            continue
+        for other_arm in experiment.arms:
+            if (other, other_arm) == (name, arm):
+                continue
+            ours = dict(zip(entry["seeds"], entry["arms"][other_arm]["pair_accuracy"], strict=True))
+            seeds = [s for s in ours if s in theirs]
+            difference = paired_difference([theirs[s] for s in seeds], [ours[s] for s in seeds])
+            tokens = (reference["tokens_per_video"], entry["arms"][other_arm]["tokens_per_video"])
+            result["comparisons"].append({
+                "regime": other,
+                "arm": other_arm,
+                "seeds": seeds,
+                "tokens_ratio": tokens[0] / tokens[1] if None not in tokens else None,
+                "difference": asdict(difference),
+                "verdict": verdict(difference, f"{other}/{other_arm}", f"{name}/{arm}", "pair accuracy"),
+            })  # fmt: skip
+    return result
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -337,6 +384,28 @@ def summary_table(summary: dict[str, Any]) -> str:
             difference = Estimate(**against["difference"])
             cells = [name, arm, against["source"], str(len(against["seeds"])), difference.percent(signed=True)]
             lines.append("| " + " | ".join([*cells, _short(difference, name)]) + " |")
+    reference = summary.get("reference")
+    if reference and reference["comparisons"]:
+        name, arm = reference["regime"], reference["arm"]
+        lines += [
+            "",
+            f"Each run against the reference {name}/{arm}, paired by seed (the same clips), with how many times fewer "
+            "LLM tokens per video it gives the LLM:",
+            "",
+            "| regime | arm | tokens: x fewer | seeds | pair acc. difference [95% CI] | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for comparison in reference["comparisons"]:
+            difference = Estimate(**comparison["difference"])
+            ratio = comparison["tokens_ratio"]
+            cells = [
+                comparison["regime"], comparison["arm"], "-" if ratio is None else f"{ratio:.3g}",
+                str(len(comparison["seeds"])), difference.percent(signed=True),
+                _short(difference, f"{comparison['regime']}/{comparison['arm']}"),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        if reference["other_data"]:
+            lines += ["", f"Not compared (other data: another `hold`): {', '.join(reference['other_data'])}."]
     lines += [
         "",
         "Pair accuracy per seed and task:",
@@ -399,6 +468,11 @@ def accuracy_tokens_plot(summary: dict[str, Any], path: Path) -> Path | None:
     axis.minorticks_off()
     axis.set_ylim(0, 102)  # an interval over few seeds can reach past 0-100%; accuracy cannot
     axis.axhline(50, color="grey", linestyle=":", linewidth=1, label="chance")
+    reference = summary.get("reference") or {}
+    if "pair_accuracy_mean" in reference:
+        level = 100 * reference["pair_accuracy_mean"]["value"]
+        label = f"{reference['regime']}/{reference['arm']}"
+        axis.axhline(level, color="black", linestyle="--", linewidth=1, label=label)
     regimes = {name for points in curves.values() for _, _, name in points}
     seeds = max(len(summary["regimes"][name]["seeds"]) for name in regimes)
     axis.set(
