@@ -15,7 +15,7 @@ from conftest import FAMILIES, ROOT, generated_text, randomize_temporal
 from training_data import tiny_recipe, write_dataset
 
 import stave
-from stave.config import PositionScheme, PositionSchemeError
+from stave.config import PositionScheme, PositionSchemeError, pooling_window
 from stave.errors import StaveError
 from stave.evaluation import load_answerer
 from stave.models import families
@@ -35,6 +35,8 @@ WITH_SCHEMES = [p for p in FAMILIES if any(f.model_type == TINY_PRESETS[p][0] an
 @pytest.fixture(params=WITH_SCHEMES)
 def preset(request) -> str:
     return request.param
+
+
 SPACINGS = [1.0, 2.0, 0.5]
 
 
@@ -43,10 +45,11 @@ SPACINGS = [1.0, 2.0, 0.5]
 # visual block of that (unmerged) grid, framed by <vision_start> and <vision_end> (two text tokens).
 
 
-def reference_positions(parts, spacing: float, pooled: bool = False) -> list[list[float]]:
+def reference_positions(parts, spacing: float, pooling: str | None = None) -> list[list[float]]:
     """The issue's formulas, token by token: text (p, p, p) consecutive; a block of merged grid (T, H, W) starting at
     s: t_pos = s + delta*t, h_pos = t_pos + h - floor((H-1)/2), w_pos = t_pos + w - floor((W-1)/2); after it, text
-    continues at max(t_pos) + 1. A pooled video is placed as one temporal patch."""
+    continues at max(t_pos) + 1. A pooled video is placed as one temporal patch per run of temporal patches
+    (`mean:K`: ceil(T/K) of them; `mean`: one)."""
     rows: list[list[float]] = [[], [], []]
     p = 0.0
 
@@ -63,8 +66,8 @@ def reference_positions(parts, spacing: float, pooled: bool = False) -> list[lis
             continue
         text(1)  # <vision_start>
         T, H, W = value[0], value[1] // MERGE, value[2] // MERGE
-        if pooled and kind == "video":
-            T = 1
+        if pooling and kind == "video":
+            T = 1 if pooling_window(pooling) is None else math.ceil(T / pooling_window(pooling))
         s = p
         t_positions = []
         for t in range(T):
@@ -82,9 +85,9 @@ def reference_positions(parts, spacing: float, pooled: bool = False) -> list[lis
 
 def make_batch(model, sequences, *, seed: int = 0, second_per_grid_ts: list[float] | None = None) -> dict:
     """Left-padded inputs for several hand-made sequences; visual tokens as the model expects them (a pooled
-    model's videos get h*w/4 pads)."""
+    model's videos get ceil(t/K)*h*w/4 pads, h*w/4 with `mean`)."""
     config = model.config
-    pooled = stave.temporal_pooling(model) is not None
+    window = pooling_window(stave.temporal_pooling(model))
     generator = torch.Generator().manual_seed(seed)
     rows, types, images, videos = [], [], [], []
     for parts in sequences:
@@ -96,7 +99,8 @@ def make_batch(model, sequences, *, seed: int = 0, second_per_grid_ts: list[floa
                 continue
             t, h, w = value
             pad, code = (config.image_token_id, 1) if kind == "image" else (config.video_token_id, 2)
-            count = (1 if pooled and kind == "video" else t) * h * w // MERGE**2
+            steps = t if kind == "image" or window == 1 else 1 if window is None else math.ceil(t / window)
+            count = steps * h * w // MERGE**2
             ids += [config.vision_start_token_id, *[pad] * count, config.vision_end_token_id]
             kinds += [0, *[code] * count, 0]
             (images if kind == "image" else videos).append(value)
@@ -146,11 +150,11 @@ def llm_inputs(model, batch) -> dict[str, torch.Tensor]:
     return seen
 
 
-def assert_positions(model, batch, sequences, spacing, pooled=False):
+def assert_positions(model, batch, sequences, spacing, pooling=None):
     positions = llm_inputs(model, batch)["position_ids"]
     mask = batch["attention_mask"].bool()
     for row, parts in enumerate(sequences):
-        expected = torch.tensor(reference_positions(parts, spacing, pooled), dtype=torch.float64)
+        expected = torch.tensor(reference_positions(parts, spacing, pooling), dtype=torch.float64)
         torch.testing.assert_close(positions[:, row, mask[row]].double(), expected, rtol=0, atol=0)
     return positions
 
@@ -314,25 +318,27 @@ def test_zero_initialised_sta_is_the_identity_of_the_videorope_model(preset):
     assert (logits(sta_after, batch) - reference).abs().max() > 1e-4  # STA does act once trained
 
 
-@pytest.mark.parametrize("spacing", [2.0, 0.5])
-def test_pooling_and_videorope_compose_in_any_order(preset, spacing):
+@pytest.mark.parametrize("spacing, pooling", [(2.0, "mean"), (0.5, "mean"), (2.0, "mean:2"), (0.5, "mean:2")])
+def test_pooling_and_videorope_compose_in_any_order(preset, spacing, pooling):
     pooled_first = stave.set_position_scheme(
-        stave.set_temporal_pooling(tiny_model(preset), "mean"), "videorope", temporal_spacing=spacing
+        stave.set_temporal_pooling(tiny_model(preset), pooling), "videorope", temporal_spacing=spacing
     )
     scheme_first = stave.set_temporal_pooling(
-        stave.set_position_scheme(tiny_model(preset), "videorope", temporal_spacing=spacing), "mean"
+        stave.set_position_scheme(tiny_model(preset), "videorope", temporal_spacing=spacing), pooling
     )
     batch = make_batch(pooled_first, SEQUENCES)
-    assert_positions(pooled_first, batch, SEQUENCES, spacing, pooled=True)  # each video as one temporal patch
+    # each video as one temporal patch per run, the runs spaced by delta as VideoRoPE spaces patches (mean:2: videos
+    # of 4, 2, 6 and 2 temporal patches are 2, 1, 3 and 1 runs)
+    assert_positions(pooled_first, batch, SEQUENCES, spacing, pooling)
     assert torch.equal(logits(scheme_first, batch), logits(pooled_first, batch))
     for model in (pooled_first, scheme_first):
-        assert stave.temporal_pooling(model) == "mean" and stave.position_scheme(model).name == "videorope"
+        assert stave.temporal_pooling(model) == pooling and stave.position_scheme(model).name == "videorope"
 
     stave.set_temporal_pooling(scheme_first, None)  # VideoRoPE stays, on every frame again
     assert_positions(scheme_first, make_batch(scheme_first, SEQUENCES), SEQUENCES, spacing)
     assert stave.position_scheme(scheme_first).temporal_spacing == spacing
     stave.set_position_scheme(pooled_first, "mrope")  # pooling stays, with stock positions
-    stock_pooled = stave.set_temporal_pooling(tiny_model(preset), "mean")
+    stock_pooled = stave.set_temporal_pooling(tiny_model(preset), pooling)
     assert torch.equal(logits(pooled_first, batch), logits(stock_pooled, batch))
 
 
