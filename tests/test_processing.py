@@ -3,6 +3,8 @@ forward pass of a tiny model on the result."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -282,6 +284,26 @@ def test_fractional_second_per_grid_ts_is_used_as_is_on_transformers_5_and_trunc
         assert len(steps) == 1  # int(2/3) == 0: every temporal patch at one position
     else:
         assert [s - steps[0] for s in steps] == [int(k * interval) for k in range(3)]
+
+
+
+@pytest.mark.parametrize("pooling, truncated", [(None, True), ("mean:2", False), ("mean:3", True), ("mean", False)])
+def test_the_4_57_truncation_warning_is_about_the_seconds_the_positions_use(tokenizer, data_root, pooling, truncated):
+    """8 of 8 frames at 4 fps: 0.5 s per temporal patch. Pooled by mean:K, M-RoPE places runs at 0.5 x K s (1.0:
+    whole, nothing truncated; 1.5: truncated); with `mean` each video is one step, at its start, whatever the value.
+    transformers 5 truncates nothing."""
+    model = qwen2_5_vl(tokenizer)
+    if pooling:
+        stave.set_temporal_pooling(model, pooling)
+    processor = VideoChatProcessor.for_model(tokenizer, model, VideoOptions(nframes=8, **SMALL), data_root=data_root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encoded = processor.encode(llava("a.mp4"), train=True)
+    assert encoded["second_per_grid_ts"].tolist() == [0.5]  # the processor's value; pooling scales it in the model
+    messages = [str(w.message) for w in caught if "truncates" in str(w.message)]
+    assert len(messages) == (truncated and TRANSFORMERS_MAJOR < 5)
+    if messages and pooling:
+        assert "[1.5] (x 3, the seconds of each pooled run of 3 temporal patches) act as [1.0]" in messages[0]
 
 
 # -- the published formats, one placeholder rule ----------------------------------------------------------------

@@ -148,7 +148,7 @@ class VideoChatProcessor:
                 encoded.setdefault(key, []).append(value)
         for key in {key for tensors in ordered for key in tensors}:
             encoded[key] = torch.cat(encoded[key])
-        encoded.update(self.media.sample_tensors(clips, self.spec, len(images)))
+        encoded.update(self.media.sample_tensors(clips, self.spec, len(images), window))
         encoded["clips"] = clips
         return encoded
 

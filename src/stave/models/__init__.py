@@ -158,9 +158,12 @@ class MediaFormat:
         within pixel bounds (Qwen)."""
         return None
 
-    def sample_tensors(self, clips: Sequence[Any], spec: Any, images: int = 0) -> dict[str, torch.Tensor]:
-        """Tensors a sample carries besides the per-item ones, from all its videos and its number of images (none by
-        default)."""
+    def sample_tensors(
+        self, clips: Sequence[Any], spec: Any, images: int = 0, window: int | None = 1
+    ) -> dict[str, torch.Tensor]:
+        """Tensors a sample carries besides the per-item ones, from all its videos, its number of images and the
+        model's temporal pooling window (temporal patches per LLM step: 1 unpooled, None for `mean`); none by
+        default."""
         return {}
 
     def minimal_tower_input(self, tower: nn.Module) -> tuple[tuple, dict[str, Any]]:

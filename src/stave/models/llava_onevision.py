@@ -220,7 +220,9 @@ class LlavaOnevisionMedia(StackedVideoMedia):
         tensors = {"pixel_values": normalise(tiles, spec)[None], "image_sizes": torch.tensor([[height, width]])}
         return tensors, self.image_token * tokens
 
-    def sample_tensors(self, clips: Sequence[Any], spec: Any, images: int = 0) -> dict[str, torch.Tensor]:
+    def sample_tensors(
+        self, clips: Sequence[Any], spec: Any, images: int = 0, window: int | None = 1
+    ) -> dict[str, torch.Tensor]:
         """A sample with images: `batch_num_images` (1,), its image count (the model tiles a sample's only image)."""
         return {"batch_num_images": torch.tensor([images])} if images else {}
 

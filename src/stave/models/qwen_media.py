@@ -73,16 +73,22 @@ class QwenMedia(MediaFormat):
         tensors = {"pixel_values": pixels, "image_grid_thw": torch.tensor([[t, h, w]], dtype=torch.long)}
         return tensors, IMAGE_PAD * (t * h * w // spec.merge_size**2)
 
-    def sample_tensors(self, clips: Sequence[Any], spec: PatchSpec, images: int = 0) -> dict[str, torch.Tensor]:
+    def sample_tensors(
+        self, clips: Sequence[Any], spec: PatchSpec, images: int = 0, window: int | None = 1
+    ) -> dict[str, torch.Tensor]:
         if not (clips and self.seconds_per_grid):
             return {}
         values = seconds_per_grid([clip.sampled_fps for clip in clips], spec)
-        if TRANSFORMERS_MAJOR < 5 and not torch.equal(values, values.trunc()):
+        # what get_rope_index uses: pooled, the seconds of a run of `window` temporal patches (models.qwen_pooling);
+        # with "mean" (window None) each video is one step at its start, whatever the value
+        used = values if window is None else values * window
+        if TRANSFORMERS_MAJOR < 5 and window is not None and not torch.equal(used, used.trunc()):
             # transformers 4.57 casts each value to an integer before use (measured: 0.5 puts every frame of
             # a video at one temporal position, 1.5 acts as 1.0); 5.x uses the fractional value.
+            runs = "" if window == 1 else f" (x {window}, the seconds of each pooled run of {window} temporal patches)"
             warnings.warn(
                 f"transformers {transformers.__version__} truncates Qwen2.5-VL's second_per_grid_ts to whole "
-                f"seconds: {values.tolist()} act as {values.trunc().tolist()}; transformers 5 uses them as they are",
+                f"seconds: {used.tolist()}{runs} act as {used.trunc().tolist()}; transformers 5 uses them as they are",
                 stacklevel=3,
             )
         return {"second_per_grid_ts": values}
