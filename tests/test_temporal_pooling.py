@@ -293,6 +293,36 @@ def test_processor_and_evaluation_read_pooling_from_the_model(tmp_path):
     assert answerer.generate_encoded([encoded, encoded]) == [expected, expected]
 
 
+
+def test_stave_eval_records_the_pooling_it_used_and_resumes_only_with_it(tmp_path, capsys):
+    from benchmark_fixtures import write_mvbench
+    from training_data import moving_square
+
+    from stave.cli import main
+    from stave.video.encode import write_video
+
+    record = {"video": "a.mp4", "question": "what ?", "candidates": ["left", "right"], "answer": "left"}
+    data = write_mvbench(
+        tmp_path / "mvbench",
+        {"action_antonym": [record]},
+        video_writer=lambda path: write_video(path, moving_square("left", frames=8), fps=4),
+    )
+    tokenizer = build_word_tokenizer(WORDS)
+    stave.set_temporal_pooling(tiny_model(tokenizer=tokenizer), "mean:2").save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    flags = ["eval", "--model", str(tmp_path / "model"), "--benchmark", "mvbench", "--data", str(data), "--frames",
+             "4", "--min-pixels", "3136", "--max-pixels", "3136", "--output", str(tmp_path / "run"), "--scoring",
+             "loglik"]  # fmt: skip
+    assert main(flags) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["settings"]["temporal_pooling"] == "mean:2" and results["settings"]["position_scheme"] is None
+    assert "(temporal pooling mean:2)" in (tmp_path / "run" / "results.md").read_text()
+    capsys.readouterr()
+    tiny_model(tokenizer=tokenizer).save_pretrained(tmp_path / "model")  # the same folder, now not pooled
+    assert main(flags) == 2  # resuming the pooled run's predictions with it: refused, naming the setting
+    assert "temporal_pooling: 'mean:2' there, None now" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("data"), 2)

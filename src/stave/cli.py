@@ -258,7 +258,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 max_new_tokens=args.max_new_tokens,
                 position_scheme=scheme,
             )
-            settings.position_scheme = _recorded_scheme(answerer.model)
+            settings.record_model(answerer.model)
         results = evaluate(
             answerer,
             items,
@@ -287,14 +287,6 @@ def _classifier_answerer(args: argparse.Namespace, settings):
     views = Views(clips=args.clips, crops=args.crops)
     settings.clip_input, settings.views, settings.labels = clip.to_dict(), views.to_dict(), model_labels(model)
     return ClassifierAnswerer(model, clip, views)
-
-
-def _recorded_scheme(model) -> dict | None:
-    """The model's position scheme as evaluation settings record it (None: the stock M-RoPE)."""
-    from .positions import position_scheme
-
-    scheme = position_scheme(model)
-    return None if scheme.name == "mrope" else scheme.to_dict()
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -68,6 +68,7 @@ class EvalSettings:
     shots: int = 0  # in-context examples from the benchmark's training split before each question
     shots_seed: int = 0  # seed of their draw (stave.evaluation.shots)
     position_scheme: dict[str, Any] | None = None  # the model's, as used (PositionScheme.to_dict; None: stock)
+    temporal_pooling: str | None = None  # the model's, as used ("mean", "mean:K"; None: not pooled)
     # scoring "classify": the classifier's input (ClipInput.to_dict), its views (clips x crops, logits averaged)
     # and its labels (index order)
     clip_input: dict[str, Any] | None = None
@@ -77,6 +78,17 @@ class EvalSettings:
     def to_dict(self) -> dict[str, Any]:
         # the video options as VideoOptions.to_dict writes them, so runs started before a field was added resume
         return {**dataclasses.asdict(self), "video": self.video.to_dict()}
+
+    def record_model(self, model: Any) -> EvalSettings:
+        """Fill in what the Video-LLM `model` brings to the scores: its position scheme (None: the stock M-RoPE)
+        and its temporal pooling."""
+        from ..modeling import temporal_pooling
+        from ..positions import position_scheme
+
+        scheme = position_scheme(model)
+        self.position_scheme = None if scheme.name == "mrope" else scheme.to_dict()
+        self.temporal_pooling = temporal_pooling(model)
+        return self
 
 
 class Answerer(Protocol):
@@ -311,6 +323,18 @@ def score(rows: list[dict[str, Any]], settings: EvalSettings, load_report: LoadR
     }
 
 
+def _model_setting(settings: dict[str, Any]) -> str:
+    """What the model brought besides its weights, for the results table: ' (temporal pooling mean:2, VideoRoPE
+    positions, spacing 2.0)', '' for a stock model."""
+    parts = []
+    if settings.get("temporal_pooling"):
+        parts.append(f"temporal pooling {settings['temporal_pooling']}")
+    if settings.get("position_scheme"):
+        scheme = settings["position_scheme"]
+        parts.append(f"{scheme['name']} positions, spacing {scheme['temporal_spacing']}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def results_table(results: dict[str, Any]) -> str:
     settings = results["settings"]
     video = settings["video"]
@@ -328,7 +352,7 @@ def results_table(results: dict[str, Any]) -> str:
     lines = [
         f"# {results['benchmark']}: {percent(results['overall']['accuracy'])} ({results['overall']['n']} items)",
         "",
-        f"model `{settings['model']}`, scoring {settings['scoring']}, {seen}; unparseable "
+        f"model `{settings['model']}`{_model_setting(settings)}, scoring {settings['scoring']}, {seen}; unparseable "
         f"{results['counts']['unparseable']} ({results['unparseable_rate']:.1%}); skipped on load "
         f"{results['counts']['skipped_on_load']}; stave {results['versions']['stave']}, transformers "
         f"{results['versions']['transformers']}",

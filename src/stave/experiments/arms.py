@@ -167,6 +167,7 @@ def evaluate_arm(name: str, model: Path, data: Path, out: Path, *, batch_size: i
         video=VIDEO_OPTIONS,
     )
     answerer = load_answerer(model, video_options=VIDEO_OPTIONS, template=TEMPLATE)
+    settings.record_model(answerer.model)
     evaluate(answerer, items, settings, out / name, batch_size=batch_size, progress=progress)
     return out / name
 
