@@ -37,17 +37,29 @@ HEAD_MODULES = ["lm_head"]
 
 def lora_targets(model: nn.Module, lora: LoraSection) -> str:
     """The regular expression (matched against full module names) of the linears LoRA adapts."""
-    family, _ = find_vision_tower(model)
+    family, tower = find_vision_tower(model)
     parts = []
     if lora.vision:
         names = "|".join(re.escape(name) for name in family.vision_linears)
-        parts.append(rf"{family.vision_blocks}\.({names})")
+        parts.append(rf"{_feeding_blocks(model, family, tower)}\.({names})")
     if lora.llm:
         names = "|".join(re.escape(name) for name in family.llm_linears)
         parts.append(rf"{family.llm_layers}\.({names})")
     if not parts:
         raise ValueError("lora: neither vision nor llm is enabled; a lora stage would train nothing")
     return rf"(.*\.)?({'|'.join(parts)})"
+
+
+def _feeding_blocks(model: nn.Module, family: Any, tower: nn.Module) -> str:
+    """The family's vision_blocks expression, narrowed to the blocks that feed the LLM where later ones feed nothing
+    (LLaVA-NeXT-Video's CLIP: vision_feature_layer -2 leaves the last layer's output unused; LoRA there would train
+    weights no loss reaches)."""
+    feeding = family.feature_blocks(model) if family.feature_blocks is not None else None
+    if feeding is None or feeding >= len(family.blocks(tower)):
+        return family.vision_blocks
+    if not family.vision_blocks.endswith(r"\d+"):
+        raise ValueError(f"{family.name}: vision_blocks {family.vision_blocks!r} must end in the block index \\d+")
+    return family.vision_blocks[: -len(r"\d+")] + "(?:" + "|".join(str(i) for i in range(feeding)) + ")"
 
 
 def lora_config(model: nn.Module, lora: LoraSection, *, with_temporal: bool, with_head: bool = False) -> Any:
