@@ -1,6 +1,8 @@
 """LLaVA-NeXT-Video (issue #15: a new frame-per-image family in one adapter file): processing equal to transformers'
-LlavaNextVideoProcessor, STA in the CLIP tower over each video's frames (never over images, never on the CLS token,
-never after the feature layer), temporal pooling, training and evaluation, on the tiny random preset."""
+LlavaNextVideoProcessor, what is particular to its CLIP tower (STA never on the CLS token, never after the feature
+layer; LoRA likewise), temporal pooling's prompt, training and evaluation, on the tiny random preset. What every
+family shares (identity at zero init, images untouched, order, batching, stage-1 gradients, save/load, generate,
+pooled order) is tested on tiny-llava-next-video by the shared property tests (conftest's `preset`, `tower_preset`)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from stave.testing import model_inputs
 from stave.video import VideoOptions
 
 PRESET = "tiny-llava-next-video"
-SIDE = 4  # the tiny tower's 32 x 32 frames in 8 x 8 patches: a CLS token and 4 x 4 patches per frame
 WORDS = ["what", "happens", "?", "left", "right"]
 
 
@@ -122,34 +123,11 @@ def tower_states(tower, pixels, frames_per_video=None, layer=-2):
         return tower(pixels, output_hidden_states=True).hidden_states[layer]
 
 
-def features(model, kind, *args):
-    """get_image_features / get_video_features of the base model with the config's feature layer and strategy,
-    every tensor it hands the LLM (vision_outputs)."""
-    config = model.config
-    selection = dict(
-        vision_feature_layer=config.vision_feature_layer,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-    )
-    return vision_outputs(getattr(model.model, f"get_{kind}_features")(*args, **selection))
-
-
 def sta_model(**overrides):
     model = tiny_model(PRESET)
     stave.add_temporal_attention(model, **overrides)
     randomize_temporal(model)
     return model
-
-
-@pytest.mark.parametrize("order", ["spatial_first", "temporal_first"])
-def test_zero_init_is_exact_identity_on_videos_and_images(order):
-    model = tiny_model(PRESET)
-    inputs = model_inputs(model, videos=[(3, SIDE, SIDE), (3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
-    with torch.no_grad():
-        before = model(**inputs).logits
-        stave.add_temporal_attention(model, order=order)
-        after = model(**inputs).logits
-    assert type(model.model).__name__ == "StaveLlavaNextVideoModel"  # its videos tell the tower their frames
-    assert (after - before).abs().max() <= 1e-6
 
 
 def test_sta_goes_only_into_the_layers_that_feed_the_llm():
@@ -192,105 +170,6 @@ def test_cls_tokens_get_no_temporal_update():
         after = tower_states(stave.vision_tower(model), pixels, 4, layer=1)
     assert torch.equal(before[:, 0], after[:, 0])
     assert (before[:, 1:] - after[:, 1:]).abs().max() > 1e-3
-
-
-def test_videos_change_and_images_stay_identical_through_the_model():
-    """With random STA (even images="apply"), a video's features change and an image's (a base image and its tile)
-    are those of the stock model, bit for bit: images and tiles are not time."""
-    model = tiny_model(PRESET)
-    inputs = model_inputs(model, videos=[(4, SIDE, SIDE)], images=[(1, SIDE, SIDE), (1, SIDE, SIDE)])
-    with torch.no_grad():
-        images = features(model, "image", inputs["pixel_values"], inputs["image_sizes"])
-        videos = features(model, "video", inputs["pixel_values_videos"])
-        stave.add_temporal_attention(model, images="apply")
-        randomize_temporal(model)
-        images_sta = features(model, "image", inputs["pixel_values"], inputs["image_sizes"])
-        videos_sta = features(model, "video", inputs["pixel_values_videos"])
-    for before, after in zip(images, images_sta, strict=True):
-        assert torch.equal(before, after)
-    assert (videos_sta[0] - videos[0]).abs().max() > 1e-3
-
-
-def test_order_matters_and_a_video_is_the_same_alone_and_batched():
-    model = sta_model()
-    tower = stave.vision_tower(model)
-    pixels = frames(9)
-    with torch.no_grad():
-        out = tower_states(tower, pixels[:3], 3)
-        out_reversed = tower_states(tower, pixels[:3].flip(0), 3).flip(0)
-        together = tower_states(tower, pixels, 3)
-        alone = [tower_states(tower, pixels[3 * k : 3 * k + 3], 3) for k in range(3)]
-    assert (out - out_reversed).abs().max() > 1e-3
-    for k in range(3):
-        torch.testing.assert_close(together[3 * k : 3 * k + 3], alone[k], atol=1e-5, rtol=1e-5)
-
-
-def test_stage_one_gradients_are_exactly_stas_and_all_of_them_learn():
-    model = tiny_model(PRESET).train()
-    stave.add_temporal_attention(model)
-    temporal = dict(stave.temporal_parameters(model))
-    assert len(temporal) == 2 * 6  # temp_attn.qkv, temp_attn.proj, norm3 (weight and bias each) in 2 layers
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in temporal)
-    optimizer = torch.optim.AdamW(list(temporal.values()), lr=1e-2)
-    inputs = model_inputs(model, videos=[(3, SIDE, SIDE), (3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
-    labels = inputs["input_ids"].clone()
-    model(**inputs, labels=labels).loss.backward()
-    assert {name for name, param in model.named_parameters() if param.grad is not None} == set(temporal)
-    for name, param in temporal.items():  # zero init: only proj gets signal at step 0
-        assert (param.grad.abs().max() > 0) == (".temp_attn.proj." in name), name
-    optimizer.step()
-    optimizer.zero_grad()
-    model(**inputs, labels=labels).loss.backward()
-    for name, param in temporal.items():
-        assert param.grad.abs().max() > 0, name
-
-
-def test_save_and_load_model_reproduce_the_outputs_exactly(tmp_path):
-    model = sta_model()
-    stave.set_temporal_pooling(model, "mean")
-    inputs = model_inputs(model, videos=[(3, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
-    model.save_pretrained(tmp_path)
-    loaded = stave.load_model(tmp_path)
-    assert type(loaded.model).__name__ == "StaveLlavaNextVideoModel" and stave.temporal_pooling(loaded) == "mean"
-    with torch.no_grad():
-        assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
-
-
-@pytest.mark.parametrize("pooling", [None, "mean"])
-def test_generate_equals_the_step_by_step_greedy_forward(pooling):
-    model = stave.set_temporal_pooling(sta_model(), pooling)
-    inputs = model_inputs(model, videos=[(4, SIDE, SIDE)], images=[(1, SIDE, SIDE)])
-    assert (inputs["input_ids"] == model.config.video_token_index).sum() == (1 if pooling else 4) * 4
-    placeholders = [model.config.video_token_index, model.config.image_token_index]  # a text answer holds none
-    with torch.no_grad():
-        out = model.generate(
-            **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=2, output_logits=True,
-            return_dict_in_generate=True, suppress_tokens=placeholders,
-        )  # fmt: skip
-        prompt, tokens = inputs["input_ids"].shape[1], out.sequences
-        for k in range(3):
-            ids = tokens[:, : prompt + k]
-            grown = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
-            full = model(**grown).logits[0, -1]
-            torch.testing.assert_close(out.logits[k][0], full, atol=1e-5, rtol=1e-4)
-            full[placeholders] = -torch.inf
-            assert tokens[0, prompt + k] == full.argmax(), k
-
-
-def test_pooled_llm_inputs_of_a_clip_and_its_reverse_are_equal_without_sta_and_differ_with_it():
-    model = stave.set_temporal_pooling(tiny_model(PRESET), "mean")
-    clip_frames = frames(4)[None]
-    with torch.no_grad():
-        forward = features(model, "video", clip_frames)[0]
-        backward = features(model, "video", clip_frames.flip(1))[0]
-        torch.testing.assert_close(forward, backward, atol=1e-7, rtol=1e-6)
-        assert forward.shape[-2] == 4  # 2 x 2 tokens, no newline
-        stave.add_temporal_attention(model)
-        randomize_temporal(model)
-        forward = features(model, "video", clip_frames)[0]
-        backward = features(model, "video", clip_frames.flip(1))[0]
-    assert (forward - backward).abs().max() > 0.01 * forward.abs().max()
 
 
 def test_lora_targets_clip_and_llm_linears_and_a_text_only_batch_reaches_every_parameter():
