@@ -44,6 +44,15 @@ def skip_optional(reason: str, *, expected: str = "STAVE_EXPECT_EXTRAS") -> None
     pytest.skip(reason)
 
 
+def require_torchvision() -> None:
+    """Skip a test that needs torchvision (transformers' torchvision processors) where it does not import; a failure
+    where STAVE_EXPECT_EXTRAS=1."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:  # torchvision fails to import in several ways beside a mismatched torch
+        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+
+
 def require_deepspeed() -> None:
     """Skip a test that needs deepspeed where it is not installed; a failure where STAVE_EXPECT_DEEPSPEED=1."""
     import importlib.util

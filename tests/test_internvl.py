@@ -205,14 +205,11 @@ def test_inputs_equal_the_stored_outputs_of_transformers_processor():
 
 def test_inputs_equal_transformers_processor_live():
     """The same comparison against transformers' InternVLProcessor run here, where torchvision imports."""
-    from conftest import skip_optional
+    from conftest import require_torchvision
     from fixtures.make_internvl_processor_fixture import conversation_cases, reference_inputs, stave_inputs
     from fixtures.make_internvl_processor_fixture import tokenizer as fixture_tokenizer
 
-    try:
-        import torchvision  # noqa: F401
-    except Exception as error:  # torchvision fails to import in several ways beside a mismatched torch
-        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+    require_torchvision()
     tok = fixture_tokenizer()
     for case in conversation_cases():
         ours, indices = stave_inputs(case, tok)

@@ -607,13 +607,10 @@ def test_qwen3_inputs_equal_the_stored_outputs_of_transformers_processor():
 def test_qwen3_inputs_equal_transformers_processor_live():
     """The same comparison against transformers' Qwen3VLProcessor run here, where torchvision imports (see
     README, "Parity with transformers' processors"), on the installed transformers."""
-    from conftest import skip_optional
+    from conftest import require_torchvision
     from fixtures.make_qwen3_processor_fixture import conversation_cases, reference_inputs, stave_inputs, tokenizer
 
-    try:
-        import torchvision  # noqa: F401
-    except Exception as error:  # torchvision fails to import in several ways beside a mismatched torch
-        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+    require_torchvision()
     tok = tokenizer()
     for case in conversation_cases():
         ours, indices = stave_inputs(case, tok)
@@ -646,17 +643,14 @@ def test_qwen3_inputs_with_no_video_options_equal_transformers_processor_with_it
 def test_qwen3_inputs_with_no_video_options_equal_transformers_processor_with_its_defaults_live(tmp_path):
     """The same against transformers' Qwen3VLProcessor run here on a freshly written file, where torchvision and
     a video decoder for transformers import (the extras run), on the installed transformers."""
-    from conftest import skip_optional
+    from conftest import require_torchvision
     from fixtures.make_qwen3_processor_fixture import (
         reference_default_inputs,
         stave_default_inputs,
         write_defaults_video,
     )
 
-    try:
-        import torchvision  # noqa: F401
-    except Exception as error:
-        skip_optional(f"torchvision cannot be imported: {type(error).__name__}: {error}")
+    require_torchvision()
     path = write_defaults_video(tmp_path / "video.mp4")
     theirs = reference_default_inputs(path)
     _assert_same_qwen3_inputs("defaults", stave_default_inputs(path), theirs, token_types=TRANSFORMERS_MAJOR >= 5)
