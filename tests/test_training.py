@@ -191,6 +191,10 @@ def test_each_stage_trains_exactly_its_parameters(preset, trains):
     assert llm and all(isinstance(dict(base.named_modules())[n], torch.nn.Linear) for n in llm)
     expected_lora = 0
     if "lora" in trains:
+        # only the blocks that feed the LLM (LLaVA-NeXT-Video: not the last CLIP layer, after the feature layer)
+        feeding = family.blocks(tower)[: family.feature_blocks(base) if family.feature_blocks is not None else None]
+        feeding_names = [n for n, m in base.named_modules() if any(m is block for block in feeding)]
+        vision = [n for n in vision if any(n.startswith(f"{block}.") for block in feeding_names)]
         qkv = [n for n in vision if n.endswith(family.vision_qkv)]
         expected_lora = _lora_size(base, [n for n in vision if n not in qkv] + llm, 16) + _lora_size(base, qkv, 32)
     model = prepare_stage(base, StageSpec(name="s", trains=trains), TemporalConfig(), LoraSection())
